@@ -1,0 +1,61 @@
+//! `dualstack`: the command-line front end. All logic lives in the library crates; each command
+//! group is one module here that parses its arguments and calls them.
+
+mod cmd_bench;
+mod cmd_node;
+mod cmd_run;
+mod cmd_vm;
+mod cmd_zone;
+mod common;
+
+use clap::{Parser, Subcommand};
+
+/// Dual stack virtualization: carve HPC zones out of a node at run time, run HPC jobs in a
+/// dedicated HPC VMM there, and keep commodity KVM/QEMU VMs on the remaining cores.
+#[derive(Parser, Debug)]
+#[command(name = "dualstack", version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    global: common::GlobalOpts,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a static Linux x86-64 program in the HPC VMM.
+    Run(cmd_run::RunArgs),
+    /// Show the node: topology, zones and free resources.
+    Node(cmd_node::NodeArgs),
+    /// Create, list, show and release HPC zones.
+    #[command(subcommand)]
+    Zone(cmd_zone::ZoneCmd),
+    /// Bring the host back to a consistent state from the journal after a crash.
+    Recover(cmd_zone::RecoverArgs),
+    /// Commodity VMs (QEMU) confined to the commodity zone.
+    #[command(subcommand)]
+    Vm(cmd_vm::VmCmd),
+    /// Benchmarks and the isolation experiment.
+    #[command(subcommand)]
+    Bench(cmd_bench::BenchCmd),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    common::init_tracing(&cli.global);
+    let result = match cli.command {
+        Command::Run(args) => cmd_run::run(args, &cli.global),
+        Command::Node(args) => cmd_node::run(args, &cli.global),
+        Command::Zone(cmd) => cmd_zone::run(cmd, &cli.global),
+        Command::Recover(args) => cmd_zone::recover(args, &cli.global),
+        Command::Vm(cmd) => cmd_vm::run(cmd, &cli.global),
+        Command::Bench(cmd) => cmd_bench::run(cmd, &cli.global),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            common::print_error(&err);
+            std::process::exit(1);
+        }
+    }
+}
