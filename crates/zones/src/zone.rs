@@ -1,0 +1,756 @@
+//! Zones: create (plan, then journaled steps), release (undo in reverse), recover after a crash,
+//! list, and entering a zone's cgroup for the HPC VMM.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use dualstack_topology::{plan, CpuList, Held, Node, Plan, PlanError, ZoneRequest};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::{self, CgroupError};
+use crate::commodity::{self, CommodityError};
+use crate::journal::{self, crash_point, CpuFormat, Outcome, RowStatus, Step, StepError, Timings};
+use crate::lifecycle::ZoneState;
+use crate::paths::{CgroupMount, HostPaths};
+use crate::state::{self, open_db, StateError, StateLock};
+use crate::steer::{self, HostTasks};
+
+/// Errors of zone operations.
+#[derive(Debug, thiserror::Error)]
+pub enum ZoneError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("state database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("cannot place zone {name:?}: {source}")]
+    Plan {
+        name: String,
+        #[source]
+        source: PlanError,
+    },
+    #[error(transparent)]
+    Commodity(#[from] CommodityError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(
+        "creating zone {name:?} failed at step {step:?}; every change was rolled back{warnings}"
+    )]
+    StepFailed {
+        name: String,
+        step: String,
+        warnings: String,
+        #[source]
+        source: StepError,
+    },
+    #[error("journal: {0}")]
+    Journal(#[from] StepError),
+    #[error("bad zone name {0:?}: use 1-64 letters, digits, '-' or '_'")]
+    BadName(String),
+    #[error("zone {name:?} already exists (CPUs {cpus}, state {state}); release it first or pick another name")]
+    Duplicate {
+        name: String,
+        cpus: String,
+        state: ZoneState,
+    },
+    #[error("no zone named {name:?}; existing zones: {existing}")]
+    Unknown { name: String, existing: String },
+    #[error("zone {name:?} still runs processes {pids:?} in {dir}; stop them before releasing it")]
+    Busy {
+        name: String,
+        dir: PathBuf,
+        pids: Vec<u32>,
+    },
+    #[error("{path} already exists but no zone record names it; run `dualstack recover`")]
+    Leftover { path: PathBuf },
+    #[error("zone {name:?} is {state}, not active: run `dualstack recover` first")]
+    NotActive { name: String, state: ZoneState },
+}
+
+/// Options of a zone beyond its resources.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneOptions {
+    pub host_tasks: HostTasks,
+    /// Steer IRQ affinities off the zone's CPUs.
+    pub steer_irqs: bool,
+    /// Narrow the unbound workqueue cpumask.
+    pub narrow_workqueue: bool,
+    /// Try to offline memory blocks of the zone's node (the HPC VMM itself uses huge pages;
+    /// this is for co-kernel setups; off by default).
+    pub offline_memory: bool,
+}
+
+impl Default for ZoneOptions {
+    fn default() -> Self {
+        Self {
+            host_tasks: HostTasks::Leave,
+            steer_irqs: true,
+            narrow_workqueue: true,
+            offline_memory: false,
+        }
+    }
+}
+
+/// A zone: what the HPC VMM needs to run in it, and what it changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Zone {
+    pub name: String,
+    pub state: ZoneState,
+    pub cpus: CpuList,
+    pub cores: Vec<u32>,
+    pub numa_node: u32,
+    pub numa_nodes: Vec<u32>,
+    pub memory_bytes: u64,
+    pub hugepage_kib: u64,
+    pub hugepages: u64,
+    pub cgroup_dir: PathBuf,
+    pub cgroup: CgroupMount,
+    pub options: ZoneOptions,
+    /// Planner notes and what the kernel refused (reported, not fatal).
+    pub notes: Vec<String>,
+    pub created_unix: u64,
+}
+
+impl Zone {
+    /// CPUs the HPC VMM pins its vCPUs to.
+    pub fn cpus(&self) -> &CpuList {
+        &self.cpus
+    }
+    /// NUMA node of the zone's memory.
+    pub fn numa_node(&self) -> u32 {
+        self.numa_node
+    }
+    /// Memory reserved as huge pages, in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_bytes
+    }
+    /// Huge page size in bytes (2 MiB or 1 GiB).
+    pub fn hugepage_size(&self) -> u64 {
+        self.hugepage_kib * 1024
+    }
+    /// Number of huge pages reserved on [`Zone::numa_node`].
+    pub fn hugepage_count(&self) -> u64 {
+        self.hugepages
+    }
+    /// The zone's cpuset cgroup directory.
+    pub fn cgroup_dir(&self) -> &Path {
+        &self.cgroup_dir
+    }
+}
+
+/// What a create did, with time per step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateReport {
+    pub zone: Zone,
+    pub plan: Plan,
+    pub timings: Timings,
+}
+
+/// What a release did, with time per step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseReport {
+    pub name: String,
+    pub warnings: Vec<String>,
+    pub timings: Timings,
+}
+
+/// What a recovery did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RecoverReport {
+    /// Half-made zones rolled back.
+    pub rolled_back: Vec<String>,
+    /// Half-released zones finished.
+    pub finished_release: Vec<String>,
+    /// Zones recorded under an earlier boot (the reboot already reset the host).
+    pub dropped_stale: Vec<String>,
+    /// Zone cgroup directories without a record, removed.
+    pub removed_orphans: Vec<PathBuf>,
+    /// Whether the commodity cpuset and instance dir were removed (nothing left using them).
+    pub layout_removed: bool,
+    pub warnings: Vec<String>,
+}
+
+impl RecoverReport {
+    pub fn is_clean(&self) -> bool {
+        self.rolled_back.is_empty()
+            && self.finished_release.is_empty()
+            && self.dropped_stale.is_empty()
+            && self.removed_orphans.is_empty()
+    }
+}
+
+fn check_name(name: &str) -> Result<(), ZoneError> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ZoneError::BadName(name.to_string()));
+    }
+    Ok(())
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+// ---- records ----
+
+fn load_all(conn: &Connection) -> Result<Vec<(Zone, String)>, ZoneError> {
+    let mut stmt = conn.prepare("SELECT record, boot_id FROM zones ORDER BY created_at, name")?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(rec, boot)| serde_json::from_str(&rec).ok().map(|z| (z, boot)))
+        .collect())
+}
+
+fn load(conn: &Connection, name: &str) -> Result<Option<Zone>, ZoneError> {
+    let rec: Option<String> = conn
+        .query_row("SELECT record FROM zones WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(rec.and_then(|r| serde_json::from_str(&r).ok()))
+}
+
+fn save(conn: &Connection, zone: &Zone, boot: &str) -> Result<(), ZoneError> {
+    conn.execute(
+        "INSERT INTO zones (name, state, boot_id, record, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(name) DO UPDATE SET state = ?2, record = ?4",
+        params![
+            zone.name,
+            zone.state.as_str(),
+            boot,
+            serde_json::to_string(zone).expect("zones serialize"),
+            zone.created_unix as i64
+        ],
+    )?;
+    Ok(())
+}
+
+fn transition(conn: &Connection, zone: &mut Zone, next: ZoneState) -> Result<(), ZoneError> {
+    debug_assert!(zone.state.can_become(next), "{} -> {next}", zone.state);
+    zone.state = next;
+    conn.execute(
+        "UPDATE zones SET state = ?2, record = ?3 WHERE name = ?1",
+        params![
+            zone.name,
+            next.as_str(),
+            serde_json::to_string(zone).expect("zones serialize")
+        ],
+    )?;
+    Ok(())
+}
+
+fn forget(conn: &Connection, name: &str) -> Result<(), ZoneError> {
+    journal::delete(conn, name)?;
+    conn.execute("DELETE FROM zones WHERE name = ?1", [name])?;
+    Ok(())
+}
+
+/// All zones (any state), oldest first.
+pub fn list(paths: &HostPaths) -> Result<Vec<Zone>, ZoneError> {
+    let conn = open_db(&paths.state_dir)?;
+    Ok(load_all(&conn)?.into_iter().map(|(z, _)| z).collect())
+}
+
+/// One zone by name.
+pub fn get(paths: &HostPaths, name: &str) -> Result<Zone, ZoneError> {
+    let conn = open_db(&paths.state_dir)?;
+    load(&conn, name)?.ok_or_else(|| unknown(&conn, name))
+}
+
+fn unknown(conn: &Connection, name: &str) -> ZoneError {
+    let existing = load_all(conn)
+        .map(|zs| {
+            zs.iter()
+                .map(|(z, _)| z.name.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    ZoneError::Unknown {
+        name: name.to_string(),
+        existing: if existing.is_empty() {
+            "none".into()
+        } else {
+            existing
+        },
+    }
+}
+
+/// What the zones hold, plus CPUs outside the cpuset root (never available).
+fn held(conn: &Connection, node: &Node, root_cpus: &CpuList) -> Result<Vec<Held>, ZoneError> {
+    let mut out: Vec<Held> = load_all(conn)?
+        .into_iter()
+        .map(|(z, _)| Held {
+            zone: z.name,
+            cpus: z.cpus,
+            numa_node: z.numa_node,
+            memory_bytes: z.memory_bytes,
+        })
+        .collect();
+    let outside = node.cpus().difference(root_cpus);
+    if !outside.is_empty() {
+        out.push(Held {
+            zone: "(outside the cpuset root)".into(),
+            cpus: outside,
+            numa_node: 0,
+            memory_bytes: 0,
+        });
+    }
+    Ok(out)
+}
+
+// ---- create ----
+
+/// Create zone `name` on `node` (the host's topology, or a synthetic one on fake trees).
+pub fn create(
+    paths: &HostPaths,
+    node: &Node,
+    name: &str,
+    request: &ZoneRequest,
+    options: &ZoneOptions,
+) -> Result<CreateReport, ZoneError> {
+    check_name(name)?;
+    let lock = StateLock::acquire(&paths.state_dir)?;
+    recover_locked(paths, &lock)?;
+    let conn = open_db(&paths.state_dir)?;
+    if let Some(z) = load(&conn, name)? {
+        return Err(ZoneError::Duplicate {
+            name: name.into(),
+            cpus: z.cpus.to_list(),
+            state: z.state,
+        });
+    }
+    let root_cpus = cgroup::root_cpus(paths)?;
+    let held = held(&conn, node, &root_cpus)?;
+    let plan = plan(node, &held, request).map_err(|source| ZoneError::Plan {
+        name: name.into(),
+        source,
+    })?;
+    let zone_dir = paths.zone_dir(name);
+    if zone_dir.exists() {
+        return Err(ZoneError::Leftover { path: zone_dir });
+    }
+    let mut zone = Zone {
+        name: name.into(),
+        state: ZoneState::Planned,
+        cpus: plan.cpus.clone(),
+        cores: plan.cores.clone(),
+        numa_node: plan.numa_node,
+        numa_nodes: plan.numa_nodes.clone(),
+        memory_bytes: plan.memory_bytes,
+        hugepage_kib: plan.hugepage_kib,
+        hugepages: plan.hugepages,
+        cgroup_dir: zone_dir,
+        cgroup: paths.cgroup.clone(),
+        options: options.clone(),
+        notes: plan.notes.clone(),
+        created_unix: now_unix(),
+    };
+    let boot = state::boot_id(&paths.procfs);
+    save(&conn, &zone, &boot)?;
+    transition(&conn, &mut zone, ZoneState::Applying)?;
+
+    let mut timings = Timings::default();
+    match apply_all(paths, &conn, &mut zone, &mut timings) {
+        Ok(()) => {
+            transition(&conn, &mut zone, ZoneState::Active)?;
+            Ok(CreateReport {
+                zone,
+                plan,
+                timings,
+            })
+        }
+        Err((step, source)) => {
+            transition(&conn, &mut zone, ZoneState::RollingBack)?;
+            let mut warnings = undo_all(paths, &conn, name, "rollback", &mut Timings::default())?;
+            forget(&conn, name)?;
+            if let Err(e) = commodity::cleanup_layout(paths, &conn) {
+                warnings.push(e.to_string());
+            }
+            Err(ZoneError::StepFailed {
+                name: name.into(),
+                step,
+                warnings: if warnings.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (warnings: {})", warnings.join("; "))
+                },
+                source,
+            })
+        }
+    }
+}
+
+/// Build and run every step of a create. Steps are built one at a time from the host's current
+/// values, so each records the exact old value it replaces.
+fn apply_all(
+    paths: &HostPaths,
+    conn: &Connection,
+    zone: &mut Zone,
+    timings: &mut Timings,
+) -> Result<(), (String, StepError)> {
+    let mut seq = 0i64;
+    let t = Instant::now();
+    let layout = commodity::ensure_layout(paths, conn).map_err(|e| {
+        (
+            "commodity cpuset".to_string(),
+            StepError::File(match e {
+                CommodityError::Cgroup(c) => c,
+                other => CgroupError::Read {
+                    path: paths.commodity_dir(),
+                    source: std::io::Error::other(other.to_string()),
+                },
+            }),
+        )
+    })?;
+    timings.push("ensure instance + commodity cgroups".into(), t);
+    let z = zone.cpus.clone();
+    let err = |s: &Step, e: StepError| (s.label(), e);
+    let io = |e: CgroupError| ("read host state".to_string(), StepError::File(e));
+
+    // 1. Shrink the commodity cpuset (this also re-confines commodity VMs at once). Must come
+    //    before the zone takes its CPUs: v1 refuses overlap with an exclusive sibling.
+    let commodity_cpus = layout.cpus.clone();
+    let housekeeping = commodity_cpus.difference(&z);
+    let mut steps: Vec<Step> = vec![Step::CpuDelta {
+        path: paths.commodity_dir().join("cpuset.cpus"),
+        format: CpuFormat::List,
+        old: commodity_cpus.clone(),
+        new: housekeeping.clone(),
+        optional: false,
+    }];
+    let mems = zone.numa_node.to_string();
+    let dir = zone.cgroup_dir.clone();
+    let w = |file: &str, value: &str, expect: Option<&str>| Step::Write {
+        path: dir.join(file),
+        old: None,
+        new: value.to_string(),
+        expect: expect.map(str::to_string),
+    };
+    match &paths.cgroup {
+        CgroupMount::V1 { .. } => {
+            steps.push(Step::Mkdir { path: dir.clone() });
+            steps.push(w("cpuset.cpus", &z.to_list(), None));
+            steps.push(w("cpuset.mems", &mems, None));
+            if cgroup::read(&paths.instance_dir().join("cpuset.cpu_exclusive")).map_err(io)? == "1"
+            {
+                steps.push(w("cpuset.cpu_exclusive", "1", None));
+            } else {
+                zone.notes.push("cgroup v1: cpuset.cpu_exclusive needs an exclusive parent, which would deny every cpuset beside the instance any CPU; the zone is exclusive by construction (commodity shrunk, host tasks moved)".into());
+            }
+            steps.push(w("cpuset.sched_load_balance", "0", None));
+        }
+        CgroupMount::V2 { .. } => {
+            let excl = paths.instance_dir().join("cpuset.cpus.exclusive");
+            let cur = cgroup::read_list(&excl).map_err(io)?;
+            steps.push(Step::CpuDelta {
+                path: excl,
+                format: CpuFormat::List,
+                new: cur.union(&z),
+                old: cur,
+                optional: false,
+            });
+            steps.push(Step::Mkdir { path: dir.clone() });
+            steps.push(w("cpuset.cpus", &z.to_list(), None));
+            steps.push(w("cpuset.mems", &mems, None));
+            steps.push(w("cpuset.cpus.exclusive", &z.to_list(), None));
+            steps.push(w("cpuset.cpus.partition", "isolated", Some("isolated")));
+        }
+    }
+    // 2. Huge pages on the zone's node.
+    let hp = paths.nr_hugepages(zone.numa_node, zone.hugepage_kib);
+    let seen = crate::hugepages::check_pool(&hp, zone.numa_node, zone.hugepage_kib)
+        .map_err(|e| ("huge page pool".to_string(), e.into()))?;
+    steps.push(Step::HugePages {
+        path: hp,
+        numa: zone.numa_node,
+        page_kib: zone.hugepage_kib,
+        count: zone.hugepages,
+        seen,
+        before: None,
+    });
+    // 3. Memory blocks (opt-in).
+    if zone.options.offline_memory {
+        let (blocks, size) =
+            steer::memory_blocks(&paths.node_dir, &paths.memory_dir, zone.numa_node);
+        let want = zone.memory_bytes.div_ceil(size.max(1)) as usize;
+        if blocks.is_empty() {
+            zone.notes.push(format!(
+                "memory offlining: NUMA node {} has no online removable memory block",
+                zone.numa_node
+            ));
+        }
+        for block in blocks.into_iter().take(want) {
+            steps.push(Step::MemoryOffline { block });
+        }
+    }
+    // 4. IRQs off the zone (to the housekeeping CPUs when an IRQ had only zone CPUs).
+    if zone.options.steer_irqs {
+        for (_, path) in steer::irqs(&paths.irq_dir) {
+            let Ok(old) = cgroup::read_list(&path) else {
+                continue;
+            };
+            if old.is_disjoint(&z) {
+                continue;
+            }
+            let mut new = old.difference(&z);
+            if new.is_empty() {
+                new = housekeeping.clone();
+            }
+            steps.push(Step::CpuDelta {
+                path,
+                format: CpuFormat::List,
+                old,
+                new,
+                optional: true,
+            });
+        }
+    }
+    // 5. The unbound workqueue mask.
+    if zone.options.narrow_workqueue && paths.workqueue_cpumask.exists() {
+        let text = cgroup::read(&paths.workqueue_cpumask).map_err(io)?;
+        let old = cgroup::read_mask(&paths.workqueue_cpumask).map_err(io)?;
+        let new = old.difference(&z);
+        if !old.is_disjoint(&z) && !new.is_empty() {
+            steps.push(Step::CpuDelta {
+                path: paths.workqueue_cpumask.clone(),
+                format: CpuFormat::Mask(dualstack_topology::CpuList::mask_groups(&text)),
+                old,
+                new,
+                optional: true,
+            });
+        }
+    }
+    // 6. Host tasks (per policy). Built last so tasks started meanwhile are seen.
+    let tasks = steer::tasks_to_move(&paths.procfs, zone.options.host_tasks, &paths.instance, &z);
+    if !tasks.is_empty() {
+        steps.push(Step::Tasks { tasks });
+    }
+
+    for mut step in steps {
+        seq += 1;
+        let t = Instant::now();
+        let id = journal::insert(conn, &zone.name, seq, &step).map_err(|e| err(&step, e))?;
+        crash_point("create", seq, "journaled");
+        let outcome = step.apply(paths).map_err(|e| err(&step, e))?;
+        crash_point("create", seq, "applied");
+        let (status, detail) = match &outcome {
+            Outcome::Applied => (RowStatus::Applied, None),
+            Outcome::Refused(why) => {
+                zone.notes.push(format!(
+                    "{}: refused by the kernel, carried on: {why}",
+                    step.label()
+                ));
+                (RowStatus::Refused, Some(why.as_str()))
+            }
+        };
+        journal::mark(conn, id, &step, status, detail).map_err(|e| err(&step, e))?;
+        crash_point("create", seq, "marked");
+        timings.push(step.label(), t);
+    }
+    Ok(())
+}
+
+/// Undo every not-yet-undone step of a zone, newest first, marking each as it goes.
+fn undo_all(
+    paths: &HostPaths,
+    conn: &Connection,
+    name: &str,
+    op: &str,
+    timings: &mut Timings,
+) -> Result<Vec<String>, ZoneError> {
+    let mut warnings = Vec::new();
+    for row in journal::rows(conn, name)?.into_iter().rev() {
+        if matches!(row.status, RowStatus::Undone | RowStatus::Refused) {
+            continue;
+        }
+        let t = Instant::now();
+        if let Some(w) = row.step.undo(paths, row.status == RowStatus::Applied)? {
+            warnings.push(w);
+        }
+        journal::mark(
+            conn,
+            row.id,
+            &row.step,
+            RowStatus::Undone,
+            row.detail.as_deref(),
+        )?;
+        crash_point(op, row.seq, "undone");
+        timings.push(format!("undo {}", row.step.label()), t);
+    }
+    Ok(warnings)
+}
+
+// ---- release ----
+
+/// Release zone `name`: undo its steps in reverse, restoring the previous values.
+pub fn release(paths: &HostPaths, name: &str) -> Result<ReleaseReport, ZoneError> {
+    let lock = StateLock::acquire(&paths.state_dir)?;
+    let conn = open_db(&paths.state_dir)?;
+    let Some(mut zone) = load(&conn, name)? else {
+        return Err(unknown(&conn, name));
+    };
+    let pids = cgroup::procs(&zone.cgroup_dir)?;
+    if !pids.is_empty() {
+        return Err(ZoneError::Busy {
+            name: name.into(),
+            dir: zone.cgroup_dir,
+            pids,
+        });
+    }
+    let mut timings = Timings::default();
+    match zone.state {
+        ZoneState::Active => transition(&conn, &mut zone, ZoneState::Releasing)?,
+        ZoneState::Releasing => {}
+        state => {
+            drop(conn);
+            // A half-made zone: recovery rolls it back.
+            recover_locked(paths, &lock)?;
+            return Err(ZoneError::NotActive {
+                name: name.into(),
+                state,
+            });
+        }
+    }
+    let mut warnings = undo_all(paths, &conn, name, "release", &mut timings)?;
+    forget(&conn, name)?;
+    let t = Instant::now();
+    if let Err(e) = commodity::cleanup_layout(paths, &conn) {
+        warnings.push(e.to_string());
+    }
+    timings.push("remove commodity + instance if unused".into(), t);
+    Ok(ReleaseReport {
+        name: name.into(),
+        warnings,
+        timings,
+    })
+}
+
+// ---- recovery ----
+
+/// Bring the host back to a consistent state from the journal: roll back half-made zones,
+/// finish half-released ones, drop records of an earlier boot, remove orphan zone cgroups and
+/// the commodity/instance cgroups when nothing uses them. Takes the state lock.
+pub fn recover(paths: &HostPaths) -> Result<RecoverReport, ZoneError> {
+    let lock = StateLock::acquire(&paths.state_dir)?;
+    recover_locked(paths, &lock)
+}
+
+/// [`recover`] for a caller holding the state lock (cheap when there is nothing to do).
+pub fn recover_locked(paths: &HostPaths, _lock: &StateLock) -> Result<RecoverReport, ZoneError> {
+    let conn = open_db(&paths.state_dir)?;
+    let boot = state::boot_id(&paths.procfs);
+    let mut report = RecoverReport::default();
+    for (mut zone, zone_boot) in load_all(&conn)? {
+        if zone_boot != boot {
+            forget(&conn, &zone.name)?;
+            report.dropped_stale.push(zone.name);
+            continue;
+        }
+        match zone.state {
+            ZoneState::Active => continue,
+            ZoneState::Applying | ZoneState::Planned => {
+                if zone.state == ZoneState::Applying {
+                    transition(&conn, &mut zone, ZoneState::RollingBack)?;
+                }
+                report.rolled_back.push(zone.name.clone());
+            }
+            ZoneState::RollingBack => report.rolled_back.push(zone.name.clone()),
+            ZoneState::Releasing | ZoneState::Released => {
+                report.finished_release.push(zone.name.clone())
+            }
+        }
+        let op = if zone.state == ZoneState::Releasing {
+            "release"
+        } else {
+            "rollback"
+        };
+        report.warnings.extend(undo_all(
+            paths,
+            &conn,
+            &zone.name,
+            op,
+            &mut Timings::default(),
+        )?);
+        forget(&conn, &zone.name)?;
+    }
+    // Zone directories no record names (only ours: `zone-*` under our instance, and empty).
+    let known: Vec<PathBuf> = load_all(&conn)?
+        .into_iter()
+        .map(|(z, _)| z.cgroup_dir)
+        .collect();
+    if let Ok(entries) = std::fs::read_dir(paths.instance_dir()) {
+        for e in entries.filter_map(Result::ok) {
+            let p = e.path();
+            let is_zone = e.file_name().to_string_lossy().starts_with("zone-") && p.is_dir();
+            if is_zone && !known.contains(&p) {
+                match cgroup::rmdir(&p) {
+                    Ok(_) => report.removed_orphans.push(p),
+                    Err(e) => report.warnings.push(e.to_string()),
+                }
+            }
+        }
+    }
+    match commodity::cleanup_layout(paths, &conn) {
+        Ok(gone) => report.layout_removed = gone,
+        Err(e) => report.warnings.push(e.to_string()),
+    }
+    Ok(report)
+}
+
+// ---- entering a zone (HPC VMM) ----
+
+/// The calling process, moved into a zone's cgroup; [`ZoneEntry::leave`] (or drop) moves it back.
+#[derive(Debug)]
+pub struct ZoneEntry {
+    previous: PathBuf,
+    left: bool,
+}
+
+/// Move the calling process (all its threads) into `zone`'s cpuset cgroup.
+pub fn enter(paths: &HostPaths, zone: &Zone) -> Result<ZoneEntry, ZoneError> {
+    if zone.state != ZoneState::Active {
+        return Err(ZoneError::NotActive {
+            name: zone.name.clone(),
+            state: zone.state,
+        });
+    }
+    let pid = std::process::id();
+    let previous = cgroup::cgroup_of(paths, pid)?;
+    cgroup::attach(&zone.cgroup_dir, pid)?;
+    Ok(ZoneEntry {
+        previous,
+        left: false,
+    })
+}
+
+impl ZoneEntry {
+    /// The cgroup the process came from.
+    pub fn previous(&self) -> &Path {
+        &self.previous
+    }
+    /// Move the calling process back where it came from.
+    pub fn leave(mut self) -> Result<(), ZoneError> {
+        self.left = true;
+        Ok(cgroup::attach(&self.previous, std::process::id())?)
+    }
+}
+
+impl Drop for ZoneEntry {
+    fn drop(&mut self) {
+        if !self.left {
+            let _ = cgroup::attach(&self.previous, std::process::id());
+        }
+    }
+}
