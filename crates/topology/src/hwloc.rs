@@ -174,7 +174,7 @@ mod tests {
         let xml = topo
             .export_xml(hwlocality::topology::export::xml::XMLExportFlags::empty())
             .unwrap();
-        let node = from_xml(xml.to_str().unwrap()).unwrap();
+        let node = from_xml(xml.as_str()).unwrap();
         assert_eq!(node.cores.len(), 4);
         assert_eq!(node.numa_nodes.len(), 2);
     }
