@@ -16,7 +16,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Spins before a barrier waiter starts yielding its core.
-const SPINS_BEFORE_YIELD: u32 = 1 << 16;
+const SPINS_BEFORE_YIELD: u32 = 1 << 12;
 /// Widest reduction [`Ctx::sum_n`] supports.
 pub const MAX_REDUCE: usize = 8;
 
@@ -202,6 +202,13 @@ impl<'a, T> Shared<'a, T> {
     /// True when empty.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Raw pointer to the first element, for element-wise access where the threads' parts
+    /// interleave (e.g. red-black sweeps). Every access through it must be in bounds and free
+    /// of data races.
+    pub fn as_ptr(&self) -> *mut T {
+        self.ptr
     }
 
     /// The whole slice, read-only.
