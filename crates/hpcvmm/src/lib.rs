@@ -1,1 +1,31 @@
-pub fn x(){}
+//! The HPC VMM: runs one unmodified static Linux x86-64 program in a KVM VM that owns its
+//! memory (preallocated, pinned, mapped with large pages) and its cores (one pinned vCPU per
+//! guest thread), serving the program's Linux system calls in host user space.
+//!
+//! ```no_run
+//! let cfg = dualstack_hpcvmm::RunConfig::new("./hello", vec!["hello".into()]);
+//! let stats = dualstack_hpcvmm::run(&cfg).unwrap();
+//! println!("{}", stats.summary());
+//! ```
+
+pub mod addrspace;
+pub mod elf;
+pub mod layout;
+pub mod memory;
+pub mod process;
+pub mod stack;
+pub mod stats;
+pub mod syscall;
+mod sys;
+pub mod vcpu;
+mod vm;
+
+pub use layout::GuestPageSize;
+pub use memory::{Backing, HugePageSize};
+pub use stats::{ExitReport, RunStats};
+pub use vm::{run, RunConfig, VmmError};
+
+/// Host CPUs the calling thread may run on (the default core set of a run).
+pub fn host_affinity() -> std::io::Result<Vec<usize>> {
+    sys::current_affinity()
+}

@@ -1,0 +1,391 @@
+//! The guest's virtual address space bookkeeping: which page ranges are mapped (image, heap,
+//! mmap areas, stacks), where brk is, and which free memory is already known to be zero.
+//!
+//! Guest virtual addresses equal guest physical ones, so "mapping" is only bookkeeping: the
+//! page tables always map all of usable memory. What matters is handing out non-overlapping
+//! ranges, giving the guest zeroed memory as Linux does, and answering ENOMEM when memory runs
+//! out. mprotect is accepted but not enforced (pages are mapped RWX with large pages).
+
+use std::collections::BTreeMap;
+
+pub const PAGE: u64 = 4096;
+
+/// A set of disjoint half-open ranges.
+#[derive(Clone, Debug, Default)]
+pub struct RangeSet {
+    map: BTreeMap<u64, u64>, // start -> end
+}
+
+impl RangeSet {
+    pub fn insert(&mut self, mut start: u64, mut end: u64) {
+        if start >= end {
+            return;
+        }
+        // Merge with overlapping or adjacent neighbours.
+        let overlapping: Vec<(u64, u64)> = self
+            .map
+            .range(..=end)
+            .rev()
+            .take_while(|(_, &e)| e >= start)
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        for (s, e) in overlapping {
+            self.map.remove(&s);
+            start = start.min(s);
+            end = end.max(e);
+        }
+        self.map.insert(start, end);
+    }
+
+    pub fn remove(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        let overlapping: Vec<(u64, u64)> = self
+            .map
+            .range(..end)
+            .rev()
+            .take_while(|(_, &e)| e > start)
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        for (s, e) in overlapping {
+            self.map.remove(&s);
+            if s < start {
+                self.map.insert(s, start);
+            }
+            if e > end {
+                self.map.insert(end, e);
+            }
+        }
+    }
+
+    /// True if any part of `[start, end)` is in the set.
+    pub fn intersects(&self, start: u64, end: u64) -> bool {
+        self.map
+            .range(..end)
+            .next_back()
+            .is_some_and(|(_, &e)| e > start)
+    }
+
+    /// True if all of `[start, end)` is in the set.
+    pub fn contains(&self, start: u64, end: u64) -> bool {
+        self.map
+            .range(..=start)
+            .next_back()
+            .is_some_and(|(_, &e)| e >= end)
+    }
+
+    /// The parts of `[start, end)` that are in the set.
+    pub fn parts(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let first = self.map.range(..=start).next_back().map(|(&s, _)| s).unwrap_or(start);
+        for (&s, &e) in self.map.range(first..end) {
+            let (a, b) = (s.max(start), e.min(end));
+            if a < b {
+                out.push((a, b));
+            }
+        }
+        out
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.map.iter().map(|(&s, &e)| (s, e))
+    }
+
+    pub fn total(&self) -> u64 {
+        self.map.iter().map(|(s, e)| e - s).sum()
+    }
+}
+
+/// Errors of address-space operations, as the errno the guest sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmError {
+    NoMem,
+    Inval,
+    Exists,
+}
+
+/// The guest address space.
+#[derive(Debug)]
+pub struct AddressSpace {
+    low: u64,
+    high: u64,
+    mapped: RangeSet,
+    /// Free memory whose contents may be non-zero (was used, then unmapped).
+    dirty: RangeSet,
+    brk_start: u64,
+    brk: u64,
+    /// Highest address the heap may reach (below the mmap area / stack).
+    peak: u64,
+}
+
+impl AddressSpace {
+    /// `[low, high)` is usable memory; `image` is already mapped.
+    pub fn new(low: u64, high: u64, image: (u64, u64)) -> Self {
+        let mut mapped = RangeSet::default();
+        mapped.insert(image.0, image.1);
+        AddressSpace {
+            low,
+            high,
+            mapped,
+            dirty: RangeSet::default(),
+            brk_start: image.1,
+            brk: image.1,
+            peak: 0,
+        }
+    }
+
+    pub fn high(&self) -> u64 {
+        self.high
+    }
+
+    /// Bytes currently mapped (image, heap, mmaps, stacks).
+    pub fn mapped_bytes(&self) -> u64 {
+        self.mapped.total()
+    }
+
+    pub fn peak_bytes(&self) -> u64 {
+        self.peak
+    }
+
+    fn note_peak(&mut self) {
+        self.peak = self.peak.max(self.mapped.total());
+    }
+
+    /// Ranges inside `[start,end)` that must be zeroed before handing them out.
+    fn take_dirty(&mut self, start: u64, end: u64) -> Vec<(u64, u64)> {
+        let parts = self.dirty.parts(start, end);
+        self.dirty.remove(start, end);
+        parts
+    }
+
+    /// Map `len` bytes of fresh anonymous memory; returns the address and the ranges the caller
+    /// must zero.
+    pub fn map(
+        &mut self,
+        hint: u64,
+        len: u64,
+        fixed: bool,
+        noreplace: bool,
+    ) -> Result<(u64, Vec<(u64, u64)>), MmError> {
+        if len == 0 {
+            return Err(MmError::Inval);
+        }
+        let len = len.checked_next_multiple_of(PAGE).ok_or(MmError::NoMem)?;
+        if fixed {
+            if hint % PAGE != 0 {
+                return Err(MmError::Inval);
+            }
+            let end = hint.checked_add(len).ok_or(MmError::NoMem)?;
+            if hint < self.low || end > self.high {
+                return Err(MmError::NoMem);
+            }
+            if self.mapped.intersects(hint, end) {
+                if noreplace {
+                    return Err(MmError::Exists);
+                }
+                // MAP_FIXED replaces: the old contents go away.
+                let old = self.mapped.parts(hint, end);
+                self.mapped.remove(hint, end);
+                for (s, e) in old {
+                    self.dirty.insert(s, e);
+                }
+            }
+            self.mapped.insert(hint, end);
+            let z = self.take_dirty(hint, end);
+            self.note_peak();
+            return Ok((hint, z));
+        }
+        let hint = hint & !(PAGE - 1);
+        if hint >= self.low && hint.checked_add(len).is_some_and(|e| e <= self.high) && !self.mapped.intersects(hint, hint + len) && hint >= self.brk {
+            self.mapped.insert(hint, hint + len);
+            let z = self.take_dirty(hint, hint + len);
+            self.note_peak();
+            return Ok((hint, z));
+        }
+        // Top-down first fit, never below the heap's current end.
+        let floor = self.brk.max(self.low);
+        let mut top = self.high;
+        let gaps: Vec<(u64, u64)> = self.mapped.iter().filter(|&(_, e)| e > floor).collect();
+        for (s, e) in gaps.into_iter().rev() {
+            if top >= e && top - e >= len {
+                let at = top - len;
+                self.mapped.insert(at, top);
+                let z = self.take_dirty(at, top);
+                self.note_peak();
+                return Ok((at, z));
+            }
+            top = top.min(s);
+        }
+        if top >= floor && top - floor >= len {
+            let at = top - len;
+            self.mapped.insert(at, top);
+            let z = self.take_dirty(at, top);
+            self.note_peak();
+            return Ok((at, z));
+        }
+        Err(MmError::NoMem)
+    }
+
+    pub fn unmap(&mut self, addr: u64, len: u64) -> Result<(), MmError> {
+        if addr % PAGE != 0 || len == 0 {
+            return Err(MmError::Inval);
+        }
+        let end = addr
+            .checked_add(len.next_multiple_of(PAGE))
+            .ok_or(MmError::Inval)?;
+        for (s, e) in self.mapped.parts(addr, end) {
+            self.dirty.insert(s, e);
+        }
+        self.mapped.remove(addr, end);
+        Ok(())
+    }
+
+    pub fn is_mapped(&self, addr: u64, len: u64) -> bool {
+        self.mapped.contains(addr, addr.saturating_add(len))
+    }
+
+    /// Resize a mapping. Returns the new address, ranges to zero, and an optional
+    /// `(from, to, len)` copy the caller must perform (move).
+    #[allow(clippy::type_complexity)]
+    pub fn remap(
+        &mut self,
+        old: u64,
+        old_len: u64,
+        new_len: u64,
+        may_move: bool,
+    ) -> Result<(u64, Vec<(u64, u64)>, Option<(u64, u64, u64)>), MmError> {
+        if old % PAGE != 0 || new_len == 0 {
+            return Err(MmError::Inval);
+        }
+        let old_len = old_len.next_multiple_of(PAGE);
+        let new_len = new_len.checked_next_multiple_of(PAGE).ok_or(MmError::NoMem)?;
+        if !self.mapped.contains(old, old + old_len) {
+            return Err(MmError::Inval);
+        }
+        if new_len <= old_len {
+            self.unmap(old + new_len, old_len - new_len).ok();
+            return Ok((old, Vec::new(), None));
+        }
+        let grow_end = old.checked_add(new_len).ok_or(MmError::NoMem)?;
+        if grow_end <= self.high && !self.mapped.intersects(old + old_len, grow_end) {
+            self.mapped.insert(old + old_len, grow_end);
+            let z = self.take_dirty(old + old_len, grow_end);
+            self.note_peak();
+            return Ok((old, z, None));
+        }
+        if !may_move {
+            return Err(MmError::NoMem);
+        }
+        let (at, z) = self.map(0, new_len, false, false)?;
+        self.unmap(old, old_len)?;
+        Ok((at, z, Some((old, at, old_len))))
+    }
+
+    pub fn brk(&self) -> u64 {
+        self.brk
+    }
+
+    /// Move the program break. Returns the new break (unchanged on failure, like Linux) and the
+    /// ranges to zero.
+    pub fn set_brk(&mut self, want: u64) -> (u64, Vec<(u64, u64)>) {
+        if want < self.brk_start {
+            return (self.brk, Vec::new());
+        }
+        let cur_end = self.brk.next_multiple_of(PAGE);
+        let new_end = match want.checked_next_multiple_of(PAGE) {
+            Some(e) => e,
+            None => return (self.brk, Vec::new()),
+        };
+        if new_end > cur_end {
+            if new_end > self.high || self.mapped.intersects(cur_end, new_end) {
+                return (self.brk, Vec::new());
+            }
+            self.mapped.insert(cur_end, new_end);
+            let z = self.take_dirty(cur_end, new_end);
+            self.brk = want;
+            self.note_peak();
+            return (want, z);
+        }
+        if new_end < cur_end {
+            self.mapped.remove(new_end, cur_end);
+            self.dirty.insert(new_end, cur_end);
+        }
+        self.brk = want;
+        (want, Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rangeset_merges_and_splits() {
+        let mut r = RangeSet::default();
+        r.insert(0, 10);
+        r.insert(10, 20);
+        r.insert(30, 40);
+        assert_eq!(r.iter().collect::<Vec<_>>(), vec![(0, 20), (30, 40)]);
+        r.remove(5, 35);
+        assert_eq!(r.iter().collect::<Vec<_>>(), vec![(0, 5), (35, 40)]);
+        assert!(r.intersects(4, 6));
+        assert!(!r.intersects(5, 35));
+        assert!(r.contains(36, 40));
+        assert!(!r.contains(30, 40));
+        assert_eq!(r.parts(0, 100), vec![(0, 5), (35, 40)]);
+    }
+
+    #[test]
+    fn mmap_munmap_reuse_zeroes_only_dirty_memory() {
+        let mut a = AddressSpace::new(0x20_0000, 0x100_0000, (0x40_0000, 0x50_0000));
+        let (p, z) = a.map(0, 0x1000, false, false).unwrap();
+        assert_eq!(p, 0x100_0000 - 0x1000);
+        assert!(z.is_empty(), "never-used memory is already zero");
+        a.unmap(p, 0x1000).unwrap();
+        let (q, z) = a.map(0, 0x1000, false, false).unwrap();
+        assert_eq!(q, p);
+        assert_eq!(z, vec![(p, p + 0x1000)]);
+    }
+
+    #[test]
+    fn out_of_memory_and_bad_arguments() {
+        let mut a = AddressSpace::new(0x20_0000, 0x40_0000, (0x20_0000, 0x21_0000));
+        assert_eq!(a.map(0, 0x100_0000, false, false), Err(MmError::NoMem));
+        assert_eq!(a.map(0x123, 0x1000, true, false), Err(MmError::Inval));
+        assert_eq!(a.map(0, 0, false, false), Err(MmError::Inval));
+        assert_eq!(a.map(0x20_0000, 0x1000, true, true), Err(MmError::Exists));
+        assert_eq!(a.map(0x1000_0000, 0x1000, true, false), Err(MmError::NoMem));
+        assert_eq!(a.unmap(0x123, 1), Err(MmError::Inval));
+    }
+
+    #[test]
+    fn brk_grows_shrinks_and_refuses_collisions() {
+        let mut a = AddressSpace::new(0x20_0000, 0x100_0000, (0x40_0000, 0x50_0000));
+        assert_eq!(a.brk(), 0x50_0000);
+        let (b, _) = a.set_brk(0x50_1234);
+        assert_eq!(b, 0x50_1234);
+        let (m, _) = a.map(0x60_0000, 0x1000, true, false).unwrap();
+        assert_eq!(m, 0x60_0000);
+        let (b, _) = a.set_brk(0x70_0000);
+        assert_eq!(b, 0x50_1234, "heap may not grow over a mapping");
+        let (b, _) = a.set_brk(0x50_0000);
+        assert_eq!(b, 0x50_0000);
+        let (b, z) = a.set_brk(0x50_2000);
+        assert_eq!(b, 0x50_2000);
+        assert_eq!(z, vec![(0x50_0000, 0x50_2000)]);
+    }
+
+    #[test]
+    fn mremap_grows_in_place_or_moves() {
+        let mut a = AddressSpace::new(0x20_0000, 0x100_0000, (0x40_0000, 0x50_0000));
+        let (p, _) = a.map(0x80_0000, 0x1000, true, false).unwrap();
+        let (q, _, mv) = a.remap(p, 0x1000, 0x3000, true).unwrap();
+        assert_eq!((q, mv), (p, None));
+        a.map(0x80_3000, 0x1000, true, false).unwrap();
+        let (r, _, mv) = a.remap(p, 0x3000, 0x5000, true).unwrap();
+        assert_ne!(r, p);
+        assert_eq!(mv, Some((p, r, 0x3000)));
+        assert_eq!(a.remap(r, 0x5000, 0x100_0000, false).unwrap_err(), MmError::NoMem);
+    }
+}

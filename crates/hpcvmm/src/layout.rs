@@ -1,0 +1,332 @@
+//! Guest physical (= guest virtual) memory layout and the x86-64 system structures the VMM
+//! builds before the guest runs: GDT, IDT, per-vCPU TSS and exception stacks, the system call
+//! and exception stubs, and identity-mapping page tables.
+//!
+//! ```text
+//! 0x0000_0000  null page (not present: NULL dereferences fault)
+//! 0x0000_1000  GDT (2 pages)                        supervisor
+//! 0x0000_3000  IDT (256 gates)                      supervisor
+//! 0x0000_4000  syscall entry stub (LSTAR)           user, read/execute
+//! 0x0000_5000  exception stubs, 8 bytes per vector  supervisor
+//! 0x0000_8000  TSS array, 256 bytes per vCPU        supervisor
+//! 0x0002_0000  exception stacks, 1 KiB per vCPU     supervisor
+//! 0x0020_0000  guest program, heap, mmap area, stack (user, RWX)
+//! top - N      page tables (not mapped in the guest at all)
+//! ```
+//! The low 2 MiB are mapped with 4 KiB pages so each page gets its own permissions; the rest
+//! with the largest page size the backing allows (2 MiB or 1 GiB), or 4 KiB for the lazy
+//! (commodity-style) backing.
+
+use crate::memory::{Efault, GuestMemory};
+
+pub const GDT_ADDR: u64 = 0x1000;
+pub const GDT_SIZE: u64 = 0x2000;
+pub const IDT_ADDR: u64 = 0x3000;
+pub const SYSCALL_STUB: u64 = 0x4000;
+pub const EXCEPTION_STUBS: u64 = 0x5000;
+pub const EXCEPTION_STUB_SIZE: u64 = 8;
+pub const TSS_ARRAY: u64 = 0x8000;
+pub const TSS_STRIDE: u64 = 256;
+/// TSS limit: the 104-byte TSS plus an I/O bitmap covering ports 0-255 and its end byte.
+pub const TSS_LIMIT: u64 = 104 + 32;
+pub const EXC_STACKS: u64 = 0x2_0000;
+pub const EXC_STACK_SIZE: u64 = 1024;
+/// Most vCPUs one VM can have (GDT and TSS space).
+pub const MAX_VCPUS: usize = 256;
+/// Start of memory the guest program may use.
+pub const USER_START: u64 = 2 << 20;
+
+/// I/O port the syscall stub writes to.
+pub const SYSCALL_PORT: u16 = 0xf0;
+/// I/O port the exception stubs write to.
+pub const EXCEPTION_PORT: u16 = 0xf1;
+
+// GDT selectors. STAR[63:48] = 0x10 gives SYSRET SS = 0x18|3 and CS = 0x20|3 (Linux's order:
+// user data before user code).
+pub const KERNEL_CS: u16 = 0x08;
+pub const KERNEL_DS: u16 = 0x10;
+pub const USER_DS: u16 = 0x18 | 3;
+pub const USER_CS: u16 = 0x20 | 3;
+const FIRST_TSS_INDEX: u64 = 5;
+
+/// Selector of vCPU `i`'s TSS.
+pub fn tss_selector(i: usize) -> u16 {
+    ((FIRST_TSS_INDEX + 2 * i as u64) * 8) as u16
+}
+
+pub fn tss_addr(i: usize) -> u64 {
+    TSS_ARRAY + TSS_STRIDE * i as u64
+}
+
+/// Vectors whose exception frame carries an error code.
+pub fn has_error_code(vector: u8) -> bool {
+    matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
+}
+
+/// Guest page size used to map user memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum GuestPageSize {
+    #[serde(rename = "4K")]
+    Size4K,
+    #[serde(rename = "2M")]
+    Size2M,
+    #[serde(rename = "1G")]
+    Size1G,
+}
+
+/// Where the page tables ended up and what they map.
+#[derive(Clone, Copy, Debug)]
+pub struct Paging {
+    pub pml4: u64,
+    /// End of guest-usable memory (page tables start here).
+    pub usable_end: u64,
+    pub page_size: GuestPageSize,
+}
+
+fn div_ceil(a: u64, b: u64) -> u64 {
+    a.div_ceil(b)
+}
+
+/// Number of 4 KiB page-table pages needed to map `mapped` bytes from 0.
+fn table_pages(mapped: u64, ps: GuestPageSize) -> u64 {
+    let gib = div_ceil(mapped, 1 << 30);
+    let pds = match ps {
+        GuestPageSize::Size1G => 2, // the first GiB and a partial last GiB use PDs
+        _ => gib,
+    };
+    let pts = match ps {
+        GuestPageSize::Size4K => div_ceil(mapped, 2 << 20),
+        _ => 1, // the low 2 MiB
+    };
+    1 + 1 + pds + pts
+}
+
+/// Write all system structures and page tables for `vcpus` vCPUs into guest memory.
+pub fn build(mem: &GuestMemory, ps: GuestPageSize) -> Result<Paging, Efault> {
+    let size = mem.size();
+    // Find the largest usable end such that page tables for [0, usable_end) fit above it.
+    let pt_bytes = table_pages(size, ps) * 4096;
+    let usable_end = match ps {
+        GuestPageSize::Size4K => (size - pt_bytes) & !0xfff,
+        _ => (size - pt_bytes) & !((2 << 20) - 1),
+    };
+    let mut next_table = usable_end;
+    let mut alloc = || {
+        let a = next_table;
+        next_table += 4096;
+        a
+    };
+    mem.zero(usable_end, size - usable_end)?;
+
+    const P: u64 = 1;
+    const RW: u64 = 2;
+    const US: u64 = 4;
+    const PS: u64 = 0x80;
+
+    let pml4 = alloc();
+    let pdpt = alloc();
+    mem.write_u64(pml4, pdpt | P | RW | US)?;
+    let gib_count = div_ceil(usable_end, 1 << 30);
+    for g in 0..gib_count {
+        let gbase = g << 30;
+        if ps == GuestPageSize::Size1G && g > 0 && gbase + (1 << 30) <= usable_end {
+            mem.write_u64(pdpt + 8 * g, gbase | P | RW | US | PS)?;
+            continue;
+        }
+        let pd = alloc();
+        mem.write_u64(pdpt + 8 * g, pd | P | RW | US)?;
+        for e in 0..512u64 {
+            let base = gbase + (e << 21);
+            if base >= usable_end {
+                break;
+            }
+            let use_4k = base == 0 || ps == GuestPageSize::Size4K || base + (2 << 20) > usable_end;
+            if !use_4k {
+                mem.write_u64(pd + 8 * e, base | P | RW | US | PS)?;
+                continue;
+            }
+            let pt = alloc();
+            mem.write_u64(pd + 8 * e, pt | P | RW | US)?;
+            for p in 0..512u64 {
+                let addr = base + (p << 12);
+                if addr >= usable_end {
+                    break;
+                }
+                let flags = if base != 0 {
+                    P | RW | US
+                } else if addr == 0 {
+                    0 // null page
+                } else if addr == SYSCALL_STUB {
+                    P | US // user may execute the syscall stub, not write it
+                } else {
+                    P | RW // supervisor only
+                };
+                if flags != 0 {
+                    mem.write_u64(pt + 8 * p, addr | flags)?;
+                }
+            }
+        }
+    }
+    debug_assert!(next_table <= size);
+
+    write_gdt(mem)?;
+    write_idt(mem)?;
+    write_stubs(mem)?;
+    for i in 0..MAX_VCPUS {
+        write_tss(mem, i)?;
+    }
+    Ok(Paging {
+        pml4,
+        usable_end,
+        page_size: ps,
+    })
+}
+
+fn seg_desc(access: u8, flags: u8) -> u64 {
+    // limit 0xfffff, base 0
+    let limit_lo = 0xffffu64;
+    let limit_hi = 0xfu64;
+    limit_lo | (u64::from(access) << 40) | (limit_hi << 48) | (u64::from(flags) << 52)
+}
+
+fn write_gdt(mem: &GuestMemory) -> Result<(), Efault> {
+    mem.zero(GDT_ADDR, GDT_SIZE)?;
+    // access: P | DPL | S | type. flags: G | L (code) or G | DB (data).
+    mem.write_u64(GDT_ADDR + 8, seg_desc(0x9b, 0xa))?; // kernel code64
+    mem.write_u64(GDT_ADDR + 16, seg_desc(0x93, 0xc))?; // kernel data
+    mem.write_u64(GDT_ADDR + 24, seg_desc(0xf3, 0xc))?; // user data
+    mem.write_u64(GDT_ADDR + 32, seg_desc(0xfb, 0xa))?; // user code64
+    for i in 0..MAX_VCPUS {
+        let base = tss_addr(i);
+        let limit = TSS_LIMIT;
+        let lo = (limit & 0xffff)
+            | ((base & 0xff_ffff) << 16)
+            | (0x89u64 << 40) // present, 64-bit available TSS
+            | (((limit >> 16) & 0xf) << 48)
+            | (((base >> 24) & 0xff) << 56);
+        let hi = base >> 32;
+        let at = GDT_ADDR + u64::from(tss_selector(i));
+        mem.write_u64(at, lo)?;
+        mem.write_u64(at + 8, hi)?;
+    }
+    Ok(())
+}
+
+/// Limit of the GDT (bytes - 1).
+pub fn gdt_limit() -> u16 {
+    (u64::from(tss_selector(MAX_VCPUS - 1)) + 16 - 1) as u16
+}
+
+fn write_idt(mem: &GuestMemory) -> Result<(), Efault> {
+    for v in 0..256u64 {
+        let handler = EXCEPTION_STUBS + v * EXCEPTION_STUB_SIZE;
+        // 64-bit interrupt gate, present; #BP reachable from user mode like Linux's int3.
+        let type_attr: u64 = if v == 3 { 0xee } else { 0x8e };
+        let lo = (handler & 0xffff)
+            | (u64::from(KERNEL_CS) << 16)
+            | (type_attr << 40)
+            | (((handler >> 16) & 0xffff) << 48);
+        let hi = handler >> 32;
+        mem.write_u64(IDT_ADDR + v * 16, lo)?;
+        mem.write_u64(IDT_ADDR + v * 16 + 8, hi)?;
+    }
+    Ok(())
+}
+
+fn write_stubs(mem: &GuestMemory) -> Result<(), Efault> {
+    // syscall entry: `out SYSCALL_PORT, al` then `ud2`. The VMM serves the call on the exit and
+    // resumes the guest at RCX itself, so the ud2 is never reached.
+    let mut page = vec![0xccu8; 4096];
+    page[..4].copy_from_slice(&[0xe6, SYSCALL_PORT as u8, 0x0f, 0x0b]);
+    mem.write(SYSCALL_STUB, &page)?;
+    // exception v: `out EXCEPTION_PORT, al; hlt`, padded with int3; the VMM tells vectors apart
+    // by the stub's address.
+    let mut stubs = vec![0xccu8; 256 * EXCEPTION_STUB_SIZE as usize];
+    for v in 0..256usize {
+        let o = v * EXCEPTION_STUB_SIZE as usize;
+        stubs[o..o + 3].copy_from_slice(&[0xe6, EXCEPTION_PORT as u8, 0xf4]);
+    }
+    mem.write(EXCEPTION_STUBS, &stubs)?;
+    Ok(())
+}
+
+fn write_tss(mem: &GuestMemory, i: usize) -> Result<(), Efault> {
+    let tss = tss_addr(i);
+    mem.zero(tss, TSS_STRIDE)?;
+    let rsp0 = EXC_STACKS + EXC_STACK_SIZE * (i as u64 + 1);
+    mem.write_u64(tss + 4, rsp0)?;
+    // I/O permission bitmap: user mode may touch exactly the two VMM ports (the syscall stub
+    // runs at CPL3 on hosts where `syscall` does not change privilege); every other port
+    // faults.
+    mem.write(tss + 102, &104u16.to_le_bytes())?;
+    let mut bitmap = [0xffu8; 33];
+    for port in [SYSCALL_PORT, EXCEPTION_PORT] {
+        bitmap[usize::from(port / 8)] &= !(1 << (port % 8));
+    }
+    mem.write(tss + 104, &bitmap)?;
+    Ok(())
+}
+
+/// Vector of the exception whose stub exited at `rip` (the address after the `out`).
+pub fn exception_vector(rip: u64) -> Option<u8> {
+    let off = rip.checked_sub(EXCEPTION_STUBS + 2)?;
+    if off % EXCEPTION_STUB_SIZE != 0 || off / EXCEPTION_STUB_SIZE >= 256 {
+        return None;
+    }
+    Some((off / EXCEPTION_STUB_SIZE) as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::Backing;
+
+    fn walk(mem: &GuestMemory, pml4: u64, va: u64) -> Option<(u64, u64)> {
+        let e4 = mem.read_u64(pml4 + 8 * ((va >> 39) & 511)).ok()?;
+        if e4 & 1 == 0 {
+            return None;
+        }
+        let e3 = mem.read_u64((e4 & !0xfff) + 8 * ((va >> 30) & 511)).ok()?;
+        if e3 & 1 == 0 {
+            return None;
+        }
+        if e3 & 0x80 != 0 {
+            return Some(((e3 & !0x3fff_ffff) + (va & 0x3fff_ffff), e3 & 7));
+        }
+        let e2 = mem.read_u64((e3 & !0xfff) + 8 * ((va >> 21) & 511)).ok()?;
+        if e2 & 1 == 0 {
+            return None;
+        }
+        if e2 & 0x80 != 0 {
+            return Some(((e2 & !0x1f_ffff) + (va & 0x1f_ffff), e2 & 7));
+        }
+        let e1 = mem.read_u64((e2 & !0xfff) + 8 * ((va >> 12) & 511)).ok()?;
+        if e1 & 1 == 0 {
+            return None;
+        }
+        Some(((e1 & !0xfff) + (va & 0xfff), e1 & 7))
+    }
+
+    #[test]
+    fn identity_map_with_protected_low_area() {
+        for ps in [GuestPageSize::Size4K, GuestPageSize::Size2M] {
+            let mem = GuestMemory::new(64 << 20, Backing::Lazy).unwrap();
+            let p = build(&mem, ps).unwrap();
+            assert!(p.usable_end <= 64 << 20 && p.usable_end > 60 << 20, "{p:?}");
+            assert_eq!(walk(&mem, p.pml4, 0), None, "null page must not be mapped");
+            assert_eq!(walk(&mem, p.pml4, GDT_ADDR), Some((GDT_ADDR, 3)));
+            assert_eq!(walk(&mem, p.pml4, SYSCALL_STUB), Some((SYSCALL_STUB, 5)));
+            assert_eq!(walk(&mem, p.pml4, 0x40_1234), Some((0x40_1234, 7)));
+            assert_eq!(walk(&mem, p.pml4, p.usable_end - 1), Some((p.usable_end - 1, 7)));
+            assert_eq!(walk(&mem, p.pml4, p.usable_end), None, "page tables stay unmapped");
+        }
+    }
+
+    #[test]
+    fn exception_vectors_decode_from_stub_addresses() {
+        assert_eq!(exception_vector(EXCEPTION_STUBS + 2), Some(0));
+        assert_eq!(exception_vector(EXCEPTION_STUBS + 14 * 8 + 2), Some(14));
+        assert_eq!(exception_vector(EXCEPTION_STUBS + 3), None);
+        assert_eq!(exception_vector(SYSCALL_STUB + 2), None);
+    }
+}

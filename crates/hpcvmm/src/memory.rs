@@ -1,0 +1,451 @@
+//! Guest memory: one host mapping, preallocated before the guest runs, mapped at guest physical
+//! address 0.
+//!
+//! Backings:
+//! - `Hugetlb` (default): hugetlbfs 2 MiB or 1 GiB pages, bound to a NUMA node when asked,
+//!   populated up front and locked. A shortage is reported before the guest exists, never as a
+//!   SIGBUS halfway through.
+//! - `Lazy`: anonymous 4 KiB pages faulted in on first touch, what a commodity VMM does. Kept
+//!   for comparison.
+//!
+//! Every access the VMM makes on behalf of the guest goes through the bounds-checked accessors
+//! here; a pointer or length outside guest memory is an [`Efault`].
+
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use vm_memory::{Bytes, GuestRegionMmap, MemoryRegionAddress, MmapRegion};
+
+/// Huge page size for the hugetlb backing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HugePageSize {
+    #[serde(rename = "2M")]
+    Size2M,
+    #[serde(rename = "1G")]
+    Size1G,
+}
+
+impl HugePageSize {
+    pub fn bytes(self) -> u64 {
+        match self {
+            HugePageSize::Size2M => 2 << 20,
+            HugePageSize::Size1G => 1 << 30,
+        }
+    }
+    /// The sysfs directory name of this pool (`hugepages-2048kB`).
+    pub fn sysfs_name(self) -> &'static str {
+        match self {
+            HugePageSize::Size2M => "hugepages-2048kB",
+            HugePageSize::Size1G => "hugepages-1048576kB",
+        }
+    }
+    fn mmap_flag(self) -> i32 {
+        match self {
+            HugePageSize::Size2M => libc::MAP_HUGE_2MB,
+            HugePageSize::Size1G => libc::MAP_HUGE_1GB,
+        }
+    }
+}
+
+impl fmt::Display for HugePageSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HugePageSize::Size2M => "2M",
+            HugePageSize::Size1G => "1G",
+        })
+    }
+}
+
+/// How guest memory is backed on the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Backing {
+    /// Preallocated, pinned hugetlbfs pages (optionally from one NUMA node).
+    Hugetlb {
+        page_size: HugePageSize,
+        numa_node: Option<u32>,
+    },
+    /// Anonymous 4 KiB pages faulted on demand.
+    Lazy,
+}
+
+impl Backing {
+    /// The granularity the backing can be sized in.
+    pub fn granule(&self) -> u64 {
+        match self {
+            Backing::Hugetlb { page_size, .. } => page_size.bytes(),
+            Backing::Lazy => 2 << 20,
+        }
+    }
+}
+
+/// A guest pointer or length that does not lie inside guest memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("guest range {addr:#x}+{len:#x} is outside guest memory")]
+pub struct Efault {
+    pub addr: u64,
+    pub len: u64,
+}
+
+/// Failure to create guest memory.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// Not enough free huge pages.
+    #[error(
+        "guest memory needs {needed} free {size} huge pages ({needed_mib} MiB){node}, but only {free} are free. \
+         Reserve them, e.g. `echo {suggest} > {pool}` (or create an HPC zone with `dualstack zone create`), \
+         or run with `--memory-backing lazy`"
+    )]
+    NotEnoughHugePages {
+        size: HugePageSize,
+        needed: u64,
+        needed_mib: u64,
+        free: u64,
+        node: String,
+        suggest: u64,
+        pool: String,
+    },
+    /// The kernel has no pool of that size.
+    #[error("this host has no {0} huge page pool ({1} does not exist)")]
+    NoPool(HugePageSize, String),
+    /// mmap failed.
+    #[error("cannot map {size} bytes of guest memory ({backing})")]
+    Map {
+        size: u64,
+        backing: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// mbind failed.
+    #[error("cannot bind guest memory to NUMA node {node}")]
+    Bind {
+        node: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Populating failed even though the pool looked large enough (raced with another user).
+    #[error("cannot populate {size} bytes of guest memory with huge pages: the pool ran out while allocating (another user took pages?)")]
+    Populate {
+        size: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The size is unusable.
+    #[error("guest memory size {0} bytes is invalid: {1}")]
+    BadSize(u64, &'static str),
+}
+
+/// Guest physical memory: one region at GPA 0.
+pub struct GuestMemory {
+    region: GuestRegionMmap,
+    size: u64,
+    backing: Backing,
+}
+
+impl fmt::Debug for GuestMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuestMemory")
+            .field("size", &self.size)
+            .field("backing", &self.backing)
+            .finish()
+    }
+}
+
+/// Free huge pages of `size` on `node` (or system wide), read from sysfs under `sysfs`.
+pub fn free_huge_pages(
+    sysfs: &Path,
+    size: HugePageSize,
+    node: Option<u32>,
+) -> Result<(u64, String), MemoryError> {
+    let dir = match node {
+        Some(n) => sysfs.join(format!("devices/system/node/node{n}/hugepages/{}", size.sysfs_name())),
+        None => sysfs.join(format!("kernel/mm/hugepages/{}", size.sysfs_name())),
+    };
+    if !dir.is_dir() {
+        return Err(MemoryError::NoPool(size, dir.display().to_string()));
+    }
+    let read = |f: &str| -> u64 {
+        std::fs::read_to_string(dir.join(f))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    Ok((read("free_hugepages"), dir.join("nr_hugepages").display().to_string()))
+}
+
+impl GuestMemory {
+    /// Map, bind and populate `size` bytes of guest memory.
+    pub fn new(size: u64, backing: Backing) -> Result<Self, MemoryError> {
+        Self::with_sysfs(size, backing, Path::new("/sys"))
+    }
+
+    /// As [`GuestMemory::new`], reading huge page pools under `sysfs`.
+    pub fn with_sysfs(size: u64, backing: Backing, sysfs: &Path) -> Result<Self, MemoryError> {
+        if size == 0 || size % backing.granule() != 0 {
+            return Err(MemoryError::BadSize(size, "must be a non-zero multiple of the page size"));
+        }
+        if size > (512u64 << 30) {
+            return Err(MemoryError::BadSize(size, "the HPC VMM maps at most 512 GiB"));
+        }
+        let region = match backing {
+            Backing::Lazy => {
+                let region = MmapRegion::build(
+                    None,
+                    size as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                )
+                .map_err(|e| MemoryError::Map {
+                    size,
+                    backing: "anonymous 4 KiB pages".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+                // Keep transparent huge pages away: this backing models a commodity VMM's
+                // 4 KiB, faulted-on-demand memory.
+                crate::sys::madvise(region.as_ptr(), size as usize, libc::MADV_NOHUGEPAGE)
+                    .map_err(|source| MemoryError::Map {
+                        size,
+                        backing: "anonymous 4 KiB pages (madvise)".into(),
+                        source,
+                    })?;
+                region
+            }
+            Backing::Hugetlb { page_size, numa_node } => {
+                let needed = size / page_size.bytes();
+                let (free, pool) = free_huge_pages(sysfs, page_size, numa_node)?;
+                if free < needed {
+                    let (total, _) = free_huge_pages(sysfs, page_size, numa_node)
+                        .map(|(_, p)| (std::fs::read_to_string(&p).ok(), p))
+                        .unwrap_or((None, String::new()));
+                    let total: u64 = total.and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+                    return Err(MemoryError::NotEnoughHugePages {
+                        size: page_size,
+                        needed,
+                        needed_mib: size >> 20,
+                        free,
+                        node: numa_node.map(|n| format!(" on NUMA node {n}")).unwrap_or_default(),
+                        suggest: total + (needed - free),
+                        pool,
+                    });
+                }
+                let flags = libc::MAP_PRIVATE
+                    | libc::MAP_ANONYMOUS
+                    | libc::MAP_HUGETLB
+                    | page_size.mmap_flag();
+                let region = MmapRegion::build(
+                    None,
+                    size as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    flags,
+                )
+                .map_err(|e| MemoryError::Map {
+                    size,
+                    backing: format!("hugetlb {page_size}"),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+                if let Some(node) = numa_node {
+                    crate::sys::mbind_node(region.as_ptr(), size as usize, node)
+                        .map_err(|source| MemoryError::Bind { node, source })?;
+                }
+                // Fault every page in now (from the bound node) and lock it: the guest never
+                // takes a host page fault and never meets a SIGBUS.
+                crate::sys::madvise(region.as_ptr(), size as usize, libc::MADV_POPULATE_WRITE)
+                    .map_err(|source| MemoryError::Populate { size, source })?;
+                crate::sys::mlock(region.as_ptr(), size as usize)
+                    .map_err(|source| MemoryError::Populate { size, source })?;
+                region
+            }
+        };
+        let region = GuestRegionMmap::new(region, vm_memory::GuestAddress(0))
+            .ok_or(MemoryError::BadSize(size, "guest region does not fit the address space"))?;
+        Ok(GuestMemory {
+            region,
+            size,
+            backing,
+        })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn backing(&self) -> Backing {
+        self.backing
+    }
+
+    /// Host address of the start of guest memory (for KVM_SET_USER_MEMORY_REGION).
+    pub fn host_base(&self) -> *mut u8 {
+        self.region.as_ptr()
+    }
+
+    /// Check that `[addr, addr+len)` lies inside guest memory.
+    pub fn check(&self, addr: u64, len: u64) -> Result<(), Efault> {
+        match addr.checked_add(len) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(Efault { addr, len }),
+        }
+    }
+
+    /// Host pointer to `[addr, addr+len)`, bounds checked. The pointer stays valid as long as
+    /// `self` lives; the guest may change the bytes concurrently, so only hand it to copies
+    /// (host syscalls, volatile reads).
+    pub fn host_ptr(&self, addr: u64, len: u64) -> Result<*mut u8, Efault> {
+        self.check(addr, len)?;
+        // SAFETY: the range was checked to lie inside the mapping, so the offset stays inside
+        // the same allocation.
+        Ok(unsafe { self.host_base().add(addr as usize) })
+    }
+
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Efault> {
+        self.check(addr, buf.len() as u64)?;
+        self.region
+            .read_slice(buf, MemoryRegionAddress(addr))
+            .map_err(|_| Efault {
+                addr,
+                len: buf.len() as u64,
+            })
+    }
+
+    pub fn write(&self, addr: u64, buf: &[u8]) -> Result<(), Efault> {
+        self.check(addr, buf.len() as u64)?;
+        self.region
+            .write_slice(buf, MemoryRegionAddress(addr))
+            .map_err(|_| Efault {
+                addr,
+                len: buf.len() as u64,
+            })
+    }
+
+    pub fn read_vec(&self, addr: u64, len: u64) -> Result<Vec<u8>, Efault> {
+        self.check(addr, len)?;
+        let mut v = vec![0u8; len as usize];
+        self.read(addr, &mut v)?;
+        Ok(v)
+    }
+
+    pub fn read_u64(&self, addr: u64) -> Result<u64, Efault> {
+        let mut b = [0u8; 8];
+        self.read(addr, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    pub fn read_u32(&self, addr: u64) -> Result<u32, Efault> {
+        let mut b = [0u8; 4];
+        self.read(addr, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    pub fn write_u64(&self, addr: u64, v: u64) -> Result<(), Efault> {
+        self.write(addr, &v.to_le_bytes())
+    }
+
+    pub fn write_u32(&self, addr: u64, v: u32) -> Result<(), Efault> {
+        self.write(addr, &v.to_le_bytes())
+    }
+
+    /// Fill `[addr, addr+len)` with zeroes.
+    pub fn zero(&self, addr: u64, len: u64) -> Result<(), Efault> {
+        let p = self.host_ptr(addr, len)?;
+        // SAFETY: `host_ptr` checked the range lies inside our mapping; the guest owns these
+        // bytes and zeroing them is what it asked for (fresh anonymous memory).
+        unsafe { std::ptr::write_bytes(p, 0, len as usize) };
+        Ok(())
+    }
+
+    /// Copy `len` bytes inside guest memory (overlap allowed).
+    pub fn copy_within(&self, src: u64, dst: u64, len: u64) -> Result<(), Efault> {
+        let s = self.host_ptr(src, len)?;
+        let d = self.host_ptr(dst, len)?;
+        // SAFETY: both ranges were checked to lie inside the mapping; `copy` handles overlap.
+        unsafe { std::ptr::copy(s, d, len as usize) };
+        Ok(())
+    }
+
+    /// Read a NUL-terminated string of at most `max` bytes (without the NUL).
+    pub fn read_cstr(&self, addr: u64, max: usize) -> Result<Vec<u8>, CStrError> {
+        let mut out = Vec::new();
+        let mut cur = addr;
+        loop {
+            // Read up to the end of the current 256-byte chunk, never past guest memory.
+            let chunk = 256 - (cur % 256);
+            let avail = self.size.saturating_sub(cur).min(chunk);
+            if avail == 0 {
+                return Err(CStrError::Fault);
+            }
+            let mut buf = vec![0u8; avail as usize];
+            self.read(cur, &mut buf).map_err(|_| CStrError::Fault)?;
+            if let Some(pos) = buf.iter().position(|&b| b == 0) {
+                out.extend_from_slice(&buf[..pos]);
+                if out.len() > max {
+                    return Err(CStrError::TooLong);
+                }
+                return Ok(out);
+            }
+            out.extend_from_slice(&buf);
+            if out.len() > max {
+                return Err(CStrError::TooLong);
+            }
+            cur += avail;
+        }
+    }
+}
+
+/// Failure to read a guest C string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CStrError {
+    /// Outside guest memory (EFAULT).
+    Fault,
+    /// Longer than allowed (ENAMETOOLONG / E2BIG).
+    TooLong,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_are_checked_without_overflow() {
+        let m = GuestMemory::new(2 << 20, Backing::Lazy).unwrap();
+        assert!(m.check(0, 2 << 20).is_ok());
+        assert!(m.check(1, 2 << 20).is_err());
+        assert!(m.check(u64::MAX, 2).is_err());
+        assert!(m.check((2 << 20) - 8, 8).is_ok());
+        assert!(m.read_u64((2 << 20) - 4).is_err());
+        m.write_u64(8, 0xdead_beef).unwrap();
+        assert_eq!(m.read_u64(8).unwrap(), 0xdead_beef);
+    }
+
+    #[test]
+    fn cstrings_stop_at_nul_and_at_the_end_of_memory() {
+        let m = GuestMemory::new(2 << 20, Backing::Lazy).unwrap();
+        m.write(1000, b"hello\0").unwrap();
+        assert_eq!(m.read_cstr(1000, 100).unwrap(), b"hello");
+        assert_eq!(m.read_cstr(1000, 3), Err(CStrError::TooLong));
+        let end = (2 << 20) - 3;
+        m.write(end, b"abc").unwrap();
+        assert_eq!(m.read_cstr(end, 100), Err(CStrError::Fault));
+    }
+
+    #[test]
+    fn missing_huge_pages_are_reported_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = dir.path().join("kernel/mm/hugepages/hugepages-2048kB");
+        std::fs::create_dir_all(&pool).unwrap();
+        std::fs::write(pool.join("free_hugepages"), "3\n").unwrap();
+        std::fs::write(pool.join("nr_hugepages"), "3\n").unwrap();
+        let err = GuestMemory::with_sysfs(
+            64 << 20,
+            Backing::Hugetlb {
+                page_size: HugePageSize::Size2M,
+                numa_node: None,
+            },
+            dir.path(),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("needs 32 free 2M huge pages"), "{msg}");
+        assert!(msg.contains("only 3 are free"), "{msg}");
+        assert!(msg.contains("echo 32 >"), "{msg}");
+    }
+}

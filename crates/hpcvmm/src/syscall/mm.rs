@@ -1,0 +1,162 @@
+//! Memory system calls: brk, mmap, munmap, mremap, mprotect, madvise.
+//!
+//! All guest memory is preallocated and mapped, so these only manage the address space
+//! bookkeeping and give the guest zeroed memory where Linux would. Protection changes are
+//! accepted but not enforced (user memory is mapped RWX with large pages).
+
+use super::{err, Ctx, SysResult};
+use crate::addrspace::MmError;
+
+fn mm_errno(e: MmError) -> super::Errno {
+    super::Errno(match e {
+        MmError::NoMem => libc::ENOMEM,
+        MmError::Inval => libc::EINVAL,
+        MmError::Exists => libc::EEXIST,
+    })
+}
+
+fn zero(ctx: &Ctx<'_>, ranges: &[(u64, u64)]) -> Result<(), super::Errno> {
+    for &(s, e) in ranges {
+        ctx.proc.mem.zero(s, e - s)?;
+    }
+    Ok(())
+}
+
+pub fn brk(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
+    let mut mm = ctx.proc.mm.lock().unwrap();
+    if a[0] == 0 {
+        return Ok(mm.brk());
+    }
+    let (b, z) = mm.set_brk(a[0]);
+    drop(mm);
+    zero(ctx, &z)?;
+    Ok(b)
+}
+
+pub fn mmap(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
+    let [addr, len, _prot, flags, fd, off] = a;
+    let flags = flags as i32;
+    let fd = fd as i32;
+    if len == 0 {
+        return err(libc::EINVAL);
+    }
+    let anon = flags & libc::MAP_ANONYMOUS != 0;
+    let shared = flags & libc::MAP_SHARED != 0 && flags & libc::MAP_PRIVATE == 0;
+    if !anon && off % 4096 != 0 {
+        return err(libc::EINVAL);
+    }
+    // File mappings are copies: fine for MAP_PRIVATE and read-only MAP_SHARED.
+    let file = if anon {
+        None
+    } else {
+        if shared && _prot & libc::PROT_WRITE as u64 != 0 {
+            return err(libc::ENODEV);
+        }
+        Some(ctx.proc.files.lock().unwrap().host_fd(fd)?)
+    };
+    let fixed = flags & (libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE) != 0;
+    let noreplace = flags & libc::MAP_FIXED_NOREPLACE != 0;
+    let (at, z) = ctx
+        .proc
+        .mm
+        .lock()
+        .unwrap()
+        .map(addr, len, fixed, noreplace)
+        .map_err(mm_errno)?;
+    zero(ctx, &z)?;
+    if let Some(f) = file {
+        let len = len.next_multiple_of(4096);
+        let p = ctx.proc.mem.host_ptr(at, len)?;
+        let mut done = 0u64;
+        while done < len {
+            // SAFETY: `p..p+len` is checked guest memory; pread writes at most len-done bytes.
+            let n = unsafe {
+                libc::pread(
+                    f.raw(),
+                    p.add(done as usize).cast(),
+                    (len - done) as usize,
+                    (off + done) as libc::off_t,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                let _ = ctx.proc.mm.lock().unwrap().unmap(at, len);
+                return Err(e.into());
+            }
+            if n == 0 {
+                break; // past EOF: the rest stays zero
+            }
+            done += n as u64;
+        }
+    }
+    Ok(at)
+}
+
+pub fn munmap(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
+    ctx.proc.mm.lock().unwrap().unmap(a[0], a[1]).map_err(mm_errno)?;
+    Ok(0)
+}
+
+pub fn mremap(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
+    let [old, old_len, new_len, flags, new_addr, _] = a;
+    let flags = flags as i32;
+    if flags & libc::MREMAP_FIXED != 0 {
+        // Move to a fixed place: map there (replacing), copy, unmap the old range.
+        if flags & libc::MREMAP_MAYMOVE == 0 {
+            return err(libc::EINVAL);
+        }
+        let mut mm = ctx.proc.mm.lock().unwrap();
+        if !mm.is_mapped(old, old_len.max(1)) {
+            return err(libc::EFAULT);
+        }
+        let (at, z) = mm.map(new_addr, new_len, true, false).map_err(mm_errno)?;
+        drop(mm);
+        zero(ctx, &z)?;
+        ctx.proc.mem.copy_within(old, at, old_len.min(new_len))?;
+        ctx.proc.mm.lock().unwrap().unmap(old, old_len).map_err(mm_errno)?;
+        return Ok(at);
+    }
+    let (at, z, copy) = ctx
+        .proc
+        .mm
+        .lock()
+        .unwrap()
+        .remap(old, old_len, new_len, flags & libc::MREMAP_MAYMOVE != 0)
+        .map_err(mm_errno)?;
+    if let Some((from, to, len)) = copy {
+        ctx.proc.mem.copy_within(from, to, len)?;
+    }
+    zero(ctx, &z)?;
+    Ok(at)
+}
+
+pub fn mprotect(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
+    if a[0] % 4096 != 0 {
+        return err(libc::EINVAL);
+    }
+    if !ctx.proc.mm.lock().unwrap().is_mapped(a[0], a[1].max(1)) {
+        return err(libc::ENOMEM);
+    }
+    Ok(0)
+}
+
+pub fn madvise(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
+    let [addr, len, advice, ..] = a;
+    if addr % 4096 != 0 {
+        return err(libc::EINVAL);
+    }
+    let len = len.next_multiple_of(4096);
+    if advice as i32 == libc::MADV_DONTNEED {
+        // Anonymous private memory reads back as zero afterwards.
+        if !ctx.proc.mm.lock().unwrap().is_mapped(addr, len.max(1)) {
+            return err(libc::ENOMEM);
+        }
+        ctx.proc.mem.zero(addr, len)?;
+    }
+    Ok(0)
+}
+
+/// Calls that need no work: all guest memory is already resident and locked.
+pub fn accept(_ctx: &mut Ctx<'_>, _a: [u64; 6]) -> SysResult {
+    Ok(0)
+}

@@ -1,0 +1,394 @@
+//! Building a VM for one program and running it to the end.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{kvm_regs, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::Kvm;
+use serde::{Deserialize, Serialize};
+
+use crate::addrspace::AddressSpace;
+use crate::elf::{ElfError, Program};
+use crate::layout::{self, GuestPageSize, USER_START};
+use crate::memory::{Backing, GuestMemory, HugePageSize, MemoryError};
+use crate::process::{Control, Process, ThreadState, Threads, GUEST_PID};
+use crate::stack::{self, StackSpec};
+use crate::stats::{ExitReport, KvmStatsFile, MemoryStats, RunStats, VcpuStats};
+use crate::syscall::fs::{FdTable, FsRoot};
+use crate::syscall::futex::FutexTable;
+use crate::syscall::misc::Signals;
+use crate::vcpu::{self, VcpuError};
+
+/// Stack reserved for the main thread (RLIMIT_STACK).
+pub const MAIN_STACK: u64 = 8 << 20;
+
+/// Everything a run needs; one definition shared by the CLI, config files and the API.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Host path of the static program.
+    pub program: PathBuf,
+    /// argv, argv[0] included.
+    pub argv: Vec<String>,
+    /// The environment, as KEY=VALUE strings.
+    pub env: Vec<String>,
+    /// Guest memory in bytes.
+    pub memory: u64,
+    pub backing: Backing,
+    /// Page size of the guest's own page tables; default follows the backing.
+    pub guest_page_size: Option<GuestPageSize>,
+    /// Host CPUs the run owns; guest thread i runs on cpus[i % len].
+    pub cpus: Vec<usize>,
+    /// Host directory the guest sees as `/`.
+    pub root: PathBuf,
+    /// Guest working directory at start.
+    pub cwd: String,
+    /// End the guest after this long.
+    pub timeout: Option<Duration>,
+}
+
+impl RunConfig {
+    /// Defaults: 512 MiB of 2 MiB huge pages, the caller's CPUs, the current directory as root.
+    pub fn new(program: impl Into<PathBuf>, argv: Vec<String>) -> Self {
+        RunConfig {
+            program: program.into(),
+            argv,
+            env: Vec::new(),
+            memory: 512 << 20,
+            backing: Backing::Hugetlb {
+                page_size: HugePageSize::Size2M,
+                numa_node: None,
+            },
+            guest_page_size: None,
+            cpus: crate::host_affinity().unwrap_or_else(|_| vec![0]),
+            root: PathBuf::from("."),
+            cwd: "/".into(),
+            timeout: None,
+        }
+    }
+}
+
+/// Why a run could not start (or broke down in the VMM itself).
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    #[error(transparent)]
+    Elf(#[from] ElfError),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    #[error("cannot use KVM ({what}); is /dev/kvm present and accessible?")]
+    Kvm {
+        what: &'static str,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error("guest root directory {path} is unusable")]
+    Root {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid run configuration: {0}")]
+    Config(String),
+    #[error("setting up guest memory failed: {0}")]
+    Setup(String),
+}
+
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
+    move |source| VmmError::Kvm { what, source }
+}
+
+fn default_page_size(b: Backing) -> GuestPageSize {
+    match b {
+        Backing::Hugetlb {
+            page_size: HugePageSize::Size1G,
+            ..
+        } => GuestPageSize::Size1G,
+        Backing::Hugetlb { .. } => GuestPageSize::Size2M,
+        Backing::Lazy => GuestPageSize::Size4K,
+    }
+}
+
+fn guest_path_of_program(root: &Path, program: &Path) -> String {
+    // Inside the root: the guest sees it at its path below the root; else under its name.
+    let abs = std::fs::canonicalize(program).ok();
+    let root = std::fs::canonicalize(root).ok();
+    if let (Some(a), Some(r)) = (abs, root) {
+        if let Ok(rel) = a.strip_prefix(&r) {
+            return format!("/{}", rel.display());
+        }
+    }
+    format!(
+        "/{}",
+        program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    )
+}
+
+fn read_release() -> (String, String) {
+    let mut u: libc::utsname = unsafe_zeroed_utsname();
+    // SAFETY: `u` is a writable utsname.
+    unsafe { libc::uname(&mut u) };
+    let s = |f: &[libc::c_char]| {
+        let b: Vec<u8> = f.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+        String::from_utf8_lossy(&b).into_owned()
+    };
+    (s(&u.release), s(&u.nodename))
+}
+
+fn unsafe_zeroed_utsname() -> libc::utsname {
+    // SAFETY: utsname is plain data (char arrays); all zeroes is valid.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Run a program to completion in a fresh HPC VM. Returns the run's statistics, whose
+/// `exit_status` is what `dualstack run` exits with.
+pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
+    let t_start = Instant::now();
+    if cfg.cpus.is_empty() {
+        return Err(VmmError::Config("the run has no CPUs".into()));
+    }
+    if cfg.argv.is_empty() {
+        return Err(VmmError::Config("argv must contain at least argv[0]".into()));
+    }
+    // Validate everything the user gave us before any VM exists.
+    let program = Program::from_file(&cfg.program)?;
+    let fsroot = FsRoot::open(&cfg.root, &cfg.cwd).map_err(|source| VmmError::Root {
+        path: cfg.root.display().to_string(),
+        source,
+    })?;
+    let granule = cfg.backing.granule();
+    let memory = cfg.memory.div_ceil(granule) * granule;
+    if memory < (8 << 20) + MAIN_STACK {
+        return Err(VmmError::Config(format!(
+            "--memory {} MiB is too small: the HPC VMM needs at least {} MiB",
+            cfg.memory >> 20,
+            ((8 << 20) + MAIN_STACK) >> 20
+        )));
+    }
+
+    let kvm = Kvm::new().map_err(kvm_err("open /dev/kvm"))?;
+    let vm = kvm.create_vm().map_err(kvm_err("create a VM"))?;
+    let cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("read supported CPUID"))?;
+    let feat = vcpu::cpu_features(&cpuid);
+    let xcr0 = cpuid
+        .as_slice()
+        .iter()
+        .find(|e| e.function == 0xd && e.index == 0)
+        .map(|e| (u64::from(e.edx) << 32 | u64::from(e.eax)) & 0xe7)
+        .unwrap_or(3)
+        | 3;
+
+    let t_mem = Instant::now();
+    let mem = GuestMemory::new(memory, cfg.backing)?;
+    let mem_setup = t_mem.elapsed();
+    let page_size = cfg.guest_page_size.unwrap_or_else(|| default_page_size(cfg.backing));
+    let paging = layout::build(&mem, page_size).map_err(|e| VmmError::Setup(e.to_string()))?;
+    let region = kvm_userspace_memory_region {
+        slot: 0,
+        flags: 0,
+        guest_phys_addr: 0,
+        memory_size: mem.size(),
+        userspace_addr: mem.host_base() as u64,
+    };
+    // SAFETY: the region is a live mapping owned by `mem`, which the Process keeps alive for
+    // as long as the VM exists (both are dropped together, the VM fd first).
+    unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("register guest memory"))?;
+
+    let stack_top = paging.usable_end;
+    let image = program.load(&mem, stack_top - MAIN_STACK)?;
+    let mut mm = AddressSpace::new(USER_START, stack_top, (image.start, image.end));
+    mm.map(stack_top - MAIN_STACK, MAIN_STACK, true, false)
+        .map_err(|_| VmmError::Setup("no room for the stack".into()))?;
+
+    let exe_path = guest_path_of_program(&cfg.root, &cfg.program);
+    let mut random = [0u8; 16];
+    getrandom_host(&mut random);
+    // SAFETY: these id getters have no preconditions.
+    let ids = unsafe { [libc::getuid(), libc::geteuid(), libc::getgid(), libc::getegid()] };
+    let argv: Vec<Vec<u8>> = cfg.argv.iter().map(|s| s.as_bytes().to_vec()).collect();
+    let envp: Vec<Vec<u8>> = cfg.env.iter().map(|s| s.as_bytes().to_vec()).collect();
+    let spec = StackSpec {
+        argv: &argv,
+        envp: &envp,
+        execfn: exe_path.as_bytes(),
+        image: &image,
+        hwcap: feat.hwcap,
+        hwcap2: if feat.fsgsbase { 2 } else { 0 },
+        ids: ids.map(u64::from),
+        random,
+    };
+    let sp = stack::build(&mem, stack_top, &spec).map_err(|e| {
+        VmmError::Config(format!("arguments and environment do not fit the stack: {e}"))
+    })?;
+
+    let (uname_release, hostname) = read_release();
+    let stats_vm = KvmStatsFile::open(&vm);
+    let vm_before = stats_vm.as_ref().map(|f| f.read()).unwrap_or_default();
+    let proc = Arc::new(Process {
+        kvm,
+        vm,
+        cpuid,
+        xcr0,
+        mem,
+        paging,
+        mm: Mutex::new(mm),
+        files: Mutex::new(FdTable::with_stdio()),
+        fsroot,
+        futexes: FutexTable::default(),
+        signals: Signals::default(),
+        threads: Mutex::new(Threads {
+            next_tid: GUEST_PID + 1,
+            live: 1,
+            created: 1,
+            max_live: 1,
+            next_vcpu: 1,
+            ..Default::default()
+        }),
+        parked: Mutex::new(Vec::new()),
+        control: Control::default(),
+        cpus: cfg.cpus.clone(),
+        limits: Mutex::new(crate::syscall::misc::default_limits()),
+        exe_path,
+        guest_start: Mutex::new(None),
+        enosys: Mutex::new(BTreeMap::new()),
+        oversubscribed: AtomicBool::new(false),
+        umask: AtomicU64::new(0o022),
+        uname_release,
+        hostname,
+    });
+
+    let vcpu0 = proc.vm.create_vcpu(0).map_err(kvm_err("create vCPU 0"))?;
+    vcpu::configure(&proc, &vcpu0, 0)?;
+    let regs = kvm_regs {
+        rip: image.entry,
+        rsp: sp,
+        rflags: 0x2,
+        ..Default::default()
+    };
+    vcpu::set_entry(&vcpu0, &regs, 0, 0)?;
+    let vcpu_at_launch = KvmStatsFile::open(&vcpu0).map(|f| f.read()).unwrap_or_default();
+    let th = ThreadState {
+        tid: GUEST_PID,
+        vcpu: 0,
+        affinity: vec![0],
+        clear_child_tid: 0,
+        robust_list: 0,
+        sigmask: 0,
+        altstack: [0, 2, 0],
+        stats: VcpuStats::new(0, GUEST_PID, vec![cfg.cpus[0]]),
+    };
+
+    vcpu::install_kick_handler();
+    let launch = t_start.elapsed();
+    let t_guest = Instant::now();
+    *proc.guest_start.lock().unwrap() = Some(t_guest);
+    {
+        let p = proc.clone();
+        let h = std::thread::Builder::new()
+            .name("vcpu0".into())
+            .spawn(move || vcpu::run(p, vcpu0, th))
+            .map_err(|e| VmmError::Setup(format!("cannot start the vCPU thread: {e}")))?;
+        proc.threads.lock().unwrap().handles.push(h);
+    }
+
+    // Wait for the end, or the timeout.
+    let deadline = cfg.timeout.map(|t| t_guest + t);
+    loop {
+        let wait = deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600));
+        if proc.control.sleep(wait) {
+            break;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            proc.control.finish(ExitReport::TimedOut {
+                after_s: t_guest.elapsed().as_secs_f64(),
+            });
+            break;
+        }
+    }
+    let guest_wall = t_guest.elapsed();
+    // Tear down: kick every vCPU until all threads are gone, then join them.
+    loop {
+        proc.kick_all();
+        let handles: Vec<_> = std::mem::take(&mut proc.threads.lock().unwrap().handles);
+        if handles.is_empty() && proc.threads.lock().unwrap().host_tids.is_empty() {
+            break;
+        }
+        let mut pending = Vec::new();
+        for h in handles {
+            if h.is_finished() {
+                let _ = h.join();
+            } else {
+                pending.push(h);
+            }
+        }
+        if !pending.is_empty() {
+            proc.threads.lock().unwrap().handles.extend(pending);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    let exit = proc.control.outcome().unwrap_or(ExitReport::Exited { status: 0 });
+    let exit_status = match &exit {
+        ExitReport::Exited { status } => *status & 0xff,
+        ExitReport::Faulted(f) => 128 + f.signal,
+        ExitReport::TimedOut { .. } => 124,
+        ExitReport::VmmError { .. } => 125,
+    };
+    let vm_delta = stats_vm
+        .as_ref()
+        .map(|f| crate::stats::delta(&vm_before, &f.read()))
+        .unwrap_or_default();
+    let (mut vcpus, created, max_live) = {
+        let mut t = proc.threads.lock().unwrap();
+        (std::mem::take(&mut t.finished), t.created, t.max_live)
+    };
+    vcpus.sort_by_key(|v| v.index);
+    let enosys = proc.enosys.lock().unwrap().clone();
+    let mut stats = RunStats {
+        program: cfg.program.display().to_string(),
+        argv: cfg.argv.clone(),
+        exit,
+        exit_status,
+        launch_s: launch.as_secs_f64(),
+        guest_wall_s: guest_wall.as_secs_f64(),
+        wall_s: 0.0,
+        memory: MemoryStats {
+            size_bytes: memory,
+            backing: cfg.backing,
+            guest_page_size: page_size,
+            setup_s: mem_setup.as_secs_f64(),
+            peak_mapped_bytes: proc.mm.lock().unwrap().peak_bytes(),
+        },
+        cpus: cfg.cpus.clone(),
+        threads_created: created,
+        max_live_threads: max_live,
+        oversubscribed: proc.oversubscribed.load(std::sync::atomic::Ordering::Relaxed),
+        exits: BTreeMap::new(),
+        exits_total: 0,
+        syscalls_total: 0,
+        syscalls: BTreeMap::new(),
+        enosys: BTreeMap::new(),
+        kvm_vm_before: vm_before,
+        kvm_vm_delta: vm_delta,
+        kvm_vcpu_delta: BTreeMap::new(),
+        kvm_vcpu_at_launch: vcpu_at_launch,
+        vcpus,
+    };
+    stats.aggregate(&enosys);
+    drop(proc);
+    stats.wall_s = t_start.elapsed().as_secs_f64();
+    Ok(stats)
+}
+
+fn getrandom_host(buf: &mut [u8]) {
+    // SAFETY: getrandom writes at most buf.len() bytes into buf.
+    unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+}
