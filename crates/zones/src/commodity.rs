@@ -108,9 +108,11 @@ pub fn release_if_unused_locked(
 
 const INFRA_V2_ROOT_CPUSET: &str = "v2_root_subtree_cpuset";
 
-/// CPUs all recorded zones hold (in any state: a half-made zone still holds its CPUs).
+/// CPUs that active (or releasing) zones hold: what the commodity cpuset must not have. A zone
+/// being created is left out: its own journaled step takes its CPUs from the commodity cpuset.
 pub(crate) fn zones_cpus(conn: &Connection) -> Result<CpuList, rusqlite::Error> {
-    let mut stmt = conn.prepare("SELECT record FROM zones")?;
+    let mut stmt =
+        conn.prepare("SELECT record FROM zones WHERE state IN ('active', 'releasing')")?;
     let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
     let mut cpus = CpuList::new();
     for record in rows {

@@ -53,7 +53,7 @@ pub fn check_pool(path: &Path, numa: u32, page_kib: u64) -> Result<u64, HugePage
 }
 
 /// Add `count` pages to the pool at `path`. Returns (before, got): the pool size before and
-/// after. When the kernel gives fewer than asked, what it gave is returned and the error says so.
+/// after. When the kernel gives fewer than asked, what it gave is given back and the error says so.
 pub fn reserve(
     lock_path: &Path,
     path: &Path,
@@ -61,15 +61,29 @@ pub fn reserve(
     page_kib: u64,
     count: u64,
 ) -> Result<(u64, u64), HugePageError> {
+    reserve_with(lock_path, path, numa, page_kib, count, |p, n| {
+        cgroup::write(p, &n.to_string())?;
+        read_count(p)
+    })
+}
+
+/// [`reserve`] with the kernel's side (`write` sets the pool size and returns what the kernel
+/// then reports) as a parameter, so the short-allocation path is testable.
+pub(crate) fn reserve_with(
+    lock_path: &Path,
+    path: &Path,
+    numa: u32,
+    page_kib: u64,
+    count: u64,
+    mut write: impl FnMut(&Path, u64) -> Result<u64, HugePageError>,
+) -> Result<(u64, u64), HugePageError> {
     let _lock = FileLock::acquire(lock_path)?;
     let before = check_pool(path, numa, page_kib)?;
     let want = before + count;
-    cgroup::write(path, &want.to_string())?;
-    let got = read_count(path)?;
+    let got = write(path, want)?;
     if got < want {
         // Give back exactly what we got (still under the lock: nobody else changed it).
-        let now = read_count(path)?;
-        cgroup::write(path, &now.saturating_sub(got - before).to_string())?;
+        write(path, got - (got.saturating_sub(before)))?;
         return Err(HugePageError::Short {
             numa,
             page_kib,
@@ -118,4 +132,73 @@ pub fn undo_unknown(
         "{}: pool is {now}, expected {before}..={want}; another user changed it, left as is",
         path.display()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_allocation_is_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = dir.path().join("nr_hugepages");
+        let lock = dir.path().join("lock");
+        std::fs::write(&pool, "10\n").unwrap();
+        // A fragmented "kernel": never more than 50 pages in this pool.
+        let kernel = |p: &Path, n: u64| {
+            let n = n.min(50);
+            cgroup::write(p, &n.to_string())?;
+            read_count(p)
+        };
+        let err = reserve_with(&lock, &pool, 0, 2048, 128, kernel).unwrap_err();
+        match err {
+            HugePageError::Short {
+                before, want, got, ..
+            } => {
+                assert_eq!((before, want, got), (10, 138, 50))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(err_text_mentions_fragmentation());
+        assert_eq!(read_count(&pool).unwrap(), 10);
+        // And a kernel that gives everything: delta in, delta out.
+        assert_eq!(reserve(&lock, &pool, 0, 2048, 5).unwrap(), (10, 15));
+        std::fs::write(&pool, "20\n").unwrap(); // someone else added 5 meanwhile
+        give_back(&lock, &pool, 5).unwrap();
+        assert_eq!(read_count(&pool).unwrap(), 15);
+    }
+
+    fn err_text_mentions_fragmentation() -> bool {
+        HugePageError::Short {
+            numa: 0,
+            page_kib: 2048,
+            asked: 1,
+            before: 0,
+            want: 1,
+            got: 0,
+        }
+        .to_string()
+        .contains("fragmented")
+    }
+
+    #[test]
+    fn unknown_outcome_is_decided_from_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = dir.path().join("nr_hugepages");
+        let lock = dir.path().join("lock");
+        std::fs::write(&pool, "4").unwrap();
+        assert_eq!(undo_unknown(&lock, &pool, 4, 8).unwrap(), None);
+        assert_eq!(read_count(&pool).unwrap(), 4);
+        std::fs::write(&pool, "7").unwrap();
+        assert_eq!(undo_unknown(&lock, &pool, 4, 8).unwrap(), None);
+        assert_eq!(read_count(&pool).unwrap(), 4);
+        std::fs::write(&pool, "30").unwrap();
+        assert!(undo_unknown(&lock, &pool, 4, 8).unwrap().is_some());
+        assert_eq!(read_count(&pool).unwrap(), 30);
+        let missing = dir.path().join("nope");
+        assert!(matches!(
+            check_pool(&missing, 3, 2048),
+            Err(HugePageError::NoPool { numa: 3, .. })
+        ));
+    }
 }

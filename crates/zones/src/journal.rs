@@ -91,6 +91,11 @@ pub enum Step {
         new: CpuList,
         /// A refusal is reported and skipped instead of failing the zone (IRQs, workqueue).
         optional: bool,
+        /// For masks that zones shrink (IRQs, workqueue): the value before any zone touched
+        /// it. Undo then recomputes the value the remaining zones want from it, which stays
+        /// exact even when an earlier zone had to widen the mask to housekeeping CPUs.
+        #[serde(default)]
+        original: Option<CpuList>,
     },
     /// Add huge pages to a NUMA node's pool (by delta, under the huge page lock).
     HugePages {
@@ -206,8 +211,14 @@ impl Step {
     }
 
     /// Undo the step, whether or not it was applied (`applied` says what the journal knows).
-    /// Returns a warning when something could not be restored exactly.
-    pub fn undo(&self, paths: &HostPaths, applied: bool) -> Result<Option<String>, StepError> {
+    /// `ctx` tells which CPUs the other zones still hold. Returns a warning when something
+    /// could not be restored exactly.
+    pub fn undo(
+        &self,
+        paths: &HostPaths,
+        applied: bool,
+        ctx: &UndoContext,
+    ) -> Result<Option<String>, StepError> {
         match self {
             Step::Mkdir { path } => {
                 cgroup::rmdir(path)?;
@@ -225,14 +236,23 @@ impl Step {
                 old,
                 new,
                 optional,
+                original,
             } => {
                 if !path.exists() {
                     return Ok(None);
                 }
                 let current = format.read(path)?;
-                let mut target = current
-                    .difference(&new.difference(old))
-                    .union(&old.difference(new));
+                let with_us = original
+                    .as_ref()
+                    .map(|o| shrunk(o, &ctx.others.union(&ctx.this), &ctx.all));
+                let mut target = match (original, with_us) {
+                    // Nobody else changed it: what the remaining zones want.
+                    (Some(o), Some(w)) if w == current => shrunk(o, &ctx.others, &ctx.all),
+                    // Changed behind our back (or no original): revert only our delta.
+                    _ => current
+                        .difference(&new.difference(old))
+                        .union(&old.difference(new)),
+                };
                 if target.is_empty() {
                     target = old.clone();
                 }
@@ -295,6 +315,28 @@ impl Step {
             }
         }
         Ok(None)
+    }
+}
+
+/// What an undo needs to know about the other zones.
+#[derive(Debug, Clone, Default)]
+pub struct UndoContext {
+    /// CPUs of the zone being undone.
+    pub this: CpuList,
+    /// CPUs the other zones (still) hold.
+    pub others: CpuList,
+    /// Every CPU of the cpuset root (housekeeping = all minus zones).
+    pub all: CpuList,
+}
+
+/// A mask shrunk off `zones`: `original - zones`, or the housekeeping CPUs (`all - zones`) when
+/// nothing would be left.
+pub fn shrunk(original: &CpuList, zones: &CpuList, all: &CpuList) -> CpuList {
+    let left = original.difference(zones);
+    if left.is_empty() {
+        all.difference(zones)
+    } else {
+        left
     }
 }
 

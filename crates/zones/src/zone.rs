@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{self, CgroupError};
 use crate::commodity::{self, CommodityError};
-use crate::journal::{self, crash_point, CpuFormat, Outcome, RowStatus, Step, StepError, Timings};
+use crate::journal::{
+    self, crash_point, shrunk, CpuFormat, Outcome, RowStatus, Step, StepError, Timings, UndoContext,
+};
 use crate::lifecycle::ZoneState;
 use crate::paths::{CgroupMount, HostPaths};
 use crate::state::{self, open_db, StateError, StateLock};
@@ -429,6 +431,7 @@ fn apply_all(
         old: commodity_cpus.clone(),
         new: housekeeping.clone(),
         optional: false,
+        original: None,
     }];
     let mems = zone.numa_node.to_string();
     let dir = zone.cgroup_dir.clone();
@@ -460,6 +463,7 @@ fn apply_all(
                 new: cur.union(&z),
                 old: cur,
                 optional: false,
+                original: None,
             });
             steps.push(Step::Mkdir { path: dir.clone() });
             steps.push(w("cpuset.cpus", &z.to_list(), None));
@@ -495,7 +499,11 @@ fn apply_all(
             steps.push(Step::MemoryOffline { block });
         }
     }
-    // 4. IRQs off the zone (to the housekeeping CPUs when an IRQ had only zone CPUs).
+    // 4. IRQs off the zone; to the housekeeping CPUs when an IRQ had only zone CPUs.
+    let originals = originals(conn).map_err(|e| ("read journal".to_string(), e))?;
+    let others =
+        commodity::zones_cpus(conn).map_err(|e| ("read zones".to_string(), StepError::Db(e)))?;
+    let all = cgroup::root_cpus(paths).map_err(io)?;
     if zone.options.steer_irqs {
         for (_, path) in steer::irqs(&paths.irq_dir) {
             let Ok(old) = cgroup::read_list(&path) else {
@@ -504,16 +512,15 @@ fn apply_all(
             if old.is_disjoint(&z) {
                 continue;
             }
-            let mut new = old.difference(&z);
-            if new.is_empty() {
-                new = housekeeping.clone();
-            }
+            let original = originals.get(&path).cloned().unwrap_or_else(|| old.clone());
+            let new = shrunk(&old, &z, &all.difference(&others));
             steps.push(Step::CpuDelta {
                 path,
                 format: CpuFormat::List,
                 old,
                 new,
                 optional: true,
+                original: Some(original),
             });
         }
     }
@@ -523,12 +530,17 @@ fn apply_all(
         let old = cgroup::read_mask(&paths.workqueue_cpumask).map_err(io)?;
         let new = old.difference(&z);
         if !old.is_disjoint(&z) && !new.is_empty() {
+            let original = originals
+                .get(&paths.workqueue_cpumask)
+                .cloned()
+                .unwrap_or_else(|| old.clone());
             steps.push(Step::CpuDelta {
                 path: paths.workqueue_cpumask.clone(),
                 format: CpuFormat::Mask(dualstack_topology::CpuList::mask_groups(&text)),
                 old,
                 new,
                 optional: true,
+                original: Some(original),
             });
         }
     }
@@ -562,6 +574,29 @@ fn apply_all(
     Ok(())
 }
 
+/// Originals of the shrink-type masks other zones already changed (IRQs, workqueue): the value
+/// before any zone touched them.
+fn originals(conn: &Connection) -> Result<std::collections::HashMap<PathBuf, CpuList>, StepError> {
+    let mut out = std::collections::HashMap::new();
+    let names: Vec<String> = conn
+        .prepare("SELECT name FROM zones WHERE state IN ('active', 'releasing')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for name in names {
+        for row in journal::rows(conn, &name)? {
+            if let Step::CpuDelta {
+                path,
+                original: Some(o),
+                ..
+            } = row.step
+            {
+                out.entry(path).or_insert(o);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Undo every not-yet-undone step of a zone, newest first, marking each as it goes.
 fn undo_all(
     paths: &HostPaths,
@@ -571,12 +606,22 @@ fn undo_all(
     timings: &mut Timings,
 ) -> Result<Vec<String>, ZoneError> {
     let mut warnings = Vec::new();
+    let this = load(conn, name)?.map(|z| z.cpus).unwrap_or_default();
+    let others = commodity::zones_cpus(conn)?.difference(&this);
+    let ctx = UndoContext {
+        this,
+        others,
+        all: cgroup::root_cpus(paths)?,
+    };
     for row in journal::rows(conn, name)?.into_iter().rev() {
         if matches!(row.status, RowStatus::Undone | RowStatus::Refused) {
             continue;
         }
         let t = Instant::now();
-        if let Some(w) = row.step.undo(paths, row.status == RowStatus::Applied)? {
+        if let Some(w) = row
+            .step
+            .undo(paths, row.status == RowStatus::Applied, &ctx)?
+        {
             warnings.push(w);
         }
         journal::mark(
