@@ -40,6 +40,20 @@ pub const USER_START: u64 = 2 << 20;
 pub const SYSCALL_PORT: u16 = 0xf0;
 /// I/O port the exception stubs write to.
 pub const EXCEPTION_PORT: u16 = 0xf1;
+/// I/O port the launch stub writes to once the guest's memory is prefaulted.
+pub const LAUNCH_PORT: u16 = 0xf2;
+
+/// The launch stub, in the user-executable stub page: touches one byte of every page in
+/// `[rdi, rsi)` with stride `r8` (so the host builds its nested/shadow mappings before the
+/// program starts, not during it), reports to the VMM, clears its registers and jumps to the
+/// program's entry point (stored at [`LAUNCH_ENTRY_SLOT`]).
+pub const LAUNCH_STUB: u64 = SYSCALL_STUB + 0x100;
+/// Where the launch stub skips the prefault loop (lazy backing: nothing is prefaulted).
+pub const LAUNCH_STUB_NO_PREFAULT: u64 = LAUNCH_STUB + 11;
+/// RIP at the launch exit.
+pub const LAUNCH_EXIT_RIP: u64 = LAUNCH_STUB + 13;
+/// 8-byte slot holding the program entry point.
+pub const LAUNCH_ENTRY_SLOT: u64 = LAUNCH_STUB + 26;
 
 // GDT selectors. STAR[63:48] = 0x10 gives SYSRET SS = 0x18|3 and CS = 0x20|3 (Linux's order:
 // user data before user code).
@@ -238,6 +252,19 @@ fn write_stubs(mem: &GuestMemory) -> Result<(), Efault> {
     // resumes the guest at RCX itself, so the ud2 is never reached.
     let mut page = vec![0xccu8; 4096];
     page[..4].copy_from_slice(&[0xe6, SYSCALL_PORT as u8, 0x0f, 0x0b]);
+    let launch: [u8; 26] = [
+        0x80, 0x0f, 0x00, // 0:  or byte [rdi], 0
+        0x4c, 0x01, 0xc7, // 3:  add rdi, r8
+        0x48, 0x39, 0xf7, // 6:  cmp rdi, rsi
+        0x72, 0xf5, //       9:  jb 0
+        0xe6, LAUNCH_PORT as u8, // 11: out LAUNCH_PORT, al
+        0x31, 0xff, //       13: xor edi, edi
+        0x31, 0xf6, //       15: xor esi, esi
+        0x45, 0x31, 0xc0, // 17: xor r8d, r8d
+        0xff, 0x25, 0x00, 0x00, 0x00, 0x00, // 20: jmp [rip+0] -> entry slot
+    ];
+    let o = (LAUNCH_STUB - SYSCALL_STUB) as usize;
+    page[o..o + launch.len()].copy_from_slice(&launch);
     mem.write(SYSCALL_STUB, &page)?;
     // exception v: `out EXCEPTION_PORT, al; hlt`, padded with int3; the VMM tells vectors apart
     // by the stub's address.
@@ -260,7 +287,7 @@ fn write_tss(mem: &GuestMemory, i: usize) -> Result<(), Efault> {
     // faults.
     mem.write(tss + 102, &104u16.to_le_bytes())?;
     let mut bitmap = [0xffu8; 33];
-    for port in [SYSCALL_PORT, EXCEPTION_PORT] {
+    for port in [SYSCALL_PORT, EXCEPTION_PORT, LAUNCH_PORT] {
         bitmap[usize::from(port / 8)] &= !(1 << (port % 8));
     }
     mem.write(tss + 104, &bitmap)?;

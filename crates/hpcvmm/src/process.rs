@@ -115,7 +115,10 @@ pub struct Process {
     pub limits: Mutex<BTreeMap<u32, (u64, u64)>>,
     /// Guest-visible path of the program (AT_EXECFN, /proc/self/exe).
     pub exe_path: String,
+    /// When the program's first instruction ran (after the launch stub), and KVM's vCPU
+    /// statistics accumulated by then (memory prefaulting).
     pub guest_start: Mutex<Option<Instant>>,
+    pub launch_kvm: Mutex<BTreeMap<String, u64>>,
     pub enosys: Mutex<BTreeMap<u64, u64>>,
     pub oversubscribed: AtomicBool,
     pub umask: AtomicU64,

@@ -350,7 +350,7 @@ pub fn run(proc: Arc<Process>, mut vcpu: VcpuFd, mut th: ThreadState) {
     vcpu.set_sync_valid_reg(SyncReg::Register);
     vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
     let stats_file = KvmStatsFile::open(&vcpu);
-    let before = stats_file.as_ref().map(|f| f.read()).unwrap_or_default();
+    let mut before = stats_file.as_ref().map(|f| f.read()).unwrap_or_default();
     let mut parked = false;
 
     loop {
@@ -405,7 +405,17 @@ pub fn run(proc: Arc<Process>, mut vcpu: VcpuFd, mut th: ThreadState) {
             }
             Exit::Io(port) => {
                 let rip = vcpu.sync_regs().regs.rip;
-                if port == SYSCALL_PORT && rip == SYSCALL_STUB + 2 {
+                if port == LAUNCH_PORT && rip == LAUNCH_EXIT_RIP && th.vcpu == 0 {
+                    // The program starts now: what KVM counted so far belongs to launch.
+                    th.stats.exit("launch");
+                    if let Some(f) = &stats_file {
+                        let now = f.read();
+                        *proc.launch_kvm.lock().unwrap() = crate::stats::delta(&before, &now);
+                        before = now;
+                    }
+                    *proc.guest_start.lock().unwrap() = Some(Instant::now());
+                    th.stats.guest_time_s = 0.0;
+                } else if port == SYSCALL_PORT && rip == SYSCALL_STUB + 2 {
                     th.stats.exit("syscall");
                     let done = serve_syscall(&proc, &mut vcpu, &mut th);
                     th.stats.vmm_time_s += t1.elapsed().as_secs_f64();

@@ -48,6 +48,13 @@ pub struct RunConfig {
     pub cwd: String,
     /// End the guest after this long.
     pub timeout: Option<Duration>,
+    /// Guest stdin/stdout/stderr from/to these files instead of the VMM's own streams.
+    #[serde(default)]
+    pub stdin: Option<PathBuf>,
+    #[serde(default)]
+    pub stdout: Option<PathBuf>,
+    #[serde(default)]
+    pub stderr: Option<PathBuf>,
 }
 
 impl RunConfig {
@@ -67,6 +74,9 @@ impl RunConfig {
             root: PathBuf::from("."),
             cwd: "/".into(),
             timeout: None,
+            stdin: None,
+            stdout: None,
+            stderr: None,
         }
     }
 }
@@ -88,6 +98,13 @@ pub enum VmmError {
     },
     #[error("guest root directory {path} is unusable")]
     Root {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open {what} file {path}")]
+    Stdio {
+        what: &'static str,
         path: String,
         #[source]
         source: std::io::Error,
@@ -160,6 +177,8 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
         path: cfg.root.display().to_string(),
         source,
     })?;
+    let files = FdTable::with_stdio_files(cfg.stdin.as_deref(), cfg.stdout.as_deref(), cfg.stderr.as_deref())
+        .map_err(|(what, path, source)| VmmError::Stdio { what, path, source })?;
     let granule = cfg.backing.granule();
     let memory = cfg.memory.div_ceil(granule) * granule;
     if memory < (8 << 20) + MAIN_STACK {
@@ -238,7 +257,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
         mem,
         paging,
         mm: Mutex::new(mm),
-        files: Mutex::new(FdTable::with_stdio()),
+        files: Mutex::new(files),
         fsroot,
         futexes: FutexTable::default(),
         signals: Signals::default(),
@@ -256,6 +275,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
         limits: Mutex::new(crate::syscall::misc::default_limits()),
         exe_path,
         guest_start: Mutex::new(None),
+        launch_kvm: Mutex::new(BTreeMap::new()),
         enosys: Mutex::new(BTreeMap::new()),
         oversubscribed: AtomicBool::new(false),
         umask: AtomicU64::new(0o022),
@@ -265,14 +285,22 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
 
     let vcpu0 = proc.vm.create_vcpu(0).map_err(kvm_err("create vCPU 0"))?;
     vcpu::configure(&proc, &vcpu0, 0)?;
+    // Start in the launch stub: it prefaults all usable memory (hugetlb backing only: a lazy,
+    // commodity-style guest faults on demand), reports, then jumps to the program's entry.
+    proc.mem
+        .write_u64(layout::LAUNCH_ENTRY_SLOT, image.entry)
+        .map_err(|e| VmmError::Setup(e.to_string()))?;
+    let prefault = matches!(cfg.backing, Backing::Hugetlb { .. });
     let regs = kvm_regs {
-        rip: image.entry,
+        rip: if prefault { layout::LAUNCH_STUB } else { layout::LAUNCH_STUB_NO_PREFAULT },
         rsp: sp,
+        rdi: USER_START,
+        rsi: proc.paging.usable_end,
+        r8: 2 << 20,
         rflags: 0x2,
         ..Default::default()
     };
     vcpu::set_entry(&vcpu0, &regs, 0, 0)?;
-    let vcpu_at_launch = KvmStatsFile::open(&vcpu0).map(|f| f.read()).unwrap_or_default();
     let th = ThreadState {
         tid: GUEST_PID,
         vcpu: 0,
@@ -285,9 +313,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
     };
 
     vcpu::install_kick_handler();
-    let launch = t_start.elapsed();
-    let t_guest = Instant::now();
-    *proc.guest_start.lock().unwrap() = Some(t_guest);
+    let t_spawn = Instant::now();
     {
         let p = proc.clone();
         let h = std::thread::Builder::new()
@@ -297,8 +323,8 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
         proc.threads.lock().unwrap().handles.push(h);
     }
 
-    // Wait for the end, or the timeout.
-    let deadline = cfg.timeout.map(|t| t_guest + t);
+    // Wait for the end, or the timeout (counted from the start of the vCPU).
+    let deadline = cfg.timeout.map(|t| t_spawn + t);
     loop {
         let wait = deadline
             .map(|d| d.saturating_duration_since(Instant::now()))
@@ -308,12 +334,15 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             proc.control.finish(ExitReport::TimedOut {
-                after_s: t_guest.elapsed().as_secs_f64(),
+                after_s: t_spawn.elapsed().as_secs_f64(),
             });
             break;
         }
     }
-    let guest_wall = t_guest.elapsed();
+    let t_end = Instant::now();
+    let t_guest = proc.guest_start.lock().unwrap().unwrap_or(t_spawn);
+    let launch = t_guest - t_start;
+    let guest_wall = t_end.saturating_duration_since(t_guest);
     // Tear down: kick every vCPU until all threads are gone, then join them.
     loop {
         proc.kick_all();
@@ -379,7 +408,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
         kvm_vm_before: vm_before,
         kvm_vm_delta: vm_delta,
         kvm_vcpu_delta: BTreeMap::new(),
-        kvm_vcpu_at_launch: vcpu_at_launch,
+        kvm_vcpu_at_launch: proc.launch_kvm.lock().unwrap().clone(),
         vcpus,
     };
     stats.aggregate(&enosys);

@@ -72,6 +72,35 @@ impl FdTable {
         FdTable { map, limit: 1024 }
     }
 
+    /// Standard streams, each either the VMM's own or a file.
+    pub fn with_stdio_files(
+        stdin: Option<&Path>,
+        stdout: Option<&Path>,
+        stderr: Option<&Path>,
+    ) -> Result<Self, (&'static str, String, std::io::Error)> {
+        let mut t = Self::with_stdio();
+        let specs = [(0, "stdin", stdin, false), (1, "stdout", stdout, true), (2, "stderr", stderr, true)];
+        for (n, what, path, write) in specs {
+            if let Some(p) = path {
+                let f = if write {
+                    std::fs::File::create(p)
+                } else {
+                    std::fs::File::open(p)
+                }
+                .map_err(|e| (what, p.display().to_string(), e))?;
+                t.map.insert(
+                    n,
+                    Entry {
+                        file: FileRef(Arc::new(HostFd::Owned(f.into()))),
+                        cloexec: false,
+                        path: None,
+                    },
+                );
+            }
+        }
+        Ok(t)
+    }
+
     pub fn host_fd(&self, fd: i32) -> Result<FileRef, Errno> {
         self.map.get(&fd).map(|e| e.file.clone()).ok_or(Errno(libc::EBADF))
     }
