@@ -331,6 +331,45 @@ pub fn static_elf_problem(elf: &[u8]) -> Option<String> {
     None
 }
 
+/// `None` if `header` (the first KiB or more of a file of `file_len` bytes) looks like a complete
+/// x86 Linux bzImage (boot protocol >= 2.00), else what is wrong. QEMU would run a file without
+/// the `HdrS` header as a pre-2.00 kernel and execute garbage silently, so we check first.
+pub fn bzimage_problem(header: &[u8], file_len: u64) -> Option<String> {
+    if header.len() < 0x260 {
+        return Some(format!(
+            "is only {file_len} bytes, too small for a Linux kernel image"
+        ));
+    }
+    if &header[0x202..0x206] != b"HdrS" {
+        return Some("is not a Linux bzImage (no \"HdrS\" boot header at offset 0x202)".into());
+    }
+    let version = u16::from_le_bytes([header[0x206], header[0x207]]);
+    if version < 0x0200 {
+        return Some(format!(
+            "uses boot protocol {}.{:02}, older than the 2.00 QEMU needs",
+            version >> 8,
+            version & 0xff
+        ));
+    }
+    let setup_sects = match header[0x1f1] {
+        0 => 4,
+        n => u64::from(n),
+    };
+    let syssize = u64::from(u32::from_le_bytes([
+        header[0x1f4],
+        header[0x1f5],
+        header[0x1f6],
+        header[0x1f7],
+    ]));
+    let expected = (setup_sects + 1) * 512 + syssize * 16;
+    if file_len < expected {
+        return Some(format!(
+            "is truncated: its header says {expected} bytes, the file has {file_len}"
+        ));
+    }
+    None
+}
+
 /// Asks apt which versioned cloud kernel package the meta package currently depends on.
 pub fn resolve_kernel_package() -> Result<String, GuestError> {
     let out = run_tool(Command::new("apt-cache").args(["depends", KERNEL_META_PACKAGE]))?;
@@ -425,6 +464,23 @@ mod tests {
         assert!(text.contains("bin/busybox\0"));
         assert!(text.contains("dev/console\0"));
         assert!(text.contains(READY_MARKER));
+    }
+
+    #[test]
+    fn bzimage_checks() {
+        let mut h = vec![0u8; 0x400];
+        assert!(bzimage_problem(&h[..16], 16).unwrap().contains("too small"));
+        assert!(bzimage_problem(&h, 1 << 20).unwrap().contains("HdrS"));
+        h[0x202..0x206].copy_from_slice(b"HdrS");
+        h[0x206] = 0x0f;
+        h[0x207] = 0x02;
+        h[0x1f1] = 27;
+        h[0x1f4..0x1f8].copy_from_slice(&1000u32.to_le_bytes());
+        let full = 28 * 512 + 16_000;
+        assert_eq!(bzimage_problem(&h, full), None);
+        assert!(bzimage_problem(&h, full - 1).unwrap().contains("truncated"));
+        h[0x207] = 0x01;
+        assert!(bzimage_problem(&h, full).unwrap().contains("protocol"));
     }
 
     #[test]

@@ -16,12 +16,17 @@
 pub mod accel;
 pub mod cpio;
 pub mod guest;
+pub mod manager;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
 pub mod spec;
 pub mod state;
 pub mod util;
+pub mod workload;
 
+pub use dualstack_zones::paths::HostPaths;
 pub use guest::{GuestBuilder, GuestImage};
+pub use manager::{CreateOptions, ManagerError, VmDetails, VmInfo, VmManager};
 pub use spec::{Accel, AccelChoice, BootSource, VmSpec, VmState, Workload};
+pub use workload::{BuildFleet, BuildProgress, FleetThroughput};
