@@ -1,20 +1,453 @@
 //! `dualstack zone ...` and `dualstack recover`. (Owned by the zones work, issue 4.)
+//! Argument parsing and printing only; the logic is in `dualstack-zones`.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use dualstack_topology::{CpuList, CpuRequest, ZoneRequest, HUGEPAGE_1G_KIB, HUGEPAGE_2M_KIB};
+use dualstack_zones::{HostPaths, HostTasks, Zone, ZoneOptions};
 
 use crate::common::GlobalOpts;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ZoneCmd {
+    /// Carve an HPC zone out of the node: whole cores, huge pages on their NUMA node.
+    Create(CreateArgs),
     /// List zones.
-    List,
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one zone.
+    Show {
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release a zone: undo every step in reverse, restoring the previous values.
+    Release {
+        name: String,
+        /// Print JSON (with time per step).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time create + release round trips, split by step.
+    Bench(BenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
-pub struct RecoverArgs {}
-
-pub fn run(_cmd: ZoneCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
-    anyhow::bail!("`dualstack zone` is not implemented yet")
+pub struct CreateArgs {
+    /// Zone name (letters, digits, '-', '_').
+    pub name: String,
+    /// Number of whole cores (with all their SMT siblings), placed by the planner.
+    #[arg(
+        long,
+        conflicts_with = "cpuset_cpus",
+        required_unless_present = "cpuset_cpus"
+    )]
+    pub cpus: Option<u32>,
+    /// Exactly these CPUs (list format, e.g. 6-11); they must form whole cores.
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// Memory, reserved as huge pages on the zone's NUMA node (e.g. 256M, 4G).
+    #[arg(long)]
+    pub memory: String,
+    /// NUMA node for the cores and the memory.
+    #[arg(long)]
+    pub numa_node: Option<u32>,
+    /// Huge page size: 2M or 1G.
+    #[arg(long, default_value = "2M")]
+    pub hugepage_size: String,
+    /// Host tasks: `move` them off the zone (real nodes), `leave` them, or move only processes
+    /// the project started (`project-only`: those with DUALSTACK_MOVABLE=<instance>).
+    #[arg(long, value_enum, default_value = "leave")]
+    pub host_tasks: TasksArg,
+    /// Leave IRQ affinities alone.
+    #[arg(long)]
+    pub no_irqs: bool,
+    /// Leave the unbound workqueue cpumask alone.
+    #[arg(long)]
+    pub no_workqueue: bool,
+    /// Also try to offline memory blocks of the node (reported when the kernel refuses).
+    #[arg(long)]
+    pub offline_memory: bool,
+    /// Print JSON (with time per step).
+    #[arg(long)]
+    pub json: bool,
 }
 
-pub fn recover(_args: RecoverArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
-    anyhow::bail!("`dualstack recover` is not implemented yet")
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u32,
+    #[arg(long, default_value = "256M")]
+    pub memory: String,
+    #[arg(long, default_value_t = 10)]
+    pub rounds: u32,
+    /// Leave IRQs and the workqueue mask alone (as on shared test machines).
+    #[arg(long)]
+    pub no_steering: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum TasksArg {
+    Move,
+    Leave,
+    ProjectOnly,
+}
+
+impl From<TasksArg> for HostTasks {
+    fn from(t: TasksArg) -> Self {
+        match t {
+            TasksArg::Move => HostTasks::Move,
+            TasksArg::Leave => HostTasks::Leave,
+            TasksArg::ProjectOnly => HostTasks::ProjectOnly,
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RecoverArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parse a size: bytes, or with K/M/G/T (binary; "MiB" and "MB" mean the same here).
+pub fn parse_size(text: &str) -> anyhow::Result<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().with_context(|| {
+        format!("size {text:?}: expected a number with K, M, G or T (e.g. 256M)")
+    })?;
+    let shift = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches('B')
+        .trim_end_matches('I')
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => anyhow::bail!("size {text:?}: unknown unit {unit:?}; use K, M, G or T"),
+    };
+    n.checked_mul(1 << shift)
+        .with_context(|| format!("size {text:?} is too large"))
+}
+
+pub(crate) fn paths(global: &GlobalOpts) -> anyhow::Result<HostPaths> {
+    Ok(HostPaths::from_env(&global.state_dir)?)
+}
+
+fn request(
+    cpus: Option<u32>,
+    list: Option<&str>,
+    memory: &str,
+    numa: Option<u32>,
+    page: &str,
+) -> anyhow::Result<ZoneRequest> {
+    let hugepage_kib = match page.to_ascii_uppercase().as_str() {
+        "2M" | "2MB" | "2MIB" => HUGEPAGE_2M_KIB,
+        "1G" | "1GB" | "1GIB" => HUGEPAGE_1G_KIB,
+        other => anyhow::bail!("--hugepage-size {other}: use 2M or 1G"),
+    };
+    let cpus = match (cpus, list) {
+        (_, Some(l)) => CpuRequest::List(CpuList::parse_list(l)?),
+        (Some(n), None) => CpuRequest::Cores(n),
+        (None, None) => anyhow::bail!("give --cpus N or --cpuset-cpus LIST"),
+    };
+    Ok(ZoneRequest {
+        cpus,
+        memory_bytes: parse_size(memory)?,
+        numa_node: numa,
+        hugepage_kib,
+    })
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{} MiB", bytes >> 20)
+}
+
+fn print_zone(z: &Zone) {
+    println!("zone {}: {}", z.name, z.state);
+    println!("  cpus        {} (cores {:?})", z.cpus, z.cores);
+    println!(
+        "  numa node   {} (cores on {:?})",
+        z.numa_node, z.numa_nodes
+    );
+    println!(
+        "  memory      {} = {} x {} KiB huge pages",
+        mib(z.memory_bytes),
+        z.hugepages,
+        z.hugepage_kib
+    );
+    println!("  cgroup      {}", z.cgroup_dir.display());
+    println!(
+        "  host tasks  {:?}, irqs {}, workqueue {}, offline memory {}",
+        z.options.host_tasks,
+        if z.options.steer_irqs {
+            "steered"
+        } else {
+            "left"
+        },
+        if z.options.narrow_workqueue {
+            "narrowed"
+        } else {
+            "left"
+        },
+        z.options.offline_memory
+    );
+    for n in &z.notes {
+        println!("  note: {n}");
+    }
+}
+
+fn print_timings(t: &dualstack_zones::journal::Timings) {
+    let total: f64 = t.0.iter().map(|(_, ms)| ms).sum();
+    for (label, ms) in &t.0 {
+        println!("  {ms:8.3} ms  {label}");
+    }
+    println!("  {total:8.3} ms  total");
+}
+
+pub fn run(cmd: ZoneCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
+    let paths = paths(global)?;
+    match cmd {
+        ZoneCmd::Create(a) => {
+            let req = request(
+                a.cpus,
+                a.cpuset_cpus.as_deref(),
+                &a.memory,
+                a.numa_node,
+                &a.hugepage_size,
+            )?;
+            let opts = ZoneOptions {
+                host_tasks: a.host_tasks.into(),
+                steer_irqs: !a.no_irqs,
+                narrow_workqueue: !a.no_workqueue,
+                offline_memory: a.offline_memory,
+            };
+            let node = dualstack_zones::load_node(&paths)?;
+            let report = dualstack_zones::create(&paths, &node, &a.name, &req, &opts)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_zone(&report.zone);
+                println!("steps:");
+                print_timings(&report.timings);
+            }
+        }
+        ZoneCmd::List { json } => {
+            recover_quietly(&paths);
+            let zones = dualstack_zones::list(&paths)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&zones)?);
+            } else if zones.is_empty() {
+                println!("no zones");
+            } else {
+                println!(
+                    "{:<16} {:<10} {:<12} {:>5} {:>12}",
+                    "NAME", "STATE", "CPUS", "NUMA", "MEMORY"
+                );
+                for z in zones {
+                    println!(
+                        "{:<16} {:<10} {:<12} {:>5} {:>12}",
+                        z.name,
+                        z.state.as_str(),
+                        z.cpus.to_list(),
+                        z.numa_node,
+                        mib(z.memory_bytes)
+                    );
+                }
+            }
+        }
+        ZoneCmd::Show { name, json } => {
+            let z = dualstack_zones::get(&paths, &name)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&z)?);
+            } else {
+                print_zone(&z);
+            }
+        }
+        ZoneCmd::Release { name, json } => {
+            let report = dualstack_zones::release(&paths, &name)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("released zone {name}");
+                for w in &report.warnings {
+                    println!("  warning: {w}");
+                }
+                print_timings(&report.timings);
+            }
+        }
+        ZoneCmd::Bench(a) => return bench(&paths, &a),
+    }
+    Ok(0)
+}
+
+/// Recovery at the start of read-only commands; problems are reported, not fatal.
+fn recover_quietly(paths: &HostPaths) {
+    match dualstack_zones::recover(paths) {
+        Ok(r) if !r.is_clean() => eprintln!(
+            "dualstack: recovered from an interrupted command: rolled back {:?}, finished releasing {:?}, dropped {:?}",
+            r.rolled_back, r.finished_release, r.dropped_stale
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("dualstack: warning: recovery failed: {e}"),
+    }
+}
+
+pub fn recover(args: RecoverArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
+    let paths = paths(global)?;
+    let report = dualstack_zones::recover(&paths)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(0);
+    }
+    if report.is_clean() {
+        println!("nothing to recover");
+    }
+    for z in &report.rolled_back {
+        println!("rolled back half-made zone {z}");
+    }
+    for z in &report.finished_release {
+        println!("finished releasing zone {z}");
+    }
+    for z in &report.dropped_stale {
+        println!("dropped zone {z} recorded before the last reboot");
+    }
+    for p in &report.removed_orphans {
+        println!("removed orphan cgroup {}", p.display());
+    }
+    if report.layout_removed {
+        println!("no zone and no commodity process left: instance cgroups removed");
+    }
+    for w in &report.warnings {
+        println!("warning: {w}");
+    }
+    Ok(0)
+}
+
+fn bench(paths: &HostPaths, a: &BenchArgs) -> anyhow::Result<i32> {
+    let req = request(Some(a.cpus), None, &a.memory, None, "2M")?;
+    let opts = ZoneOptions {
+        host_tasks: HostTasks::Leave,
+        steer_irqs: !a.no_steering,
+        narrow_workqueue: !a.no_steering,
+        offline_memory: false,
+    };
+    let node = dualstack_zones::load_node(paths)?;
+    let mut steps: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut totals = Vec::new();
+    let add = |steps: &mut Vec<(String, Vec<f64>)>, label: &str, ms: f64| match steps
+        .iter_mut()
+        .find(|(l, _)| l == label)
+    {
+        Some((_, v)) => v.push(ms),
+        None => steps.push((label.to_string(), vec![ms])),
+    };
+    for i in 0..a.rounds {
+        let name = format!("bench-{}-{i}", std::process::id());
+        let t = Instant::now();
+        let c = dualstack_zones::create(paths, &node, &name, &req, &opts)?;
+        let tc = t.elapsed().as_secs_f64() * 1e3;
+        let r = dualstack_zones::release(paths, &name)?;
+        let total = t.elapsed().as_secs_f64() * 1e3;
+        add(&mut steps, "create (end to end)", tc);
+        add(&mut steps, "release (end to end)", total - tc);
+        for (l, ms) in c.timings.0.iter().chain(r.timings.0.iter()) {
+            // Per-IRQ steps are many; fold them into one line.
+            let l = if l.contains("smp_affinity_list") {
+                if l.starts_with("undo") {
+                    "undo irq affinities"
+                } else {
+                    "irq affinities"
+                }
+            } else {
+                l.as_str()
+            };
+            add(&mut steps, l, *ms);
+        }
+        totals.push(total);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    if a.json {
+        let out: Vec<_> = steps
+            .iter()
+            .map(|(l, v)| serde_json::json!({"step": l, "mean_ms": mean(v), "samples": v.len()}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "rounds": a.rounds, "round_trip_mean_ms": mean(&totals),
+                "round_trip_min_ms": totals.iter().cloned().fold(f64::MAX, f64::min),
+                "steps": out
+            }))?
+        );
+    } else {
+        println!(
+            "zone create + release, {} core(s) + {}, {} rounds",
+            a.cpus, a.memory, a.rounds
+        );
+        for (l, v) in &steps {
+            // Folded per-IRQ lines hold several samples per round.
+            let per_round = v.iter().sum::<f64>() / f64::from(a.rounds.max(1));
+            println!("  {per_round:8.3} ms  {l}");
+        }
+        println!(
+            "  round trip: mean {:.3} ms, min {:.3} ms",
+            mean(&totals),
+            totals.iter().cloned().fold(f64::MAX, f64::min)
+        );
+    }
+    Ok(0)
+}
+
+/// Run the HPC VMM inside a zone: vCPUs on the zone's CPUs, guest memory from the zone's huge
+/// pages on its NUMA node, the process inside the zone's cpuset for the run.
+pub fn run_in_zone(
+    zone: &str,
+    mut cfg: dualstack_hpcvmm::RunConfig,
+    global: &GlobalOpts,
+) -> anyhow::Result<dualstack_hpcvmm::RunStats> {
+    let paths = paths(global)?;
+    let z = dualstack_zones::get(&paths, zone)?;
+    cfg.cpus = z.cpus().iter().map(|c| c as usize).collect();
+    let page_size = if z.hugepage_size() == HUGEPAGE_1G_KIB * 1024 {
+        dualstack_hpcvmm::HugePageSize::Size1G
+    } else {
+        dualstack_hpcvmm::HugePageSize::Size2M
+    };
+    cfg.memory = z.memory_bytes();
+    cfg.backing = dualstack_hpcvmm::Backing::Hugetlb {
+        page_size,
+        numa_node: Some(z.numa_node()),
+    };
+    let entry = dualstack_zones::enter(&paths, &z)?;
+    let result = dualstack_hpcvmm::run(&cfg);
+    entry.leave()?;
+    Ok(result?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("256M").unwrap(), 256 << 20);
+        assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
+        assert_eq!(parse_size("4G").unwrap(), 4 << 30);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("4Q").is_err());
+        assert!(parse_size("M").is_err());
+    }
 }

@@ -14,6 +14,7 @@ pub mod journal;
 pub mod lifecycle;
 pub mod paths;
 pub mod state;
+pub mod status;
 pub mod steer;
 pub mod zone;
 
@@ -21,6 +22,7 @@ pub use dualstack_topology::{CpuList, CpuRequest, Node, ZoneRequest};
 pub use lifecycle::ZoneState;
 pub use paths::{CgroupMount, HostPaths, PathsError};
 pub use state::{open_db, StateError, StateLock};
+pub use status::{load_node, node_status, NodeStatus, StatusError};
 pub use steer::HostTasks;
 pub use zone::{
     create, enter, get, list, recover, recover_locked, release, CreateReport, RecoverReport,

@@ -103,9 +103,20 @@ impl HostPaths {
     /// [`HostPaths::host`] with overrides from the environment, so tests and the CLI can point
     /// single knobs elsewhere: `DUALSTACK_INSTANCE`, `DUALSTACK_IRQ_DIR`,
     /// `DUALSTACK_WORKQUEUE_CPUMASK`, `DUALSTACK_MEMORY_DIR`, `DUALSTACK_HUGEPAGE_LOCK`.
+    ///
+    /// `DUALSTACK_FAKE_ROOT=<dir>` (with `DUALSTACK_FAKE_CGROUP=v1|v2`) uses a fake tree laid out
+    /// as [`HostPaths::fake`] instead of the host, for tests of the binary.
     pub fn from_env(state_dir: &Path) -> Result<Self, PathsError> {
-        let mut paths = Self::host(state_dir)?;
         let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let mut paths = match var("DUALSTACK_FAKE_ROOT") {
+            Some(root) => {
+                let v2 = var("DUALSTACK_FAKE_CGROUP").is_some_and(|v| v == "v2");
+                let mut p = Self::fake(Path::new(&root), v2);
+                p.state_dir = state_dir.to_path_buf();
+                p
+            }
+            None => Self::host(state_dir)?,
+        };
         if let Some(v) = var("DUALSTACK_INSTANCE") {
             let v = v.to_string_lossy().into_owned();
             check_instance(&v)?;

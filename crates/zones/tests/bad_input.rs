@@ -98,10 +98,15 @@ fn write_refused_halfway_rolls_everything_back() {
 fn release_refuses_while_processes_run_in_the_zone() {
     let host = FakeHost::new(false);
     let p = &host.paths;
-    let z = create(p, &host.node, "z", &req(1, 2), &opts()).unwrap().zone;
+    let z = create(p, &host.node, "z", &req(1, 2), &opts())
+        .unwrap()
+        .zone;
     std::fs::write(z.cgroup_dir.join("cgroup.procs"), "4242\n").unwrap();
     let e = release(p, "z").unwrap_err();
-    assert!(matches!(e, ZoneError::Busy { ref pids, .. } if pids == &[4242]), "{e}");
+    assert!(
+        matches!(e, ZoneError::Busy { ref pids, .. } if pids == &[4242]),
+        "{e}"
+    );
     std::fs::write(z.cgroup_dir.join("cgroup.procs"), "").unwrap();
     release(p, "z").unwrap();
 }
