@@ -198,6 +198,20 @@ impl GuestBuilder {
     }
 
     fn fetch_kernel(&self) -> Result<KernelStamp, GuestError> {
+        match self.fetch_kernel_once() {
+            // A fresh machine (CI) may have no or stale package lists: refresh them once.
+            Err(first @ (GuestError::Tool { .. } | GuestError::NoKernelPackage { .. })) => {
+                tracing::info!("fetching the guest kernel failed ({first}); running apt-get update and retrying");
+                if run_tool(Command::new("apt-get").args(["-q", "update"])).is_err() {
+                    return Err(first);
+                }
+                self.fetch_kernel_once()
+            }
+            other => other,
+        }
+    }
+
+    fn fetch_kernel_once(&self) -> Result<KernelStamp, GuestError> {
         let package = resolve_kernel_package()?;
         tracing::info!(%package, "downloading the guest kernel package");
         let work = self.dir.join(format!(".fetch-{}", std::process::id()));
