@@ -7,6 +7,8 @@
 //! 0x0000_1000  GDT (2 pages)                        supervisor
 //! 0x0000_3000  IDT (256 gates)                      supervisor
 //! 0x0000_4000  syscall entry stub (LSTAR)           user, read/execute
+//! 0x0000_6000  fast-path counters                   user, read/write
+//! 0x0000_7000  futex waiter buckets (VMM-written)   user, read-only
 //! 0x0000_5000  exception stubs, 8 bytes per vector  supervisor
 //! 0x0000_8000  TSS array, 256 bytes per vCPU        supervisor
 //! 0x0002_0000  exception stacks, 1 KiB per vCPU     supervisor
@@ -36,6 +38,21 @@ pub const MAX_VCPUS: usize = 256;
 /// Start of memory the guest program may use.
 pub const USER_START: u64 = 2 << 20;
 
+/// Counters the syscall stub bumps on its fast path (u32 each): [0] futex wakes answered
+/// without a VM exit.
+pub const FAST_COUNTERS: u64 = 0x6000;
+/// Futex waiter counts by bucket, kept by the VMM: the stub answers FUTEX_WAKE itself when
+/// the bucket of the address has no waiter.
+pub const FUTEX_BUCKETS: u64 = 0x7000;
+pub const FUTEX_BUCKET_COUNT: u64 = 1024;
+/// RIP at a syscall exit (after the stub's `out`).
+pub const SYSCALL_EXIT_RIP: u64 = SYSCALL_STUB + 77;
+
+/// Bucket of a futex address.
+pub fn futex_bucket(addr: u64) -> u64 {
+    FUTEX_BUCKETS + 4 * ((addr >> 2) & (FUTEX_BUCKET_COUNT - 1))
+}
+
 /// I/O port the syscall stub writes to.
 pub const SYSCALL_PORT: u16 = 0xf0;
 /// I/O port the exception stubs write to.
@@ -49,11 +66,13 @@ pub const LAUNCH_PORT: u16 = 0xf2;
 /// program's entry point (stored at [`LAUNCH_ENTRY_SLOT`]).
 pub const LAUNCH_STUB: u64 = SYSCALL_STUB + 0x100;
 /// Where the launch stub skips the prefault loop (lazy backing: nothing is prefaulted).
-pub const LAUNCH_STUB_NO_PREFAULT: u64 = LAUNCH_STUB + 11;
+pub const LAUNCH_STUB_NO_PREFAULT: u64 = LAUNCH_STUB + 19;
 /// RIP at the launch exit.
-pub const LAUNCH_EXIT_RIP: u64 = LAUNCH_STUB + 13;
+pub const LAUNCH_EXIT_RIP: u64 = LAUNCH_STUB + 21;
 /// 8-byte slot holding the program entry point.
-pub const LAUNCH_ENTRY_SLOT: u64 = LAUNCH_STUB + 26;
+pub const LAUNCH_ENTRY_SLOT: u64 = LAUNCH_STUB + 34;
+/// Where the prefault loop starts: the fast-path counter page, then every 2 MiB page above.
+pub const PREFAULT_START: u64 = FAST_COUNTERS;
 
 // GDT selectors. STAR[63:48] = 0x10 gives SYSRET SS = 0x18|3 and CS = 0x20|3 (Linux's order:
 // user data before user code).
@@ -170,8 +189,10 @@ pub fn build(mem: &GuestMemory, ps: GuestPageSize) -> Result<Paging, Efault> {
                     P | RW | US
                 } else if addr == 0 {
                     0 // null page
-                } else if addr == SYSCALL_STUB {
-                    P | US // user may execute the syscall stub, not write it
+                } else if addr == SYSCALL_STUB || addr == FUTEX_BUCKETS {
+                    P | US // user may execute the syscall stub and read buckets, not write
+                } else if addr == FAST_COUNTERS {
+                    P | RW | US
                 } else {
                     P | RW // supervisor only
                 };
@@ -248,20 +269,54 @@ fn write_idt(mem: &GuestMemory) -> Result<(), Efault> {
 }
 
 fn write_stubs(mem: &GuestMemory) -> Result<(), Efault> {
-    // syscall entry: `out SYSCALL_PORT, al` then `ud2`. The VMM serves the call on the exit and
-    // resumes the guest at RCX itself, so the ud2 is never reached.
+    // syscall entry. Fast path: FUTEX_WAKE(_BITSET) on an address whose bucket has no waiter
+    // returns 0 without leaving the guest (sysretq at CPL0 on VMX hosts, jmp rcx where
+    // syscall stayed at CPL3). Everything else: `out SYSCALL_PORT, al`, one exit; the VMM
+    // serves the call and resumes the guest at RCX itself, so the ud2 is never reached.
+    let rel = (FAST_COUNTERS as i64 - (SYSCALL_STUB as i64 + 54)) as i32;
+    let r = rel.to_le_bytes();
+    let b = FUTEX_BUCKETS as u32;
+    let bb = b.to_le_bytes();
+    let stub: [u8; 79] = [
+        0x3d, 0xca, 0x00, 0x00, 0x00, //         0: cmp eax, 202 (futex)
+        0x75, 0x44, //                           5: jne slow (75)
+        0x89, 0xf0, //                           7: mov eax, esi
+        0x83, 0xe0, 0x7f, //                     9: and eax, 0x7f (strip PRIVATE/CLOCK flags)
+        0x83, 0xf8, 0x01, //                    12: cmp eax, FUTEX_WAKE
+        0x74, 0x05, //                          15: je wake (22)
+        0x83, 0xf8, 0x0a, //                    17: cmp eax, FUTEX_WAKE_BITSET
+        0x75, 0x30, //                          20: jne restore (70)
+        0x48, 0x89, 0xf8, //                    22: wake: mov rax, rdi
+        0x48, 0xc1, 0xe8, 0x02, //              25: shr rax, 2
+        0x25, 0xff, 0x03, 0x00, 0x00, //        29: and eax, 1023
+        0x0f, 0xae, 0xf0, //                    34: mfence (order the guest's store before the load)
+        0x83, 0x3c, 0x85, bb[0], bb[1], bb[2], bb[3], 0x00, // 37: cmp dword [rax*4 + BUCKETS], 0
+        0x75, 0x17, //                          45: jne restore (70)
+        0xf0, 0xff, 0x05, r[0], r[1], r[2], r[3], // 47: lock inc dword [rip + counters]
+        0x8c, 0xc8, //                          54: mov eax, cs
+        0xa8, 0x03, //                          56: test al, 3
+        0xb8, 0x00, 0x00, 0x00, 0x00, //        58: mov eax, 0 (woke nobody)
+        0x75, 0x03, //                          63: jnz user (68)
+        0x48, 0x0f, 0x07, //                    65: sysretq
+        0xff, 0xe1, //                          68: user: jmp rcx
+        0xb8, 0xca, 0x00, 0x00, 0x00, //        70: restore: mov eax, 202
+        0xe6, SYSCALL_PORT as u8, //            75: slow: out SYSCALL_PORT, al
+        0x0f, 0x0b, //                          77: ud2
+    ];
     let mut page = vec![0xccu8; 4096];
-    page[..4].copy_from_slice(&[0xe6, SYSCALL_PORT as u8, 0x0f, 0x0b]);
-    let launch: [u8; 26] = [
-        0x80, 0x0f, 0x00, // 0:  or byte [rdi], 0
-        0x4c, 0x01, 0xc7, // 3:  add rdi, r8
-        0x48, 0x39, 0xf7, // 6:  cmp rdi, rsi
-        0x72, 0xf5, //       9:  jb 0
-        0xe6, LAUNCH_PORT as u8, // 11: out LAUNCH_PORT, al
-        0x31, 0xff, //       13: xor edi, edi
-        0x31, 0xf6, //       15: xor esi, esi
-        0x45, 0x31, 0xc0, // 17: xor r8d, r8d
-        0xff, 0x25, 0x00, 0x00, 0x00, 0x00, // 20: jmp [rip+0] -> entry slot
+    page[..stub.len()].copy_from_slice(&stub);
+    let fb = (FUTEX_BUCKETS as u32).to_le_bytes();
+    let launch: [u8; 34] = [
+        0x80, 0x3c, 0x25, fb[0], fb[1], fb[2], fb[3], 0x00, // 0: cmp byte [BUCKETS], 0 (read-only page)
+        0x80, 0x0f, 0x00, // 8:  or byte [rdi], 0
+        0x4c, 0x01, 0xc7, // 11: add rdi, r8
+        0x48, 0x39, 0xf7, // 14: cmp rdi, rsi
+        0x72, 0xf5, //       17: jb 8
+        0xe6, LAUNCH_PORT as u8, // 19: out LAUNCH_PORT, al
+        0x31, 0xff, //       21: xor edi, edi
+        0x31, 0xf6, //       23: xor esi, esi
+        0x45, 0x31, 0xc0, // 25: xor r8d, r8d
+        0xff, 0x25, 0x00, 0x00, 0x00, 0x00, // 28: jmp [rip+0] -> entry slot
     ];
     let o = (LAUNCH_STUB - SYSCALL_STUB) as usize;
     page[o..o + launch.len()].copy_from_slice(&launch);
@@ -343,6 +398,8 @@ mod tests {
             assert_eq!(walk(&mem, p.pml4, 0), None, "null page must not be mapped");
             assert_eq!(walk(&mem, p.pml4, GDT_ADDR), Some((GDT_ADDR, 3)));
             assert_eq!(walk(&mem, p.pml4, SYSCALL_STUB), Some((SYSCALL_STUB, 5)));
+            assert_eq!(walk(&mem, p.pml4, FUTEX_BUCKETS), Some((FUTEX_BUCKETS, 5)));
+            assert_eq!(walk(&mem, p.pml4, FAST_COUNTERS), Some((FAST_COUNTERS, 7)));
             assert_eq!(walk(&mem, p.pml4, 0x40_1234), Some((0x40_1234, 7)));
             assert_eq!(walk(&mem, p.pml4, p.usable_end - 1), Some((p.usable_end - 1, 7)));
             assert_eq!(walk(&mem, p.pml4, p.usable_end), None, "page tables stay unmapped");

@@ -191,6 +191,8 @@ pub struct RunStats {
     pub exits: BTreeMap<String, u64>,
     pub exits_total: u64,
     pub syscalls_total: u64,
+    /// FUTEX_WAKE calls the syscall stub answered inside the guest (no waiter, no VM exit).
+    pub futex_wakes_without_exit: u64,
     pub syscalls: BTreeMap<String, SyscallStat>,
     /// Calls answered -ENOSYS, by name.
     pub enosys: BTreeMap<String, u64>,

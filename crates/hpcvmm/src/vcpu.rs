@@ -415,7 +415,7 @@ pub fn run(proc: Arc<Process>, mut vcpu: VcpuFd, mut th: ThreadState) {
                     }
                     *proc.guest_start.lock().unwrap() = Some(Instant::now());
                     th.stats.guest_time_s = 0.0;
-                } else if port == SYSCALL_PORT && rip == SYSCALL_STUB + 2 {
+                } else if port == SYSCALL_PORT && rip == SYSCALL_EXIT_RIP {
                     th.stats.exit("syscall");
                     let done = serve_syscall(&proc, &mut vcpu, &mut th);
                     th.stats.vmm_time_s += t1.elapsed().as_secs_f64();

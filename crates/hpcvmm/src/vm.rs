@@ -294,7 +294,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
     let regs = kvm_regs {
         rip: if prefault { layout::LAUNCH_STUB } else { layout::LAUNCH_STUB_NO_PREFAULT },
         rsp: sp,
-        rdi: USER_START,
+        rdi: layout::PREFAULT_START,
         rsi: proc.paging.usable_end,
         r8: 2 << 20,
         rflags: 0x2,
@@ -403,6 +403,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
         exits: BTreeMap::new(),
         exits_total: 0,
         syscalls_total: 0,
+        futex_wakes_without_exit: u64::from(proc.mem.read_u32(layout::FAST_COUNTERS).unwrap_or(0)),
         syscalls: BTreeMap::new(),
         enosys: BTreeMap::new(),
         kvm_vm_before: vm_before,

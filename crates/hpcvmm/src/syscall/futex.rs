@@ -30,6 +30,13 @@ pub fn atomic_word(mem: &GuestMemory, addr: u64) -> Option<&AtomicU32> {
     Some(unsafe { &*(p as *const AtomicU32) })
 }
 
+/// The guest-visible waiter count of `addr`'s bucket (read by the syscall stub's FUTEX_WAKE
+/// fast path). Kept under the table lock, SeqCst on both sides: a waker's stub either sees the
+/// count raised or the waiter sees the waker's new futex value.
+fn bucket(mem: &GuestMemory, addr: u64) -> &AtomicU32 {
+    atomic_word(mem, crate::layout::futex_bucket(addr)).expect("bucket page lies in guest memory")
+}
+
 #[derive(Debug)]
 struct WaitState {
     woken: bool,
@@ -51,18 +58,25 @@ pub struct FutexTable {
 
 impl FutexTable {
     /// Wake up to `n` waiters on `addr` whose bitset matches. Returns how many were woken.
-    pub fn wake(&self, _mem: &GuestMemory, addr: u64, n: u32, bitset: u32) -> u32 {
+    pub fn wake(&self, mem: &GuestMemory, addr: u64, n: u32, bitset: u32) -> u32 {
         let mut q = self.queues.lock().unwrap();
-        Self::wake_locked(&mut q, addr, n, bitset)
+        Self::wake_locked(mem, &mut q, addr, n, bitset)
     }
 
-    fn wake_locked(q: &mut HashMap<u64, VecDeque<Arc<Waiter>>>, addr: u64, n: u32, bitset: u32) -> u32 {
+    fn wake_locked(
+        mem: &GuestMemory,
+        q: &mut HashMap<u64, VecDeque<Arc<Waiter>>>,
+        addr: u64,
+        n: u32,
+        bitset: u32,
+    ) -> u32 {
         let Some(list) = q.get_mut(&addr) else { return 0 };
         let mut woken = 0;
         let mut i = 0;
         while i < list.len() && woken < n {
             if list[i].bitset & bitset != 0 {
                 let w = list.remove(i).expect("index checked");
+                bucket(mem, addr).fetch_sub(1, Ordering::SeqCst);
                 let mut s = w.state.lock().unwrap();
                 s.woken = true;
                 w.cv.notify_one();
@@ -86,12 +100,13 @@ impl FutexTable {
         }
     }
 
-    fn remove(&self, w: &Arc<Waiter>) -> bool {
+    fn remove(&self, mem: &GuestMemory, w: &Arc<Waiter>) -> bool {
         let mut q = self.queues.lock().unwrap();
         let key = w.state.lock().unwrap().key;
         if let Some(list) = q.get_mut(&key) {
             if let Some(pos) = list.iter().position(|x| Arc::ptr_eq(x, w)) {
                 list.remove(pos);
+                bucket(mem, key).fetch_sub(1, Ordering::SeqCst);
                 if list.is_empty() {
                     q.remove(&key);
                 }
@@ -109,7 +124,7 @@ impl FutexTable {
                 return err(libc::EAGAIN);
             }
         }
-        let woken = Self::wake_locked(&mut q, from, nwake, u32::MAX);
+        let woken = Self::wake_locked(mem, &mut q, from, nwake, u32::MAX);
         let mut moved = 0;
         if from != to {
             let mut taken = Vec::new();
@@ -117,6 +132,8 @@ impl FutexTable {
                 while moved < nmove {
                     let Some(w) = list.pop_front() else { break };
                     w.state.lock().unwrap().key = to;
+                    bucket(mem, from).fetch_sub(1, Ordering::SeqCst);
+                    bucket(mem, to).fetch_add(1, Ordering::SeqCst);
                     taken.push(w);
                     moved += 1;
                 }
@@ -172,7 +189,10 @@ fn wait(ctx: &mut Ctx<'_>, addr: u64, val: u32, deadline: Option<Instant>, bitse
     });
     {
         let mut q = proc.futexes.queues.lock().unwrap();
+        let b = bucket(&proc.mem, addr);
+        b.fetch_add(1, Ordering::SeqCst);
         if word.load(Ordering::SeqCst) != val {
+            b.fetch_sub(1, Ordering::SeqCst);
             return err(libc::EAGAIN);
         }
         q.entry(addr).or_default().push_back(w.clone());
@@ -186,7 +206,7 @@ fn wait(ctx: &mut Ctx<'_>, addr: u64, val: u32, deadline: Option<Instant>, bitse
         }
         if proc.control.exiting() {
             drop(s);
-            proc.futexes.remove(&w);
+            proc.futexes.remove(&proc.mem, &w);
             break err(libc::EINTR);
         }
         let now = Instant::now();
@@ -194,7 +214,7 @@ fn wait(ctx: &mut Ctx<'_>, addr: u64, val: u32, deadline: Option<Instant>, bitse
             Some(d) if now >= d => {
                 drop(s);
                 // Woken concurrently if we're no longer queued.
-                break if proc.futexes.remove(&w) { err(libc::ETIMEDOUT) } else { Ok(0) };
+                break if proc.futexes.remove(&proc.mem, &w) { err(libc::ETIMEDOUT) } else { Ok(0) };
             }
             Some(d) => drop(w.cv.wait_timeout(s, d - now).unwrap()),
             None => drop(w.cv.wait(s).unwrap()),
@@ -235,9 +255,9 @@ fn wake_op(ctx: &mut Ctx<'_>, addr: u64, nwake: u32, addr2: u64, nwake2: u32, va
         5 => old >= cmparg,
         _ => return err(libc::ENOSYS),
     };
-    let mut n = FutexTable::wake_locked(&mut q, addr, nwake, u32::MAX);
+    let mut n = FutexTable::wake_locked(&proc.mem, &mut q, addr, nwake, u32::MAX);
     if cond {
-        n += FutexTable::wake_locked(&mut q, addr2, nwake2, u32::MAX);
+        n += FutexTable::wake_locked(&proc.mem, &mut q, addr2, nwake2, u32::MAX);
     }
     Ok(u64::from(n))
 }

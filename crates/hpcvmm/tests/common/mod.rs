@@ -1,0 +1,339 @@
+//! Shared helpers of the HPC VMM integration tests: building the test guests statically (cached
+//! by source hash), running them natively and in the VM, and a huge-page reservation guard.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::hash_map::DefaultHasher;
+use std::fs::File;
+use std::hash::{Hash, Hasher};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use dualstack_hpcvmm::{Backing, ExitReport, RunConfig, RunStats};
+
+/// One compile at a time per test binary: the machine has two cores shared by everyone.
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+
+fn guests_src() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/guests")
+}
+
+fn cache_dir() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hpcvmm-guests");
+    std::fs::create_dir_all(&d).expect("create the guest cache dir");
+    d
+}
+
+/// Extra compiler flags a guest asks for on a `// build: FLAGS` first line.
+fn build_flags(src: &str) -> Vec<String> {
+    src.lines()
+        .next()
+        .and_then(|l| l.trim().strip_prefix("// build:"))
+        .map(|f| f.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// The compile command for a source file, by extension.
+fn compiler(src: &Path, out: &Path, link_static: bool, extra: &[String]) -> Command {
+    let ext = src.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let mut c = match ext {
+        "c" => {
+            let mut c = Command::new("gcc");
+            c.args(["-O2", "-Wall", "-pthread"]);
+            c
+        }
+        "cpp" => {
+            let mut c = Command::new("g++");
+            c.args(["-O2", "-Wall", "-pthread", "-std=c++17"]);
+            c
+        }
+        "rs" => {
+            let mut c = Command::new("rustc");
+            c.args(["--edition", "2021", "-O"]);
+            if link_static {
+                c.args(["-C", "target-feature=+crt-static"]);
+            }
+            c.arg(src).arg("-o").arg(out).args(extra);
+            return c;
+        }
+        other => panic!("guest {} has unknown extension {other:?}", src.display()),
+    };
+    if link_static {
+        c.arg("-static");
+    }
+    c.args(extra).arg("-o").arg(out).arg(src);
+    c
+}
+
+fn build(name: &str, link_static: bool) -> PathBuf {
+    let dir = guests_src();
+    let src = ["c", "cpp", "rs"]
+        .iter()
+        .map(|e| dir.join(format!("{name}.{e}")))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("no source for guest {name} in {}", dir.display()));
+    let text = std::fs::read_to_string(&src).expect("read guest source");
+    let extra = build_flags(&text);
+    let mut h = DefaultHasher::new();
+    text.hash(&mut h);
+    extra.hash(&mut h);
+    link_static.hash(&mut h);
+    let kind = if link_static { "static" } else { "dynamic" };
+    let out = cache_dir().join(format!("{name}-{kind}-{:016x}", h.finish()));
+    let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if out.exists() {
+        return out;
+    }
+    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    let o = compiler(&src, &tmp, link_static, &extra)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the compiler for {name}: {e}"));
+    assert!(
+        o.status.success(),
+        "building guest {name} failed:\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::rename(&tmp, &out).expect("publish the built guest");
+    out
+}
+
+/// The statically linked guest `tests/guests/<name>.{c,cpp,rs}`, built if its source changed.
+pub fn guest(name: &str) -> PathBuf {
+    build(name, true)
+}
+
+/// The same guest linked dynamically (for the refusal tests).
+pub fn dynamic_guest(name: &str) -> PathBuf {
+    build(name, false)
+}
+
+/// What a program printed and how it ended.
+#[derive(Debug)]
+pub struct Outcome {
+    pub stdout: String,
+    pub stderr: String,
+    /// Exit status, 128+signal when killed by a signal.
+    pub status: i32,
+}
+
+/// How to run a guest.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Working directory natively; the guest root in the VM.
+    pub dir: Option<PathBuf>,
+    pub memory: u64,
+    pub backing: Backing,
+    pub timeout: Duration,
+    pub cpus: Option<Vec<usize>>,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Spec {
+            args: Vec::new(),
+            env: Vec::new(),
+            dir: None,
+            memory: 256 << 20,
+            backing: Backing::Lazy,
+            timeout: Duration::from_secs(60),
+            cpus: None,
+        }
+    }
+}
+
+impl Spec {
+    pub fn args(mut self, a: &[&str]) -> Self {
+        self.args = a.iter().map(|s| s.to_string()).collect();
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+    pub fn dir(mut self, d: &Path) -> Self {
+        self.dir = Some(d.to_path_buf());
+        self
+    }
+    pub fn memory(mut self, m: u64) -> Self {
+        self.memory = m;
+        self
+    }
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+}
+
+fn argv0(bin: &Path) -> String {
+    bin.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// Run natively (argv[0] = the binary's file name, cleared environment plus `spec.env`).
+pub fn native(bin: &Path, spec: &Spec) -> Outcome {
+    let mut c = Command::new(bin);
+    c.arg0(argv0(bin)).args(&spec.args).env_clear();
+    for (k, v) in &spec.env {
+        c.env(k, v);
+    }
+    let dir = spec.dir.clone().unwrap_or_else(std::env::temp_dir);
+    c.current_dir(dir);
+    let o = c.output().unwrap_or_else(|e| panic!("cannot run {} natively: {e}", bin.display()));
+    let status = o.status.code().unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0));
+    Outcome {
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        status,
+    }
+}
+
+use std::os::unix::process::CommandExt;
+
+/// The RunConfig the tests use for `spec`; stdio goes to files in `io`.
+pub fn config(bin: &Path, spec: &Spec, io: &Path) -> RunConfig {
+    let mut argv = vec![argv0(bin)];
+    argv.extend(spec.args.iter().cloned());
+    let mut cfg = RunConfig::new(bin, argv);
+    cfg.env = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    cfg.memory = spec.memory;
+    cfg.backing = spec.backing;
+    cfg.root = spec.dir.clone().unwrap_or_else(std::env::temp_dir);
+    cfg.timeout = Some(spec.timeout);
+    if let Some(c) = &spec.cpus {
+        cfg.cpus = c.clone();
+    }
+    let stdin = io.join("stdin");
+    File::create(&stdin).unwrap();
+    cfg.stdin = Some(stdin);
+    cfg.stdout = Some(io.join("stdout"));
+    cfg.stderr = Some(io.join("stderr"));
+    cfg
+}
+
+/// Run in the HPC VM; panics if the VMM refuses the program.
+pub fn in_vm(bin: &Path, spec: &Spec) -> (Outcome, RunStats) {
+    let io = tempfile::tempdir().unwrap();
+    let cfg = config(bin, spec, io.path());
+    let stats = dualstack_hpcvmm::run(&cfg)
+        .unwrap_or_else(|e| panic!("the VMM refused {}: {e:#}", bin.display()));
+    let read = |n: &str| std::fs::read_to_string(io.path().join(n)).unwrap_or_default();
+    let out = Outcome {
+        stdout: read("stdout"),
+        stderr: read("stderr"),
+        status: stats.exit_status,
+    };
+    (out, stats)
+}
+
+/// Run natively and in the VM; stdout and exit status must match. Returns the VM's view.
+pub fn same_as_native(name: &str, spec: &Spec) -> (Outcome, RunStats) {
+    let bin = guest(name);
+    let n = native(&bin, spec);
+    let (v, stats) = in_vm(&bin, spec);
+    assert_eq!(
+        n.stdout, v.stdout,
+        "{name}: stdout differs between native and VM\nVM stderr: {}\nVM exit: {:?}",
+        v.stderr, stats.exit
+    );
+    assert_eq!(
+        n.status, v.status,
+        "{name}: exit status differs (native {}, VM {}); VM stderr: {}; VM exit: {:?}",
+        n.status, v.status, v.stderr, stats.exit
+    );
+    (v, stats)
+}
+
+/// Assert the run exited normally with `status`.
+pub fn assert_exited(stats: &RunStats, status: i32) {
+    assert_eq!(stats.exit, ExitReport::Exited { status }, "unexpected end of run");
+}
+
+/// A temporary directory tree to act as a guest root / native working directory.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("hpcvmm-test").tempdir().unwrap()
+}
+
+/// Names of this process's threads (from /proc/self/task/*/comm).
+pub fn thread_names() -> Vec<String> {
+    let mut v = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc/self/task") {
+        for e in rd.flatten() {
+            if let Ok(c) = std::fs::read_to_string(e.path().join("comm")) {
+                v.push(c.trim().to_string());
+            }
+        }
+    }
+    v
+}
+
+const HUGEPAGE_LOCK: &str = "/run/lock/dualstack-hugepages.lock";
+const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
+
+fn with_pool_lock<T>(f: impl FnOnce(&mut File) -> T) -> T {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(HUGEPAGE_LOCK)
+        .expect("open the huge page lock file");
+    // SAFETY: flock on a file descriptor we own; released when `lock` is closed.
+    let r = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(r, 0, "flock {HUGEPAGE_LOCK}");
+    let mut pool = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(NR_HUGEPAGES)
+        .expect("open nr_hugepages");
+    f(&mut pool)
+}
+
+fn read_pool(f: &mut File) -> u64 {
+    let mut s = String::new();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.read_to_string(&mut s).unwrap();
+    s.trim().parse().unwrap()
+}
+
+fn write_pool(f: &mut File, n: u64) {
+    f.seek(SeekFrom::Start(0)).unwrap();
+    let _ = f.write_all(format!("{n}\n").as_bytes());
+}
+
+/// 2 MiB huge pages added to the host pool for one test, by delta under the shared lock; the
+/// same number is given back on drop, also when the test panics.
+pub struct HugePages {
+    added: u64,
+}
+
+impl HugePages {
+    /// Add `n` pages; returns None (nothing changed) if the kernel could not supply them all.
+    pub fn reserve(n: u64) -> Option<HugePages> {
+        with_pool_lock(|f| {
+            let before = read_pool(f);
+            write_pool(f, before + n);
+            let after = read_pool(f);
+            let added = after.saturating_sub(before);
+            if added < n {
+                write_pool(f, read_pool(f) - added);
+                return None;
+            }
+            Some(HugePages { added })
+        })
+    }
+}
+
+impl Drop for HugePages {
+    fn drop(&mut self) {
+        let added = self.added;
+        with_pool_lock(|f| {
+            let cur = read_pool(f);
+            write_pool(f, cur.saturating_sub(added));
+        });
+    }
+}
