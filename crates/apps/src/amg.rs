@@ -46,13 +46,23 @@ pub struct Config {
 impl Config {
     /// The preset for `size`.
     pub fn preset(size: Size) -> Self {
-        Self { n: size.pick(31, 191, 319), cycles: 12, pre: 2, post: 2, coarse: 40 }
+        Self {
+            n: size.pick(31, 191, 319),
+            cycles: 12,
+            pre: 2,
+            post: 2,
+            coarse: 40,
+        }
     }
 
     /// The preset, overridden by command-line options.
     pub fn from_args(args: &mut Args, size: Size) -> Result<Self, ArgError> {
         let d = Self::preset(size);
-        Ok(Self { n: args.positive("n")?.unwrap_or(d.n), cycles: args.positive("cycles")?.unwrap_or(d.cycles), ..d })
+        Ok(Self {
+            n: args.positive("n")?.unwrap_or(d.n),
+            cycles: args.positive("cycles")?.unwrap_or(d.cycles),
+            ..d
+        })
     }
 }
 
@@ -183,14 +193,31 @@ pub fn run(cfg: &Config, threads: usize) -> Outcome {
         .zip(&sizes)
         .map(|([u, f, r], &n)| {
             let h = 1.0 / (n + 1) as f64;
-            Level { n, s: n + 2, inv_h2: 1.0 / (h * h), h2: h * h, u: Shared::new(u), f: Shared::new(f), r: Shared::new(r) }
+            Level {
+                n,
+                s: n + 2,
+                inv_h2: 1.0 / (h * h),
+                h2: h * h,
+                u: Shared::new(u),
+                f: Shared::new(f),
+                r: Shared::new(r),
+            }
         })
         .collect();
     let out = team::run(threads, |ctx| solve(ctx, cfg, &levels));
     let (res0, res, max_error, elapsed) = out[0];
     let time_s = elapsed.unwrap_or(0.0);
     let setup_s = setup_start.elapsed().as_secs_f64() - time_s;
-    Outcome { threads, cfg: *cfg, levels: sizes, res0, res, max_error, setup_s, time_s }
+    Outcome {
+        threads,
+        cfg: *cfg,
+        levels: sizes,
+        res0,
+        res,
+        max_error,
+        setup_s,
+        time_s,
+    }
 }
 
 fn exact(l: &Level<'_>, i: usize, j: usize, k: usize) -> f64 {
@@ -297,6 +324,7 @@ fn residual(ctx: &Ctx, l: &Level<'_>) {
     // SAFETY: u and f are not written during this phase; r only on own planes.
     let (u, f) = unsafe { (l.u.get(), l.f.get()) };
     let base = l.span(&planes).start;
+    // SAFETY: own planes of r; nobody else touches them in this phase.
     let r = unsafe { l.r.part_mut(l.span(&planes)) };
     let (s, s2) = (l.s, l.s * l.s);
     for k in planes {
@@ -351,6 +379,7 @@ fn restrict(ctx: &Ctx, fine: &Level<'_>, coarse: &Level<'_>) {
     let r = unsafe { fine.r.get() };
     let span = coarse.span(&planes);
     let base = span.start;
+    // SAFETY: own coarse planes only.
     let (f, u) = unsafe { (coarse.f.part_mut(span.clone()), coarse.u.part_mut(span)) };
     u.fill(0.0);
     const W: [f64; 3] = [1.0, 2.0, 1.0];
@@ -380,13 +409,14 @@ fn interpolate(ctx: &Ctx, coarse: &Level<'_>, fine: &Level<'_>) {
     let uc = unsafe { coarse.u.get() };
     let span = fine.span(&planes);
     let base = span.start;
+    // SAFETY: own fine planes only.
     let u = unsafe { fine.u.part_mut(span) };
     // Coarse neighbours of fine coordinate c: (index, weight) pairs.
     let parents = |c: usize| -> [(usize, f64); 2] {
         if c % 2 == 0 {
             [(c / 2, 1.0), (c / 2, 0.0)]
         } else {
-            [((c - 1) / 2, 0.5), ((c + 1) / 2, 0.5)]
+            [((c - 1) / 2, 0.5), (c.div_ceil(2), 0.5)]
         }
     };
     for k in planes {
@@ -426,7 +456,11 @@ mod tests {
 
     #[test]
     fn converges_like_multigrid_with_any_thread_count() {
-        let cfg = Config { n: 15, cycles: 12, ..Config::preset(Size::Small) };
+        let cfg = Config {
+            n: 15,
+            cycles: 12,
+            ..Config::preset(Size::Small)
+        };
         let one = run(&cfg, 1);
         assert!(one.verified(), "{one:?}");
         // Textbook V(2,2) red-black Gauss-Seidel: about 0.1 or better per cycle.
@@ -437,14 +471,28 @@ mod tests {
             assert!(o.verified(), "{threads} threads: {o:?}");
             // Red-black ordering makes the solution independent of the thread count; only the
             // norm's reduction adds in another order.
-            assert!((o.res - one.res).abs() <= 1e-12 * one.res, "{threads} threads: {o:?}");
-            assert_eq!(o.max_error.to_bits(), one.max_error.to_bits(), "{threads} threads");
+            assert!(
+                (o.res - one.res).abs() <= 1e-12 * one.res,
+                "{threads} threads: {o:?}"
+            );
+            assert_eq!(
+                o.max_error.to_bits(),
+                one.max_error.to_bits(),
+                "{threads} threads"
+            );
         }
     }
 
     #[test]
     fn one_cycle_is_not_enough() {
-        let o = run(&Config { n: 31, cycles: 1, ..Config::preset(Size::Small) }, 2);
+        let o = run(
+            &Config {
+                n: 31,
+                cycles: 1,
+                ..Config::preset(Size::Small)
+            },
+            2,
+        );
         assert!(!o.verified(), "{o:?}");
     }
 }

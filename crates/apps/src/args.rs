@@ -20,18 +20,35 @@ pub enum ArgError {
     /// A flag was given a value.
     FlagWithValue(String, String),
     /// The value does not parse.
-    BadValue { key: String, value: String, expected: String },
+    BadValue {
+        key: String,
+        value: String,
+        expected: String,
+    },
 }
 
 impl fmt::Display for ArgError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ArgError::Positional(w) => write!(f, "unexpected argument {w:?}: options are written --name value (see --help)"),
-            ArgError::Unknown(k) => write!(f, "unknown option --{k} (see --help for the options this app takes)"),
+            ArgError::Positional(w) => write!(
+                f,
+                "unexpected argument {w:?}: options are written --name value (see --help)"
+            ),
+            ArgError::Unknown(k) => write!(
+                f,
+                "unknown option --{k} (see --help for the options this app takes)"
+            ),
             ArgError::Repeated(k) => write!(f, "option --{k} given more than once; give it once"),
             ArgError::MissingValue(k) => write!(f, "option --{k} needs a value: --{k} VALUE"),
-            ArgError::FlagWithValue(k, v) => write!(f, "option --{k} is a flag and takes no value, but got {v:?}"),
-            ArgError::BadValue { key, value, expected } => {
+            ArgError::FlagWithValue(k, v) => write!(
+                f,
+                "option --{k} is a flag and takes no value, but got {v:?}"
+            ),
+            ArgError::BadValue {
+                key,
+                value,
+                expected,
+            } => {
                 write!(f, "option --{key}: {value:?} is not {expected}")
             }
         }
@@ -81,7 +98,11 @@ impl Args {
             if opts.iter().any(|o| o.key == key) {
                 return Err(ArgError::Repeated(key));
             }
-            opts.push(Opt { key, value, used: false });
+            opts.push(Opt {
+                key,
+                value,
+                used: false,
+            });
             i += 1;
         }
         Ok(Self { opts })
@@ -107,11 +128,13 @@ impl Args {
         match self.take(key) {
             None => Ok(None),
             Some(Opt { value: None, .. }) => Err(ArgError::MissingValue(key.into())),
-            Some(Opt { value: Some(v), .. }) => v.parse().map(Some).map_err(|_| ArgError::BadValue {
-                key: key.into(),
-                value: v.clone(),
-                expected: expected.into(),
-            }),
+            Some(Opt { value: Some(v), .. }) => {
+                v.parse().map(Some).map_err(|_| ArgError::BadValue {
+                    key: key.into(),
+                    value: v.clone(),
+                    expected: expected.into(),
+                })
+            }
         }
     }
 
@@ -119,7 +142,11 @@ impl Args {
     pub fn positive(&mut self, key: &str) -> Result<Option<usize>, ArgError> {
         let v: Option<usize> = self.value(key, "a positive integer")?;
         match v {
-            Some(0) => Err(ArgError::BadValue { key: key.into(), value: "0".into(), expected: "a positive integer".into() }),
+            Some(0) => Err(ArgError::BadValue {
+                key: key.into(),
+                value: "0".into(),
+                expected: "a positive integer".into(),
+            }),
             v => Ok(v),
         }
     }
@@ -128,9 +155,11 @@ impl Args {
     pub fn number(&mut self, key: &str) -> Result<Option<f64>, ArgError> {
         let v: Option<f64> = self.value(key, "a number")?;
         match v {
-            Some(x) if !x.is_finite() => {
-                Err(ArgError::BadValue { key: key.into(), value: x.to_string(), expected: "a finite number".into() })
-            }
+            Some(x) if !x.is_finite() => Err(ArgError::BadValue {
+                key: key.into(),
+                value: x.to_string(),
+                expected: "a finite number".into(),
+            }),
             v => Ok(v),
         }
     }
@@ -206,8 +235,14 @@ impl Common {
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
         let json = args.flag("json")?;
-        let size = args.value("size", "one of small, default, large")?.unwrap_or(Size::Default);
-        Ok(Self { threads, json, size })
+        let size = args
+            .value("size", "one of small, default, large")?
+            .unwrap_or(Size::Default);
+        Ok(Self {
+            threads,
+            json,
+            size,
+        })
     }
 }
 
@@ -223,7 +258,14 @@ mod tests {
     fn forms_and_common_options() {
         let mut a = parse("--threads 3 --json --size=small --nx 7 --tol -1e-3").unwrap();
         let c = Common::take(&mut a).unwrap();
-        assert_eq!(c, Common { threads: 3, json: true, size: Size::Small });
+        assert_eq!(
+            c,
+            Common {
+                threads: 3,
+                json: true,
+                size: Size::Small
+            }
+        );
         assert_eq!(a.positive("nx").unwrap(), Some(7));
         assert_eq!(a.number("tol").unwrap(), Some(-1e-3));
         assert_eq!(a.positive("ny").unwrap(), None);
@@ -241,17 +283,29 @@ mod tests {
 
     #[test]
     fn errors_say_what_is_wrong() {
-        assert_eq!(parse("nx 3").unwrap_err(), ArgError::Positional("nx".into()));
-        assert_eq!(parse("--nx 3 --nx 4").unwrap_err(), ArgError::Repeated("nx".into()));
+        assert_eq!(
+            parse("nx 3").unwrap_err(),
+            ArgError::Positional("nx".into())
+        );
+        assert_eq!(
+            parse("--nx 3 --nx 4").unwrap_err(),
+            ArgError::Repeated("nx".into())
+        );
         let mut a = parse("--nx").unwrap();
-        assert_eq!(a.positive("nx").unwrap_err(), ArgError::MissingValue("nx".into()));
+        assert_eq!(
+            a.positive("nx").unwrap_err(),
+            ArgError::MissingValue("nx".into())
+        );
         let mut a = parse("--nx 0").unwrap();
         assert!(matches!(a.positive("nx"), Err(ArgError::BadValue { .. })));
         let mut a = parse("--json yes").unwrap();
         assert!(matches!(a.flag("json"), Err(ArgError::FlagWithValue(..))));
         let mut a = parse("--size huge").unwrap();
         let e = Common::take(&mut a).unwrap_err();
-        assert!(e.to_string().contains("one of small, default, large"), "{e}");
+        assert!(
+            e.to_string().contains("one of small, default, large"),
+            "{e}"
+        );
         let a = parse("--bogus 1").unwrap();
         assert_eq!(a.finish().unwrap_err(), ArgError::Unknown("bogus".into()));
     }

@@ -58,7 +58,11 @@ pub fn main<C>(
     let written = if common.json {
         writeln!(out, "{}", report.result.to_json())
     } else {
-        report.lines.iter().try_for_each(|l| writeln!(out, "{l}")).and_then(|_| writeln!(out, "{}", report.result.to_line()))
+        report
+            .lines
+            .iter()
+            .try_for_each(|l| writeln!(out, "{l}"))
+            .and_then(|_| writeln!(out, "{}", report.result.to_line()))
     };
     if written.and_then(|_| out.flush()).is_err() {
         return ExitCode::from(2);

@@ -44,7 +44,11 @@ pub struct Config {
 impl Config {
     /// The preset for `size`.
     pub fn preset(size: Size) -> Self {
-        Self { samples: size.pick(500, 15_000, 60_000), work: 1 << 17, dump: None }
+        Self {
+            samples: size.pick(500, 15_000, 60_000),
+            work: 1 << 17,
+            dump: None,
+        }
     }
 
     /// The preset, overridden by command-line options.
@@ -98,7 +102,10 @@ pub struct Outcome {
 impl Outcome {
     /// The app's own check of its answer.
     pub fn verified(&self) -> bool {
-        self.wrong == 0 && (1e8..2e10).contains(&self.tsc_hz) && self.sample_us.min > 0.0 && !matches!(self.dumped, Some(Err(_)))
+        self.wrong == 0
+            && (1e8..2e10).contains(&self.tsc_hz)
+            && self.sample_us.min > 0.0
+            && !matches!(self.dumped, Some(Err(_)))
     }
 
     /// Human lines and result line.
@@ -140,7 +147,10 @@ impl Outcome {
                 d.max,
                 100.0 * self.noise_fraction
             ),
-            format!("  setup {:.3} s, measured {:.3} s", self.setup_s, self.time_s),
+            format!(
+                "  setup {:.3} s, measured {:.3} s",
+                self.setup_s, self.time_s
+            ),
         ];
         match &self.dumped {
             Some(Ok(path)) => {
@@ -184,7 +194,11 @@ pub fn run(cfg: &Config, threads: usize) -> Outcome {
     });
     let time_s = out[0].2.unwrap_or(0.0);
     let wrong = out.iter().map(|o| o.1).sum();
-    let dumped = cfg.dump.as_ref().map(|path| dump(path, &out, &tsc).map(|()| path.clone()).map_err(|e| format!("{path}: {e}")));
+    let dumped = cfg.dump.as_ref().map(|path| {
+        dump(path, &out, &tsc)
+            .map(|()| path.clone())
+            .map_err(|e| format!("{path}: {e}"))
+    });
     let us = |t: u64| tsc.secs(t) * 1e6;
     let mut samples = Vec::with_capacity(threads * cfg.samples);
     let mut detours = Vec::with_capacity(threads * cfg.samples);
@@ -195,7 +209,15 @@ pub fn run(cfg: &Config, threads: usize) -> Outcome {
     }
     let total: f64 = samples.iter().sum();
     let detour_total: f64 = detours.iter().sum();
-    let empty = Stats { n: 0, min: 0.0, median: 0.0, mean: 0.0, p99: 0.0, p999: 0.0, max: 0.0 };
+    let empty = Stats {
+        n: 0,
+        min: 0.0,
+        median: 0.0,
+        mean: 0.0,
+        p99: 0.0,
+        p999: 0.0,
+        max: 0.0,
+    };
     let sample_us = Stats::of(&mut samples).unwrap_or(empty);
     let detour_us = Stats::of(&mut detours).unwrap_or(empty);
     let setup_s = setup_start.elapsed().as_secs_f64() - time_s;
@@ -204,7 +226,11 @@ pub fn run(cfg: &Config, threads: usize) -> Outcome {
         cfg: cfg.clone(),
         sample_us,
         detour_us,
-        noise_fraction: if total > 0.0 { detour_total / total } else { 0.0 },
+        noise_fraction: if total > 0.0 {
+            detour_total / total
+        } else {
+            0.0
+        },
         wrong,
         tsc_hz: tsc.hz,
         dumped,
@@ -240,7 +266,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fwq-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("samples.csv").to_string_lossy().into_owned();
-        let cfg = Config { samples: 200, work: 1 << 12, dump: Some(path.clone()) };
+        let cfg = Config {
+            samples: 200,
+            work: 1 << 12,
+            dump: Some(path.clone()),
+        };
         let o = run(&cfg, 2);
         assert!(o.verified(), "{o:?}");
         assert_eq!(o.sample_us.n, 400);
@@ -254,7 +284,11 @@ mod tests {
 
     #[test]
     fn unwritable_dump_fails_verification() {
-        let cfg = Config { samples: 10, work: 16, dump: Some("/nonexistent-dir/x.csv".into()) };
+        let cfg = Config {
+            samples: 10,
+            work: 16,
+            dump: Some("/nonexistent-dir/x.csv".into()),
+        };
         let o = run(&cfg, 1);
         assert!(!o.verified());
         assert!(matches!(o.dumped, Some(Err(_))));

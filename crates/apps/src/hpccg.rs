@@ -41,7 +41,12 @@ impl Config {
     /// The preset for `size`.
     pub fn preset(size: Size) -> Self {
         let n = size.pick(16, 100, 160);
-        Self { nx: n, ny: n, nz: n, iterations: 150 }
+        Self {
+            nx: n,
+            ny: n,
+            nz: n,
+            iterations: 150,
+        }
     }
 
     /// The preset, overridden by command-line options.
@@ -105,12 +110,23 @@ impl Outcome {
             .with("gflops", gflops)
             .with("setup_s", self.setup_s);
         let lines = vec![
-            format!("hpccg: grid {}x{}x{} ({} rows, {} nonzeros), {} threads", g.nx, g.ny, g.nz, g.rows(), self.nnz, self.threads),
+            format!(
+                "hpccg: grid {}x{}x{} ({} rows, {} nonzeros), {} threads",
+                g.nx,
+                g.ny,
+                g.nz,
+                g.rows(),
+                self.nnz,
+                self.threads
+            ),
             format!(
                 "  {} iterations, residual {:.3e} -> {:.3e}, max error {:.3e}",
                 self.cg.iterations, self.cg.normr0, self.cg.normr, self.max_error
             ),
-            format!("  setup {:.3} s, solve {:.3} s ({gflops:.2} GFLOP/s)", self.setup_s, self.time_s),
+            format!(
+                "  setup {:.3} s, solve {:.3} s ({gflops:.2} GFLOP/s)",
+                self.setup_s, self.time_s
+            ),
         ];
         Report { result, lines }
     }
@@ -120,20 +136,37 @@ impl Outcome {
 pub fn run(cfg: &Config, threads: usize) -> Outcome {
     let threads = threads.max(1);
     let setup_start = Instant::now();
-    let grid = Grid27 { nx: cfg.nx, ny: cfg.ny, nz: cfg.nz * threads };
+    let grid = Grid27 {
+        nx: cfg.nx,
+        ny: cfg.ny,
+        nz: cfg.nz * threads,
+    };
     let n = grid.rows();
     let mut a = Csr::alloc(grid);
     let nnz = a.vals.len();
     let mut vecs: Vec<Vec<f64>> = (0..5).map(|_| vec![0.0; n]).collect();
-    let [b, x, r, p, ap] = vecs.as_mut_slice() else { unreachable!() };
+    let [b, x, r, p, ap] = vecs.as_mut_slice() else {
+        unreachable!()
+    };
     let (shared_a, v) = (
         a.share(),
-        CgVectors { b: Shared::new(b), x: Shared::new(x), r: Shared::new(r), p: Shared::new(p), ap: Shared::new(ap) },
+        CgVectors {
+            b: Shared::new(b),
+            x: Shared::new(x),
+            r: Shared::new(r),
+            p: Shared::new(p),
+            ap: Shared::new(ap),
+        },
     );
     let out = team::run(threads, |ctx| {
         let planes = ctx.tid * cfg.nz..(ctx.tid + 1) * cfg.nz;
         let rows = planes.start * grid.plane()..planes.end * grid.plane();
-        sparse::fill_structure(grid, &shared_a, planes, |i, j| if i == j { 27.0 } else { -1.0 });
+        sparse::fill_structure(
+            grid,
+            &shared_a,
+            planes,
+            |i, j| if i == j { 27.0 } else { -1.0 },
+        );
         // First touch of the vectors by their owner; b = A * ones is 27 - (neighbours).
         // SAFETY: each thread writes only its own rows, before the barrier.
         unsafe {
@@ -157,7 +190,15 @@ pub fn run(cfg: &Config, threads: usize) -> Outcome {
     let (stats, elapsed, max_error) = out[0];
     let time_s = elapsed.expect("leader times the solve");
     let setup_s = setup_start.elapsed().as_secs_f64() - time_s;
-    Outcome { threads, grid, nnz, cg: stats, max_error, setup_s, time_s }
+    Outcome {
+        threads,
+        grid,
+        nnz,
+        cg: stats,
+        max_error,
+        setup_s,
+        time_s,
+    }
 }
 
 #[cfg(test)]
@@ -166,7 +207,12 @@ mod tests {
 
     #[test]
     fn converges_to_all_ones_with_any_thread_count() {
-        let cfg = Config { nx: 6, ny: 5, nz: 4, iterations: 150 };
+        let cfg = Config {
+            nx: 6,
+            ny: 5,
+            nz: 4,
+            iterations: 150,
+        };
         for threads in [1, 2, 3] {
             let o = run(&cfg, threads);
             assert_eq!(o.grid.rows(), 6 * 5 * 4 * threads);
@@ -177,17 +223,31 @@ mod tests {
 
     #[test]
     fn too_few_iterations_fail_verification() {
-        let o = run(&Config { nx: 12, ny: 12, nz: 12, iterations: 3 }, 1);
+        let o = run(
+            &Config {
+                nx: 12,
+                ny: 12,
+                nz: 12,
+                iterations: 3,
+            },
+            1,
+        );
         assert_eq!(o.cg.iterations, 3);
         assert!(!o.verified(), "{o:?}");
     }
 
     #[test]
     fn matrix_rows_match_the_stencil() {
-        let grid = Grid27 { nx: 3, ny: 4, nz: 5 };
+        let grid = Grid27 {
+            nx: 3,
+            ny: 4,
+            nz: 5,
+        };
         let mut a = Csr::alloc(grid);
         let s = a.share();
-        team::run(2, |ctx| sparse::fill_structure(grid, &s, ctx.range(grid.nz), |i, j| (i * 1000 + j) as f64));
+        team::run(2, |ctx| {
+            sparse::fill_structure(grid, &s, ctx.range(grid.nz), |i, j| (i * 1000 + j) as f64)
+        });
         for i in 0..grid.rows() {
             let (x, y, z) = grid.coords(i);
             let cols = &a.cols[a.row_ptr[i]..a.row_ptr[i + 1]];

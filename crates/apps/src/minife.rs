@@ -50,7 +50,13 @@ impl Config {
     /// The preset for `size`.
     pub fn preset(size: Size) -> Self {
         let n = size.pick(16, 80, 140);
-        Self { nx: n, ny: n, nz: n, max_iter: 1000, tol: 1e-10 }
+        Self {
+            nx: n,
+            ny: n,
+            nz: n,
+            max_iter: 1000,
+            tol: 1e-10,
+        }
     }
 
     /// The preset, overridden by command-line options.
@@ -161,7 +167,11 @@ fn shape_grads() -> ShapeGrads {
         for (a, da) in dg.iter_mut().enumerate() {
             let c = CORNERS[a];
             let f = [1.0 + c[0] * q[0], 1.0 + c[1] * q[1], 1.0 + c[2] * q[2]];
-            *da = [0.125 * c[0] * f[1] * f[2], 0.125 * c[1] * f[0] * f[2], 0.125 * c[2] * f[0] * f[1]];
+            *da = [
+                0.125 * c[0] * f[1] * f[2],
+                0.125 * c[1] * f[0] * f[2],
+                0.125 * c[2] * f[0] * f[1],
+            ];
         }
     }
     dn
@@ -180,7 +190,8 @@ pub fn element_stiffness(x: &[[f64; 3]; 8], dn: &ShapeGrads) -> [[f64; 8]; 8] {
                 }
             }
         }
-        let det = j[0][0] * (j[1][1] * j[2][2] - j[1][2] * j[2][1]) - j[0][1] * (j[1][0] * j[2][2] - j[1][2] * j[2][0])
+        let det = j[0][0] * (j[1][1] * j[2][2] - j[1][2] * j[2][1])
+            - j[0][1] * (j[1][0] * j[2][2] - j[1][2] * j[2][0])
             + j[0][2] * (j[1][0] * j[2][1] - j[1][1] * j[2][0]);
         let inv_det = 1.0 / det;
         let inv = [
@@ -210,7 +221,8 @@ pub fn element_stiffness(x: &[[f64; 3]; 8], dn: &ShapeGrads) -> [[f64; 8]; 8] {
         // Unit Gauss weights.
         for a in 0..8 {
             for b in 0..8 {
-                ke[a][b] += det * (grad[a][0] * grad[b][0] + grad[a][1] * grad[b][1] + grad[a][2] * grad[b][2]);
+                ke[a][b] += det
+                    * (grad[a][0] * grad[b][0] + grad[a][1] * grad[b][1] + grad[a][2] * grad[b][2]);
             }
         }
     }
@@ -221,16 +233,28 @@ pub fn element_stiffness(x: &[[f64; 3]; 8], dn: &ShapeGrads) -> [[f64; 8]; 8] {
 pub fn run(cfg: &Config, threads: usize) -> Outcome {
     let threads = threads.max(1);
     let setup_start = Instant::now();
-    let grid = Grid27 { nx: cfg.nx + 1, ny: cfg.ny + 1, nz: cfg.nz + 1 };
+    let grid = Grid27 {
+        nx: cfg.nx + 1,
+        ny: cfg.ny + 1,
+        nz: cfg.nz + 1,
+    };
     let n = grid.rows();
     let mut a = Csr::alloc(grid);
     let nnz = a.vals.len();
     let mut coords = vec![[0.0f64; 3]; n];
     let mut vecs: Vec<Vec<f64>> = (0..5).map(|_| vec![0.0; n]).collect();
-    let [b, x, r, p, ap] = vecs.as_mut_slice() else { unreachable!() };
+    let [b, x, r, p, ap] = vecs.as_mut_slice() else {
+        unreachable!()
+    };
     let shared_a = a.share();
     let shared_coords = Shared::new(&mut coords);
-    let v = CgVectors { b: Shared::new(b), x: Shared::new(x), r: Shared::new(r), p: Shared::new(p), ap: Shared::new(ap) };
+    let v = CgVectors {
+        b: Shared::new(b),
+        x: Shared::new(x),
+        r: Shared::new(r),
+        p: Shared::new(p),
+        ap: Shared::new(ap),
+    };
     let dn = shape_grads();
     let nx = cfg.nx;
     let out = team::run(threads, |ctx| {
@@ -239,7 +263,11 @@ pub fn run(cfg: &Config, threads: usize) -> Outcome {
         sparse::fill_structure(grid, &shared_a, planes.clone(), |_, _| 0.0);
         // SAFETY: own rows only, before the barrier.
         unsafe {
-            for (c, i) in shared_coords.part_mut(rows.clone()).iter_mut().zip(rows.clone()) {
+            for (c, i) in shared_coords
+                .part_mut(rows.clone())
+                .iter_mut()
+                .zip(rows.clone())
+            {
                 let (x, y, z) = grid.coords(i);
                 *c = [x as f64, y as f64, z as f64];
             }
@@ -249,7 +277,15 @@ pub fn run(cfg: &Config, threads: usize) -> Outcome {
         }
         ctx.barrier();
         let start = ctx.is_leader().then(Instant::now);
-        assemble(cfg, grid, &shared_a, &shared_coords, &v, planes.clone(), &dn);
+        assemble(
+            cfg,
+            grid,
+            &shared_a,
+            &shared_coords,
+            &v,
+            planes.clone(),
+            &dn,
+        );
         ctx.barrier();
         let assembled = start.map(|s| s.elapsed().as_secs_f64());
         let stats = sparse::cg(ctx, &shared_a, &v, rows.clone(), cfg.max_iter, cfg.tol);
@@ -257,13 +293,28 @@ pub fn run(cfg: &Config, threads: usize) -> Outcome {
         let elapsed = start.map(|s| s.elapsed().as_secs_f64());
         // SAFETY: the solve is over; reads only.
         let x = unsafe { v.x.get() };
-        let err = rows.fold(0.0f64, |m, i| m.max((x[i] - (grid.coords(i).0 as f64) / nx as f64).abs()));
+        let err = rows.fold(0.0f64, |m, i| {
+            m.max((x[i] - (grid.coords(i).0 as f64) / nx as f64).abs())
+        });
         (stats, assembled, elapsed, ctx.max(err))
     });
     let (cg, assembled, elapsed, max_error) = out[0];
-    let (assemble_s, time_s) = (assembled.expect("leader times"), elapsed.expect("leader times"));
+    let (assemble_s, time_s) = (
+        assembled.expect("leader times"),
+        elapsed.expect("leader times"),
+    );
     let setup_s = setup_start.elapsed().as_secs_f64() - time_s;
-    Outcome { threads, cfg: *cfg, rows: n, nnz, cg, max_error, setup_s, assemble_s, solve_s: time_s - assemble_s }
+    Outcome {
+        threads,
+        cfg: *cfg,
+        rows: n,
+        nnz,
+        cg,
+        max_error,
+        setup_s,
+        assemble_s,
+        solve_s: time_s - assemble_s,
+    }
 }
 
 /// Assembles the rows of node `planes` (element integration, sum into rows, Dirichlet).
@@ -282,7 +333,12 @@ fn assemble(
     let (row_ptr, cols, coords) = unsafe { (a.row_ptr.get(), a.cols.get(), coords.get()) };
     let nnz_range = row_ptr[rows.start]..row_ptr[rows.end];
     // SAFETY: as above; the value range of own rows is disjoint from other threads'.
-    let (vals, b) = unsafe { (a.vals.part_mut(nnz_range.clone()), v.b.part_mut(rows.clone())) };
+    let (vals, b) = unsafe {
+        (
+            a.vals.part_mut(nnz_range.clone()),
+            v.b.part_mut(rows.clone()),
+        )
+    };
     let base = nnz_range.start;
     let mut node = [0usize; 8];
     let mut x = [[0.0; 3]; 8];
@@ -290,7 +346,11 @@ fn assemble(
         for ey in 0..cfg.ny {
             for ex in 0..cfg.nx {
                 for (a, c) in CORNERS.iter().enumerate() {
-                    let (dx, dy, dz) = (usize::from(c[0] > 0.0), usize::from(c[1] > 0.0), usize::from(c[2] > 0.0));
+                    let (dx, dy, dz) = (
+                        usize::from(c[0] > 0.0),
+                        usize::from(c[1] > 0.0),
+                        usize::from(c[2] > 0.0),
+                    );
                     node[a] = grid.index(ex + dx, ey + dy, ez + dz);
                     x[a] = coords[node[a]];
                 }
@@ -302,7 +362,9 @@ fn assemble(
                     let (s, e) = (row_ptr[gi], row_ptr[gi + 1]);
                     let row_cols = &cols[s..e];
                     for (cb, &gj) in node.iter().enumerate() {
-                        let k = row_cols.binary_search(&(gj as u32)).expect("element node is in the row's stencil");
+                        let k = row_cols
+                            .binary_search(&(gj as u32))
+                            .expect("element node is in the row's stencil");
                         vals[s - base + k] += ke[ra][cb];
                     }
                 }
@@ -372,7 +434,13 @@ mod tests {
 
     #[test]
     fn solves_the_linear_problem_exactly_with_any_thread_count() {
-        let cfg = Config { nx: 7, ny: 4, nz: 5, max_iter: 500, tol: 1e-12 };
+        let cfg = Config {
+            nx: 7,
+            ny: 4,
+            nz: 5,
+            max_iter: 500,
+            tol: 1e-12,
+        };
         let reference = run(&cfg, 1);
         assert!(reference.verified(), "{reference:?}");
         assert!(reference.max_error < 1e-9, "{reference:?}");
@@ -385,7 +453,16 @@ mod tests {
 
     #[test]
     fn iteration_limit_fails_verification() {
-        let o = run(&Config { nx: 12, ny: 3, nz: 3, max_iter: 2, tol: 1e-10 }, 2);
+        let o = run(
+            &Config {
+                nx: 12,
+                ny: 3,
+                nz: 3,
+                max_iter: 2,
+                tol: 1e-10,
+            },
+            2,
+        );
         assert_eq!(o.cg.iterations, 2);
         assert!(!o.verified());
     }

@@ -75,9 +75,11 @@ impl Config {
     pub fn from_args(args: &mut Args, size: Size) -> Result<Self, ArgError> {
         let d = Self::preset(size);
         let cells = |args: &mut Args, key: &str, default: usize| match args.positive(key)? {
-            Some(v) if v < 5 => {
-                Err(ArgError::BadValue { key: key.into(), value: v.to_string(), expected: "at least 5 unit cells".into() })
-            }
+            Some(v) if v < 5 => Err(ArgError::BadValue {
+                key: key.into(),
+                value: v.to_string(),
+                expected: "at least 5 unit cells".into(),
+            }),
             v => Ok(v.unwrap_or(default)),
         };
         Ok(Self {
@@ -152,7 +154,10 @@ impl Outcome {
             .with("atom_steps_per_s", rate)
             .with("setup_s", self.setup_s);
         let lines = vec![
-            format!("minimd: {} atoms, {} steps, {} threads", self.atoms, self.cfg.steps, self.threads),
+            format!(
+                "minimd: {} atoms, {} steps, {} threads",
+                self.atoms, self.cfg.steps, self.threads
+            ),
             format!(
                 "  energy/atom {:.6} -> {:.6} (drift {:.2e}), T {:.4}, {:.1} neighbours/atom{}",
                 self.etot0,
@@ -160,9 +165,16 @@ impl Outcome {
                 self.drift(),
                 self.temperature,
                 self.neighbors,
-                if self.overflow { ", NEIGHBOUR LIST OVERFLOW" } else { "" }
+                if self.overflow {
+                    ", NEIGHBOUR LIST OVERFLOW"
+                } else {
+                    ""
+                }
             ),
-            format!("  setup {:.3} s, run {:.3} s ({:.3e} atom-steps/s)", self.setup_s, self.time_s, rate),
+            format!(
+                "  setup {:.3} s, run {:.3} s ({:.3e} atom-steps/s)",
+                self.setup_s, self.time_s, rate
+            ),
         ];
         Report { result, lines }
     }
@@ -190,7 +202,12 @@ impl Geometry {
             "box {len:?} is too small for the neighbour cutoff {}: use at least 5 unit cells per axis",
             cfg.cutneigh()
         );
-        Self { len, half: len.map(|l| l / 2.0), nbin, inv_bin: [0, 1, 2].map(|d| nbin[d] as f64 / len[d]) }
+        Self {
+            len,
+            half: len.map(|l| l / 2.0),
+            nbin,
+            inv_bin: [0, 1, 2].map(|d| nbin[d] as f64 / len[d]),
+        }
     }
 
     fn bin_of(&self, x: &[f64; 3]) -> [usize; 3] {
@@ -207,8 +224,16 @@ impl Geometry {
     fn delta(&self, a: &[f64; 3], b: &[f64; 3]) -> [f64; 3] {
         let mut d = [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
         for k in 0..3 {
-            let up = if d[k] > self.half[k] { self.len[k] } else { 0.0 };
-            let down = if d[k] < -self.half[k] { self.len[k] } else { 0.0 };
+            let up = if d[k] > self.half[k] {
+                self.len[k]
+            } else {
+                0.0
+            };
+            let down = if d[k] < -self.half[k] {
+                self.len[k]
+            } else {
+                0.0
+            };
             d[k] = d[k] - up + down;
         }
         d
@@ -285,25 +310,43 @@ type ThreadOut = (f64, f64, f64, f64, f64, bool, f64);
 fn simulate(ctx: &Ctx, cfg: &Config, geo: &Geometry, sys: &System<'_>, n: usize) -> ThreadOut {
     let own = ctx.range(n);
     let a = (4.0 / cfg.density).cbrt();
-    // SAFETY (setup): every thread writes only its own atoms before the first barrier.
-    let (x, v, f) = unsafe { (sys.x.part_mut(own.clone()), sys.v.part_mut(own.clone()), sys.f.part_mut(own.clone())) };
-    const BASIS: [[f64; 3]; 4] = [[0.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.5, 0.0, 0.5], [0.0, 0.5, 0.5]];
+    // SAFETY: (setup) every thread writes only its own atoms before the first barrier.
+    let (x, v, f) = unsafe {
+        (
+            sys.x.part_mut(own.clone()),
+            sys.v.part_mut(own.clone()),
+            sys.f.part_mut(own.clone()),
+        )
+    };
+    const BASIS: [[f64; 3]; 4] = [
+        [0.0, 0.0, 0.0],
+        [0.5, 0.5, 0.0],
+        [0.5, 0.0, 0.5],
+        [0.0, 0.5, 0.5],
+    ];
     for ((xi, vi), i) in x.iter_mut().zip(v.iter_mut()).zip(own.clone()) {
         let (cell, b) = (i / 4, i % 4);
-        let c = [cell % cfg.nx, (cell / cfg.nx) % cfg.ny, cell / (cfg.nx * cfg.ny)];
+        let c = [
+            cell % cfg.nx,
+            (cell / cfg.nx) % cfg.ny,
+            cell / (cfg.nx * cfg.ny),
+        ];
         *xi = [0, 1, 2].map(|d| (c[d] as f64 + BASIS[b][d]) * a);
         *vi = [0, 1, 2].map(|d| splitmix((i * 3 + d) as u64) - 0.5);
     }
     f.fill([0.0; 3]);
     // SAFETY: own neighbour rows, first touch.
     unsafe {
-        sys.neigh.part_mut(own.start * sys.maxneigh..own.end * sys.maxneigh).fill(0);
+        sys.neigh
+            .part_mut(own.start * sys.maxneigh..own.end * sys.maxneigh)
+            .fill(0);
         sys.numneigh.part_mut(own.clone()).fill(0);
     }
     // Zero total momentum, then scale to the requested temperature (3N - 3 degrees of freedom).
     let [px, py, pz] = ctx.sum_n([0, 1, 2].map(|d| v.iter().map(|vi| vi[d]).sum::<f64>()));
     let mean = [px, py, pz].map(|p| p / n as f64);
-    v.iter_mut().for_each(|vi| *vi = [vi[0] - mean[0], vi[1] - mean[1], vi[2] - mean[2]]);
+    v.iter_mut()
+        .for_each(|vi| *vi = [vi[0] - mean[0], vi[1] - mean[1], vi[2] - mean[2]]);
     let t0 = temperature(ctx, v, n);
     let scale = (cfg.temperature / t0).sqrt();
     v.iter_mut().for_each(|vi| *vi = vi.map(|c| c * scale));
@@ -318,7 +361,13 @@ fn simulate(ctx: &Ctx, cfg: &Config, geo: &Geometry, sys: &System<'_>, n: usize)
     for step in 1..=cfg.steps {
         {
             // SAFETY: own atoms; other threads read x only after the barrier below.
-            let (x, v, f) = unsafe { (sys.x.part_mut(own.clone()), sys.v.part_mut(own.clone()), sys.f.part_mut(own.clone())) };
+            let (x, v, f) = unsafe {
+                (
+                    sys.x.part_mut(own.clone()),
+                    sys.v.part_mut(own.clone()),
+                    sys.f.part_mut(own.clone()),
+                )
+            };
             for ((xi, vi), fi) in x.iter_mut().zip(v.iter_mut()).zip(f.iter()) {
                 for d in 0..3 {
                     vi[d] += half_dt * fi[d];
@@ -351,21 +400,42 @@ fn simulate(ctx: &Ctx, cfg: &Config, geo: &Geometry, sys: &System<'_>, n: usize)
     let temp = temperature(ctx, v, n);
     let e1 = pe + 1.5 * temp * (3 * n - 3) as f64 / (3 * n) as f64;
     // SAFETY: lists are not written any more.
-    let listed: f64 = unsafe { sys.numneigh.get() }[own.clone()].iter().map(|&c| c as f64).sum();
+    let listed: f64 = unsafe { sys.numneigh.get() }[own.clone()]
+        .iter()
+        .map(|&c| c as f64)
+        .sum();
     let neighbors = ctx.sum(listed) / n as f64;
     let overflow = ctx.max(f64::from(u8::from(overflow))) > 0.0;
-    (e0, e1, pe, temp, neighbors, overflow, elapsed.unwrap_or(0.0))
+    (
+        e0,
+        e1,
+        pe,
+        temp,
+        neighbors,
+        overflow,
+        elapsed.unwrap_or(0.0),
+    )
 }
 
 /// Temperature from the velocities (3N - 3 degrees of freedom, unit mass, k_B = 1).
 fn temperature(ctx: &Ctx, v: &[[f64; 3]], n: usize) -> f64 {
-    let local: f64 = v.iter().map(|vi| vi[0] * vi[0] + vi[1] * vi[1] + vi[2] * vi[2]).sum();
+    let local: f64 = v
+        .iter()
+        .map(|vi| vi[0] * vi[0] + vi[1] * vi[1] + vi[2] * vi[2])
+        .sum();
     ctx.sum(local) / (3 * n - 3) as f64
 }
 
 /// Wraps atoms into the box, bins them (leader) and rebuilds the own atoms' full neighbour
 /// lists. Returns true when a list overflowed.
-fn rebuild(ctx: &Ctx, cfg: &Config, geo: &Geometry, sys: &System<'_>, n: usize, own: &std::ops::Range<usize>) -> bool {
+fn rebuild(
+    ctx: &Ctx,
+    cfg: &Config,
+    geo: &Geometry,
+    sys: &System<'_>,
+    n: usize,
+    own: &std::ops::Range<usize>,
+) -> bool {
     {
         // SAFETY: own atoms; the barrier below publishes them.
         let x = unsafe { sys.x.part_mut(own.clone()) };
@@ -383,7 +453,11 @@ fn rebuild(ctx: &Ctx, cfg: &Config, geo: &Geometry, sys: &System<'_>, n: usize, 
     if ctx.is_leader() {
         // SAFETY: only the leader touches the bins between these two barriers; x is read-only.
         let (x, start, atoms) = unsafe {
-            (sys.x.get(), sys.bin_start.part_mut(0..sys.bin_start.len()), sys.bin_atoms.part_mut(0..n))
+            (
+                sys.x.get(),
+                sys.bin_start.part_mut(0..sys.bin_start.len()),
+                sys.bin_atoms.part_mut(0..n),
+            )
         };
         start.fill(0);
         for xi in x {
@@ -407,11 +481,21 @@ fn rebuild(ctx: &Ctx, cfg: &Config, geo: &Geometry, sys: &System<'_>, n: usize, 
     // SAFETY: x and the bins are read-only until the next rebuild; own list rows only.
     let (x, start, atoms) = unsafe { (sys.x.get(), sys.bin_start.get(), sys.bin_atoms.get()) };
     // SAFETY: own list rows only; nobody reads lists until the barrier before the force phase.
-    let (neigh, numneigh) = unsafe { (sys.neigh.part_mut(own.start * sys.maxneigh..own.end * sys.maxneigh), sys.numneigh.part_mut(own.clone())) };
+    let (neigh, numneigh) = unsafe {
+        (
+            sys.neigh
+                .part_mut(own.start * sys.maxneigh..own.end * sys.maxneigh),
+            sys.numneigh.part_mut(own.clone()),
+        )
+    };
     let cutneigh2 = cfg.cutneigh() * cfg.cutneigh();
     let mut overflow = false;
     let reach = BIN_REACH as isize;
-    for ((row, count), i) in neigh.chunks_exact_mut(sys.maxneigh).zip(numneigh.iter_mut()).zip(own.clone()) {
+    for ((row, count), i) in neigh
+        .chunks_exact_mut(sys.maxneigh)
+        .zip(numneigh.iter_mut())
+        .zip(own.clone())
+    {
         let xi = &x[i];
         let b = geo.bin_of(xi);
         let mut k = 0;
@@ -444,10 +528,17 @@ fn rebuild(ctx: &Ctx, cfg: &Config, geo: &Geometry, sys: &System<'_>, n: usize, 
 }
 
 /// Computes the own atoms' forces; returns the potential energy per atom when `ENERGY`.
-fn forces<const ENERGY: bool>(ctx: &Ctx, cfg: &Config, geo: &Geometry, sys: &System<'_>, own: &std::ops::Range<usize>) -> f64 {
+fn forces<const ENERGY: bool>(
+    ctx: &Ctx,
+    cfg: &Config,
+    geo: &Geometry,
+    sys: &System<'_>,
+    own: &std::ops::Range<usize>,
+) -> f64 {
     // SAFETY: positions and lists are read-only during the force phase (barriers around it);
     // each thread writes only its own forces.
     let (x, neigh, numneigh) = unsafe { (sys.x.get(), sys.neigh.get(), sys.numneigh.get()) };
+    // SAFETY: own forces only.
     let f = unsafe { sys.f.part_mut(own.clone()) };
     let cut2 = cfg.cutforce * cfg.cutforce;
     let sr6c = 1.0 / (cut2 * cut2 * cut2);
@@ -487,7 +578,13 @@ mod tests {
     use super::*;
 
     fn small(steps: usize) -> Config {
-        Config { nx: 5, ny: 6, nz: 5, steps, ..Config::preset(Size::Small) }
+        Config {
+            nx: 5,
+            ny: 6,
+            nz: 5,
+            steps,
+            ..Config::preset(Size::Small)
+        }
     }
 
     #[test]
@@ -521,7 +618,8 @@ mod tests {
             ctx.barrier();
             forces::<true>(ctx, &cfg, &geo, &sys, &own)
         });
-        drop(sys);
+        #[allow(clippy::drop_non_drop)]
+        drop(sys); // Ends the borrows of the arrays checked below.
         let cut2 = cfg.cutforce * cfg.cutforce;
         let mut pe = 0.0;
         for i in 0..n {
@@ -533,16 +631,27 @@ mod tests {
                     let sr6 = (1.0 / r2).powi(3);
                     let fr = 48.0 * sr6 * (sr6 - 0.5) / r2;
                     (0..3).for_each(|k| acc[k] += d[k] * fr);
-                    pe += 0.5 * (4.0 * sr6 * (sr6 - 1.0) - 4.0 * cut2.powi(-3) * (cut2.powi(-3) - 1.0));
+                    pe += 0.5
+                        * (4.0 * sr6 * (sr6 - 1.0) - 4.0 * cut2.powi(-3) * (cut2.powi(-3) - 1.0));
                 }
             }
             for k in 0..3 {
                 let tol = 1e-9 * acc[k].abs().max(1.0);
-                assert!((f[i][k] - acc[k]).abs() <= tol, "atom {i} axis {k}: {} vs {}", f[i][k], acc[k]);
+                assert!(
+                    (f[i][k] - acc[k]).abs() <= tol,
+                    "atom {i} axis {k}: {} vs {}",
+                    f[i][k],
+                    acc[k]
+                );
             }
             assert!(numneigh[i] > 0);
         }
-        assert!((pes[0] - pe / n as f64).abs() < 1e-9 * pe.abs().max(1.0), "{} vs {}", pes[0], pe / n as f64);
+        assert!(
+            (pes[0] - pe / n as f64).abs() < 1e-9 * pe.abs().max(1.0),
+            "{} vs {}",
+            pes[0],
+            pe / n as f64
+        );
     }
 
     #[test]
@@ -550,7 +659,10 @@ mod tests {
         let one = run(&small(200), 1);
         assert!(one.verified(), "{one:?}");
         assert!(one.drift() < 1e-4, "{one:?}");
-        assert!((one.temperature - 0.7).abs() < 0.2, "lattice melts to about T 0.7: {one:?}");
+        assert!(
+            (one.temperature - 0.7).abs() < 0.2,
+            "lattice melts to about T 0.7: {one:?}"
+        );
         let three = run(&small(200), 3);
         // Full lists make the trajectory independent of the thread count; only the energy
         // reductions add in another order.
@@ -560,7 +672,10 @@ mod tests {
 
     #[test]
     fn too_large_time_step_is_caught() {
-        let cfg = Config { dt: 0.05, ..small(100) };
+        let cfg = Config {
+            dt: 0.05,
+            ..small(100)
+        };
         let o = run(&cfg, 2);
         assert!(!o.verified(), "{o:?}");
     }

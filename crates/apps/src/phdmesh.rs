@@ -67,7 +67,11 @@ impl Config {
         let d = Self::preset(size);
         let nt = args.positive("nt")?.unwrap_or(d.nt);
         if nt % 8 != 0 {
-            return Err(ArgError::BadValue { key: "nt".into(), value: nt.to_string(), expected: "a multiple of 8".into() });
+            return Err(ArgError::BadValue {
+                key: "nt".into(),
+                value: nt.to_string(),
+                expected: "a multiple of 8".into(),
+            });
         }
         Ok(Self {
             gears_x: args.positive("gears-x")?.unwrap_or(d.gears_x),
@@ -229,11 +233,16 @@ fn build_reference(cfg: &Config) -> (Vec<[f64; 3]>, Vec<[u32; 8]>) {
             let outer = R_OUT - TOOTH + TOOTH * (teeth * th).cos();
             for a in 0..=cfg.nr {
                 let r = R_IN + (outer - R_IN) * a as f64 / cfg.nr as f64;
-                reference.push([r * th.cos(), r * th.sin(), HEIGHT * k as f64 / cfg.nz as f64]);
+                reference.push([
+                    r * th.cos(),
+                    r * th.sin(),
+                    HEIGHT * k as f64 / cfg.nz as f64,
+                ]);
             }
         }
     }
-    let node = |a: usize, t: usize, k: usize| (a + (cfg.nr + 1) * ((t % cfg.nt) + cfg.nt * k)) as u32;
+    let node =
+        |a: usize, t: usize, k: usize| (a + (cfg.nr + 1) * ((t % cfg.nt) + cfg.nt * k)) as u32;
     let mut conn = Vec::with_capacity(cfg.elements_per_gear() * cfg.gears());
     for g in 0..cfg.gears() {
         let base = (g * cfg.nodes_per_gear()) as u32;
@@ -265,7 +274,11 @@ fn gear_pose(cfg: &Config, g: usize, step: usize) -> ([f64; 2], f64) {
     let odd = (gx + gy) % 2 == 1;
     let tooth = 2.0 * PI / (cfg.nt / 8) as f64;
     let omega = tooth / 40.0;
-    let angle = if odd { -omega * step as f64 + tooth / 2.0 } else { omega * step as f64 };
+    let angle = if odd {
+        -omega * step as f64 + tooth / 2.0
+    } else {
+        omega * step as f64
+    };
     ([gx as f64 * SPACING, gy as f64 * SPACING], angle)
 }
 
@@ -284,7 +297,8 @@ pub fn run(cfg: &Config, threads: usize) -> Outcome {
             let mut d2 = 0.0f64;
             for a in &p {
                 for b in &p {
-                    d2 = d2.max((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2));
+                    d2 = d2
+                        .max((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2));
                 }
             }
             d2.sqrt()
@@ -298,7 +312,11 @@ pub fn run(cfg: &Config, threads: usize) -> Outcome {
         (cfg.gears_y - 1) as f64 * SPACING + 2.0 * margin,
         HEIGHT + 2.0 * cell,
     ];
-    let grid = Grid { origin, inv_cell: 1.0 / cell, n: extent.map(|e| (e / cell).ceil() as usize + 1) };
+    let grid = Grid {
+        origin,
+        inv_cell: 1.0 / cell,
+        n: extent.map(|e| (e / cell).ceil() as usize + 1),
+    };
     let ncells = grid.cells();
     let mut nodes = vec![[0.0f64; 3]; nnodes];
     let mut boxes = vec![[0.0f64; 6]; nelem];
@@ -331,10 +349,13 @@ pub fn run(cfg: &Config, threads: usize) -> Outcome {
             mesh.cell.part_mut(own_elems.clone()).fill(0);
             mesh.sorted.part_mut(own_elems.clone()).fill(0);
             mesh.sorted_gear.part_mut(own_elems.clone()).fill(0);
-            mesh.counts.part_mut(ctx.tid * ncells..(ctx.tid + 1) * ncells).fill(0);
+            mesh.counts
+                .part_mut(ctx.tid * ncells..(ctx.tid + 1) * ncells)
+                .fill(0);
         }
         // Room for the expected contacts: a few per boundary element, grown only if needed.
-        let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(16 + 4 * own_elems.len() / cfg.nr.max(1));
+        let mut pairs: Vec<(u32, u32)> =
+            Vec::with_capacity(16 + 4 * own_elems.len() / cfg.nr.max(1));
         ctx.barrier();
         let start = ctx.is_leader().then(Instant::now);
         let mut total = 0.0;
@@ -345,13 +366,18 @@ pub fn run(cfg: &Config, threads: usize) -> Outcome {
         }
         let elapsed = start.map(|s| s.elapsed().as_secs_f64());
         let last = ctx.sum(pairs.len() as f64);
-        found.lock().expect("no thread panicked holding the pair list").extend_from_slice(&pairs);
+        found
+            .lock()
+            .expect("no thread panicked holding the pair list")
+            .extend_from_slice(&pairs);
         (total, last, elapsed)
     });
     let (total, last, elapsed) = out[0];
     let time_s = elapsed.unwrap_or(0.0);
     drop(mesh);
-    let found = found.into_inner().expect("no thread panicked holding the pair list");
+    let found = found
+        .into_inner()
+        .expect("no thread panicked holding the pair list");
     let stride = (nelem / 2000).max(1);
     let mismatches = brute_force_mismatches(&boxes, nelem, cfg.elements_per_gear(), stride, &found);
     let setup_s = setup_start.elapsed().as_secs_f64() - time_s;
@@ -389,7 +415,11 @@ fn search_step(ctx: &Ctx, m: &Mesh<'_>, step: usize, pairs: &mut Vec<(u32, u32)>
                 (g_cur, c, cos, sin) = (g, centre, angle.cos(), angle.sin());
             }
             let r = &m.reference[n - g * npg];
-            *x = [c[0] + cos * r[0] - sin * r[1], c[1] + sin * r[0] + cos * r[1], r[2]];
+            *x = [
+                c[0] + cos * r[0] - sin * r[1],
+                c[1] + sin * r[0] + cos * r[1],
+                r[2],
+            ];
         }
     }
     ctx.barrier();
@@ -400,11 +430,24 @@ fn search_step(ctx: &Ctx, m: &Mesh<'_>, step: usize, pairs: &mut Vec<(u32, u32)>
         // SAFETY: nodes are read-only until the next step's barrier; boxes, cells and the
         // histogram row are this thread's own.
         let nodes = unsafe { m.nodes.get() };
-        let (boxes, cells, counts) =
-            unsafe { (m.boxes.part_mut(own.clone()), m.cell.part_mut(own.clone()), m.counts.part_mut(row.clone())) };
+        // SAFETY: as above, own blocks only.
+        let (boxes, cells, counts) = unsafe {
+            (
+                m.boxes.part_mut(own.clone()),
+                m.cell.part_mut(own.clone()),
+                m.counts.part_mut(row.clone()),
+            )
+        };
         counts.fill(0);
         for ((b, c), e) in boxes.iter_mut().zip(cells.iter_mut()).zip(own.clone()) {
-            let mut bb = [f64::INFINITY, f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY];
+            let mut bb = [
+                f64::INFINITY,
+                f64::INFINITY,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                f64::NEG_INFINITY,
+                f64::NEG_INFINITY,
+            ];
             for &n in &m.conn[e] {
                 let p = &nodes[n as usize];
                 for d in 0..3 {
@@ -438,7 +481,10 @@ fn search_step(ctx: &Ctx, m: &Mesh<'_>, step: usize, pairs: &mut Vec<(u32, u32)>
     let mut off: u32 = unsafe { m.thread_totals.get() }[..ctx.tid].iter().sum();
     {
         // SAFETY: own cells of cell_start; the thread owning the last cell also writes the end.
-        let starts = unsafe { m.cell_start.part_mut(own_cells.start..own_cells.end + usize::from(own_cells.end == ncells)) };
+        let starts = unsafe {
+            m.cell_start
+                .part_mut(own_cells.start..own_cells.end + usize::from(own_cells.end == ncells))
+        };
         for (s, c) in starts.iter_mut().zip(own_cells.clone()) {
             *s = off;
             for t in 0..threads {
@@ -461,6 +507,7 @@ fn search_step(ctx: &Ctx, m: &Mesh<'_>, step: usize, pairs: &mut Vec<(u32, u32)>
         // SAFETY: cells are own; the cursor row is own; slots in `sorted` are distinct by
         // construction of the prefix sums. Raw writes: other threads write other slots.
         let cells = unsafe { m.cell.part_mut(own.clone()) };
+        // SAFETY: own cursor row.
         let cursors = unsafe { m.counts.part_mut(row) };
         let (sorted, sorted_gear) = (m.sorted.as_ptr(), m.sorted_gear.as_ptr());
         let epg = cfg.elements_per_gear();
@@ -477,8 +524,14 @@ fn search_step(ctx: &Ctx, m: &Mesh<'_>, step: usize, pairs: &mut Vec<(u32, u32)>
     ctx.barrier();
     // 5. Query own elements against the 27 neighbouring cells.
     // SAFETY: boxes, cells, starts and the order are read-only until the next step.
-    let (boxes, starts, sorted, sorted_gear) =
-        unsafe { (m.boxes.get(), m.cell_start.get(), m.sorted.get(), m.sorted_gear.get()) };
+    let (boxes, starts, sorted, sorted_gear) = unsafe {
+        (
+            m.boxes.get(),
+            m.cell_start.get(),
+            m.sorted.get(),
+            m.sorted_gear.get(),
+        )
+    };
     let epg = cfg.elements_per_gear();
     let n = m.grid.n;
     for i in own {
@@ -504,7 +557,13 @@ fn search_step(ctx: &Ctx, m: &Mesh<'_>, step: usize, pairs: &mut Vec<(u32, u32)>
 }
 
 /// Compares the search's pairs with brute force for every `stride`-th element.
-fn brute_force_mismatches(boxes: &[Aabb], nelem: usize, epg: usize, stride: usize, found: &[(u32, u32)]) -> usize {
+fn brute_force_mismatches(
+    boxes: &[Aabb],
+    nelem: usize,
+    epg: usize,
+    stride: usize,
+    found: &[(u32, u32)],
+) -> usize {
     let checked = |e: usize| e % stride == 0;
     let mut expect = BTreeSet::new();
     for i in (0..nelem).step_by(stride) {
@@ -514,8 +573,11 @@ fn brute_force_mismatches(boxes: &[Aabb], nelem: usize, epg: usize, stride: usiz
             }
         }
     }
-    let got: BTreeSet<(u32, u32)> =
-        found.iter().copied().filter(|&(i, j)| checked(i as usize) || checked(j as usize)).collect();
+    let got: BTreeSet<(u32, u32)> = found
+        .iter()
+        .copied()
+        .filter(|&(i, j)| checked(i as usize) || checked(j as usize))
+        .collect();
     let duplicates = found.len() - found.iter().copied().collect::<BTreeSet<_>>().len();
     expect.symmetric_difference(&got).count() + duplicates
 }
@@ -525,7 +587,14 @@ mod tests {
     use super::*;
 
     fn tiny() -> Config {
-        Config { gears_x: 3, gears_y: 2, nr: 2, nt: 32, nz: 2, steps: 6 }
+        Config {
+            gears_x: 3,
+            gears_y: 2,
+            nr: 2,
+            nt: 32,
+            nz: 2,
+            steps: 6,
+        }
     }
 
     #[test]
@@ -549,7 +618,14 @@ mod tests {
 
     #[test]
     fn lone_gear_has_no_contacts_and_fails_verification() {
-        let o = run(&Config { gears_x: 1, gears_y: 1, ..tiny() }, 2);
+        let o = run(
+            &Config {
+                gears_x: 1,
+                gears_y: 1,
+                ..tiny()
+            },
+            2,
+        );
         assert_eq!(o.total_pairs, 0);
         assert!(!o.verified());
     }

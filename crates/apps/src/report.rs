@@ -161,7 +161,13 @@ pub struct AppResult {
 impl AppResult {
     /// A result with no extra fields yet.
     pub fn new(app: &str, threads: usize, time_s: f64, verified: bool) -> Self {
-        Self { app: app.to_string(), threads, time_s, verified, extra: Vec::new() }
+        Self {
+            app: app.to_string(),
+            threads,
+            time_s,
+            verified,
+            extra: Vec::new(),
+        }
     }
 
     /// Adds (or replaces) an extra field.
@@ -207,8 +213,13 @@ impl AppResult {
 /// `app`, `threads`, `time_s` or `verified` is missing or of the wrong type.
 pub fn parse_result_line(line: &str) -> Option<AppResult> {
     let line = line.trim();
-    let body = line.strip_prefix(RESULT_PREFIX).unwrap_or(line).trim_start();
-    let Json::Obj(members) = parse_json(body)? else { return None };
+    let body = line
+        .strip_prefix(RESULT_PREFIX)
+        .unwrap_or(line)
+        .trim_start();
+    let Json::Obj(members) = parse_json(body)? else {
+        return None;
+    };
     let mut app = None;
     let mut threads = None;
     let mut time_s = None;
@@ -217,19 +228,30 @@ pub fn parse_result_line(line: &str) -> Option<AppResult> {
     for (k, v) in members {
         match (k.as_str(), &v) {
             ("app", Json::Str(s)) => app = Some(s.clone()),
-            ("threads", Json::Num(n)) if *n >= 0.0 && n.fract() == 0.0 => threads = Some(*n as usize),
+            ("threads", Json::Num(n)) if *n >= 0.0 && n.fract() == 0.0 => {
+                threads = Some(*n as usize)
+            }
             ("time_s", Json::Num(t)) => time_s = Some(*t),
             ("verified", Json::Bool(b)) => verified = Some(*b),
             ("app" | "threads" | "time_s" | "verified", _) => return None,
             _ => extra.push((k, v)),
         }
     }
-    Some(AppResult { app: app?, threads: threads?, time_s: time_s?, verified: verified?, extra })
+    Some(AppResult {
+        app: app?,
+        threads: threads?,
+        time_s: time_s?,
+        verified: verified?,
+        extra,
+    })
 }
 
 /// Parses one complete JSON value (nothing but whitespace may follow it).
 pub fn parse_json(text: &str) -> Option<Json> {
-    let mut p = Parser { s: text.as_bytes(), i: 0 };
+    let mut p = Parser {
+        s: text.as_bytes(),
+        i: 0,
+    };
     let v = p.value(0)?;
     p.ws();
     (p.i == p.s.len()).then_some(v)
@@ -327,7 +349,12 @@ impl Parser<'_> {
 
     fn number(&mut self) -> Option<Json> {
         let start = self.i;
-        while self.i < self.s.len() && matches!(self.s[self.i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+        while self.i < self.s.len()
+            && matches!(
+                self.s[self.i],
+                b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'
+            )
+        {
             self.i += 1;
         }
         let t = std::str::from_utf8(&self.s[start..self.i]).ok()?;
@@ -403,7 +430,9 @@ mod tests {
             .with("note", "a \"quoted\"\n\u{1}é")
             .with("nan", f64::NAN);
         let line = r.to_line();
-        assert!(line.starts_with("RESULT {\"app\":\"hpccg\",\"threads\":2,\"time_s\":1.234,\"verified\":true"));
+        assert!(line.starts_with(
+            "RESULT {\"app\":\"hpccg\",\"threads\":2,\"time_s\":1.234,\"verified\":true"
+        ));
         let back = parse_result_line(&line).expect("parses");
         assert_eq!(back.app, "hpccg");
         assert_eq!(back.threads, 2);
@@ -411,10 +440,16 @@ mod tests {
         assert!(back.verified);
         assert_eq!(back.get("iterations"), Some(&Json::Num(150.0)));
         assert_eq!(back.get("residual").and_then(Json::as_f64), Some(3.5e-12));
-        assert_eq!(back.get("note").and_then(Json::as_str), Some("a \"quoted\"\n\u{1}é"));
+        assert_eq!(
+            back.get("note").and_then(Json::as_str),
+            Some("a \"quoted\"\n\u{1}é")
+        );
         assert_eq!(back.get("nan"), Some(&Json::Null));
         // The bare object (`--json`) parses too.
-        assert_eq!(parse_result_line(&r.to_json().to_string()).map(|r| r.threads), Some(2));
+        assert_eq!(
+            parse_result_line(&r.to_json().to_string()).map(|r| r.threads),
+            Some(2)
+        );
     }
 
     #[test]
@@ -423,7 +458,9 @@ mod tests {
             "a": [1, -2.5E-3, {"b": null}, "\u00e9\ud83d\ude00"], "c": {} } "#;
         let r = parse_result_line(line).expect("parses");
         assert!(!r.verified);
-        let Some(Json::Arr(a)) = r.get("a") else { panic!("array") };
+        let Some(Json::Arr(a)) = r.get("a") else {
+            panic!("array")
+        };
         assert_eq!(a[1], Json::Num(-2.5e-3));
         assert_eq!(a[3], Json::Str("é😀".into()));
     }

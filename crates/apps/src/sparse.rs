@@ -78,13 +78,25 @@ pub struct Csr {
 impl Csr {
     /// Allocates (without touching: threads first-touch their own rows) a matrix for `grid`.
     pub fn alloc(grid: Grid27) -> Self {
-        assert!(grid.rows() < u32::MAX as usize, "grid of {} points is too large for u32 column indices", grid.rows());
-        Self { row_ptr: vec![0; grid.rows() + 1], cols: vec![0; grid.nnz()], vals: vec![0.0; grid.nnz()] }
+        assert!(
+            grid.rows() < u32::MAX as usize,
+            "grid of {} points is too large for u32 column indices",
+            grid.rows()
+        );
+        Self {
+            row_ptr: vec![0; grid.rows() + 1],
+            cols: vec![0; grid.nnz()],
+            vals: vec![0.0; grid.nnz()],
+        }
     }
 
     /// Shared views for a team.
     pub fn share(&mut self) -> CsrShared<'_> {
-        CsrShared { row_ptr: Shared::new(&mut self.row_ptr), cols: Shared::new(&mut self.cols), vals: Shared::new(&mut self.vals) }
+        CsrShared {
+            row_ptr: Shared::new(&mut self.row_ptr),
+            cols: Shared::new(&mut self.cols),
+            vals: Shared::new(&mut self.vals),
+        }
     }
 }
 
@@ -101,14 +113,23 @@ pub struct CsrShared<'a> {
 /// Fills the structure (sorted 27-point columns) of the rows in `planes`, and their values
 /// with `value(row, col)`. Called by each thread for its own planes; the thread owning the last
 /// plane also writes the final row pointer.
-pub fn fill_structure(grid: Grid27, a: &CsrShared<'_>, planes: Range<usize>, value: impl Fn(usize, usize) -> f64) {
+pub fn fill_structure(
+    grid: Grid27,
+    a: &CsrShared<'_>,
+    planes: Range<usize>,
+    value: impl Fn(usize, usize) -> f64,
+) {
     let rows = planes.start * grid.plane()..planes.end * grid.plane();
     let nnz = grid.nnz_before_plane(planes.start)..grid.nnz_before_plane(planes.end);
     let last = planes.end == grid.nz;
     // SAFETY: rows, and entries, of distinct plane blocks are disjoint; the final row pointer
     // belongs to the owner of the last plane only. Readers wait for a barrier.
     let (row_ptr, cols, vals) = unsafe {
-        (a.row_ptr.part_mut(rows.start..rows.end + usize::from(last)), a.cols.part_mut(nnz.clone()), a.vals.part_mut(nnz.clone()))
+        (
+            a.row_ptr.part_mut(rows.start..rows.end + usize::from(last)),
+            a.cols.part_mut(nnz.clone()),
+            a.vals.part_mut(nnz.clone()),
+        )
     };
     let mut k = 0;
     for (slot, i) in row_ptr.iter_mut().zip(rows.clone()) {
@@ -125,7 +146,11 @@ pub fn fill_structure(grid: Grid27, a: &CsrShared<'_>, planes: Range<usize>, val
             }
         }
     }
-    assert_eq!(k, nnz.len(), "27-point row count formula disagrees with the stencil");
+    assert_eq!(
+        k,
+        nnz.len(),
+        "27-point row count formula disagrees with the stencil"
+    );
     if last {
         row_ptr[rows.len()] = nnz.end;
     }
@@ -133,7 +158,14 @@ pub fn fill_structure(grid: Grid27, a: &CsrShared<'_>, planes: Range<usize>, val
 
 /// `y = A x` for `rows` (y holds exactly those rows).
 #[inline]
-pub fn spmv(row_ptr: &[usize], cols: &[u32], vals: &[f64], x: &[f64], y: &mut [f64], rows: Range<usize>) {
+pub fn spmv(
+    row_ptr: &[usize],
+    cols: &[u32],
+    vals: &[f64],
+    x: &[f64],
+    y: &mut [f64],
+    rows: Range<usize>,
+) {
     let ptr = &row_ptr[rows.start..=rows.end];
     for (yi, w) in y.iter_mut().zip(ptr.windows(2)) {
         let (c, v) = (&cols[w[0]..w[1]], &vals[w[0]..w[1]]);
@@ -156,7 +188,12 @@ pub fn spmv(row_ptr: &[usize], cols: &[u32], vals: &[f64], x: &[f64], y: &mut [f
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     let mut s = [0.0f64; 4];
     let (a4, b4) = (a.chunks_exact(4), b.chunks_exact(4));
-    let tail: f64 = a4.remainder().iter().zip(b4.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f64 = a4
+        .remainder()
+        .iter()
+        .zip(b4.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in a4.zip(b4) {
         for l in 0..4 {
             s[l] += x[l] * y[l];
@@ -196,12 +233,20 @@ pub struct CgStats {
 ///
 /// Per iteration: one sparse product, two dot products, three vector updates, one barrier and
 /// two reductions.
-pub fn cg(ctx: &Ctx, a: &CsrShared<'_>, v: &CgVectors<'_>, rows: Range<usize>, max_iter: usize, tol: f64) -> CgStats {
-    // SAFETY (whole function): each thread writes only its own `rows` of x, r, p, ap; the only
+pub fn cg(
+    ctx: &Ctx,
+    a: &CsrShared<'_>,
+    v: &CgVectors<'_>,
+    rows: Range<usize>,
+    max_iter: usize,
+    tol: f64,
+) -> CgStats {
+    // SAFETY: (whole function) each thread writes only its own `rows` of x, r, p, ap; the only
     // cross-thread reads are of `p` (in the product) and of the matrix, which nobody writes
     // here. A barrier (explicit or inside a reduction) separates every write of `p` from other
     // threads' reads of it, in both directions.
     let (row_ptr, cols, vals) = unsafe { (a.row_ptr.get(), a.cols.get(), a.vals.get()) };
+    // SAFETY: b is read-only here.
     let b = unsafe { v.b.get() };
     #[allow(clippy::mut_from_ref)]
     fn part<'s>(s: &'s Shared<'_, f64>, rows: &Range<usize>) -> &'s mut [f64] {
@@ -215,6 +260,7 @@ pub fn cg(ctx: &Ctx, a: &CsrShared<'_>, v: &CgVectors<'_>, rows: Range<usize>, m
     // r = b - A x, through p = x so the product reads a shared vector.
     own(&v.p).copy_from_slice(x);
     ctx.barrier();
+    // SAFETY: p is complete (barrier above) and nobody writes it until the next barrier.
     spmv(row_ptr, cols, vals, unsafe { v.p.get() }, ap, rows.clone());
     for ((ri, bi), ai) in r.iter_mut().zip(b).zip(ap.iter()) {
         *ri = bi - ai;
@@ -238,6 +284,7 @@ pub fn cg(ctx: &Ctx, a: &CsrShared<'_>, v: &CgVectors<'_>, rows: Range<usize>, m
             }
         }
         ctx.barrier();
+        // SAFETY: p is complete (barrier above); the next write to p is after two reductions.
         let pall = unsafe { v.p.get() };
         spmv(row_ptr, cols, vals, pall, ap, rows.clone());
         let p = &pall[rows.clone()];
@@ -253,5 +300,9 @@ pub fn cg(ctx: &Ctx, a: &CsrShared<'_>, v: &CgVectors<'_>, rows: Range<usize>, m
         normr = rtrans.sqrt();
         iterations = k;
     }
-    CgStats { iterations, normr0, normr }
+    CgStats {
+        iterations,
+        normr0,
+        normr,
+    }
 }

@@ -35,13 +35,19 @@ pub struct Config {
 impl Config {
     /// The preset for `size`.
     pub fn preset(size: Size) -> Self {
-        Self { n: size.pick(1 << 20, 1 << 24, 1 << 26), ntimes: size.pick(5, 40, 20) }
+        Self {
+            n: size.pick(1 << 20, 1 << 24, 1 << 26),
+            ntimes: size.pick(5, 40, 20),
+        }
     }
 
     /// The preset, overridden by command-line options.
     pub fn from_args(args: &mut Args, size: Size) -> Result<Self, ArgError> {
         let d = Self::preset(size);
-        Ok(Self { n: args.positive("n")?.unwrap_or(d.n), ntimes: args.positive("ntimes")?.unwrap_or(d.ntimes) })
+        Ok(Self {
+            n: args.positive("n")?.unwrap_or(d.n),
+            ntimes: args.positive("ntimes")?.unwrap_or(d.ntimes),
+        })
     }
 }
 
@@ -97,9 +103,15 @@ impl Outcome {
         )];
         lines.push("  kernel   best MB/s   avg time s".into());
         for (k, name) in KERNELS.iter().enumerate() {
-            lines.push(format!("  {name:<6} {:>11.1} {:>12.6}", self.best_mbs[k], self.avg_s[k]));
+            lines.push(format!(
+                "  {name:<6} {:>11.1} {:>12.6}",
+                self.best_mbs[k], self.avg_s[k]
+            ));
         }
-        lines.push(format!("  check: max relative error {:.2e}; setup {:.3} s, measured {:.3} s", self.error, self.setup_s, self.time_s));
+        lines.push(format!(
+            "  check: max relative error {:.2e}; setup {:.3} s, measured {:.3} s",
+            self.error, self.setup_s, self.time_s
+        ));
         Report { result, lines }
     }
 }
@@ -111,12 +123,22 @@ pub fn run(cfg: &Config, threads: usize) -> Outcome {
     let tsc = Tsc::calibrate(Duration::from_millis(50));
     let n = cfg.n;
     let (mut a, mut b, mut c) = (vec![0.0f64; n], vec![0.0f64; n], vec![0.0f64; n]);
-    let (sa, sb, sc) = (Shared::new(&mut a), Shared::new(&mut b), Shared::new(&mut c));
+    let (sa, sb, sc) = (
+        Shared::new(&mut a),
+        Shared::new(&mut b),
+        Shared::new(&mut c),
+    );
     let scalar = 3.0;
     let out = team::run(threads, |ctx| {
         let own = ctx.range(n);
         // SAFETY: every thread touches only its own block of each array, throughout.
-        let (a, b, c) = unsafe { (sa.part_mut(own.clone()), sb.part_mut(own.clone()), sc.part_mut(own)) };
+        let (a, b, c) = unsafe {
+            (
+                sa.part_mut(own.clone()),
+                sb.part_mut(own.clone()),
+                sc.part_mut(own),
+            )
+        };
         a.fill(1.0);
         b.fill(2.0);
         c.fill(0.0);
@@ -129,9 +151,18 @@ pub fn run(cfg: &Config, threads: usize) -> Outcome {
             for (k, tk) in t.iter_mut().enumerate() {
                 match k {
                     0 => c.copy_from_slice(a),
-                    1 => b.iter_mut().zip(c.iter()).for_each(|(bj, cj)| *bj = scalar * cj),
-                    2 => c.iter_mut().zip(a.iter().zip(b.iter())).for_each(|(cj, (aj, bj))| *cj = aj + bj),
-                    _ => a.iter_mut().zip(b.iter().zip(c.iter())).for_each(|(aj, (bj, cj))| *aj = bj + scalar * cj),
+                    1 => b
+                        .iter_mut()
+                        .zip(c.iter())
+                        .for_each(|(bj, cj)| *bj = scalar * cj),
+                    2 => c
+                        .iter_mut()
+                        .zip(a.iter().zip(b.iter()))
+                        .for_each(|(cj, (aj, bj))| *cj = aj + bj),
+                    _ => a
+                        .iter_mut()
+                        .zip(b.iter().zip(c.iter()))
+                        .for_each(|(aj, (bj, cj))| *aj = bj + scalar * cj),
                 }
                 ctx.barrier();
                 let t1 = rdtsc();
@@ -156,14 +187,27 @@ pub fn run(cfg: &Config, threads: usize) -> Outcome {
     let time_s = elapsed.unwrap_or(0.0);
     let mut best_mbs = [0.0; 4];
     let mut avg_s = [0.0; 4];
-    let counted = if ticks.len() > 1 { &ticks[1..] } else { &ticks[..] };
+    let counted = if ticks.len() > 1 {
+        &ticks[1..]
+    } else {
+        &ticks[..]
+    };
     for k in 0..4 {
         let best = counted.iter().map(|t| t[k]).min().unwrap_or(0);
         best_mbs[k] = (WORDS[k] * 8 * n) as f64 / tsc.secs(best) / 1e6;
         avg_s[k] = counted.iter().map(|t| tsc.secs(t[k])).sum::<f64>() / counted.len() as f64;
     }
     let setup_s = setup_start.elapsed().as_secs_f64() - time_s;
-    Outcome { threads, cfg: *cfg, best_mbs, avg_s, error: *error, tsc_hz: tsc.hz, setup_s, time_s }
+    Outcome {
+        threads,
+        cfg: *cfg,
+        best_mbs,
+        avg_s,
+        error: *error,
+        tsc_hz: tsc.hz,
+        setup_s,
+        time_s,
+    }
 }
 
 #[cfg(test)]
@@ -173,7 +217,13 @@ mod tests {
     #[test]
     fn arrays_follow_the_recurrence() {
         for threads in [1, 3] {
-            let o = run(&Config { n: 10_001, ntimes: 4 }, threads);
+            let o = run(
+                &Config {
+                    n: 10_001,
+                    ntimes: 4,
+                },
+                threads,
+            );
             assert!(o.verified(), "{o:?}");
             assert_eq!(o.error, 0.0, "small integers stay exact: {o:?}");
             assert!(o.best_mbs.iter().all(|&b| b > 10.0), "{o:?}");

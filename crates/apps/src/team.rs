@@ -36,7 +36,11 @@ impl SpinBarrier {
     /// A barrier for `n` threads (`n >= 1`).
     pub fn new(n: usize) -> Self {
         assert!(n >= 1, "a barrier needs at least one thread");
-        Self { n, arrived: Padded(AtomicUsize::new(0)), generation: Padded(AtomicUsize::new(0)) }
+        Self {
+            n,
+            arrived: Padded(AtomicUsize::new(0)),
+            generation: Padded(AtomicUsize::new(0)),
+        }
     }
 
     /// Blocks until all `n` threads have called `wait` for this generation.
@@ -47,7 +51,9 @@ impl SpinBarrier {
         let gen = self.generation.0.load(Ordering::Acquire);
         if self.arrived.0.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
             self.arrived.0.store(0, Ordering::Relaxed);
-            self.generation.0.store(gen.wrapping_add(1), Ordering::Release);
+            self.generation
+                .0
+                .store(gen.wrapping_add(1), Ordering::Release);
             return;
         }
         let mut spins = 0u32;
@@ -116,7 +122,12 @@ impl Ctx<'_> {
         self.reduce_n(v, 0.0, |a, b| a + b)
     }
 
-    fn reduce_n<const K: usize>(&self, v: [f64; K], init: f64, op: impl Fn(f64, f64) -> f64) -> [f64; K] {
+    fn reduce_n<const K: usize>(
+        &self,
+        v: [f64; K],
+        init: f64,
+        op: impl Fn(f64, f64) -> f64,
+    ) -> [f64; K] {
         const { assert!(K <= MAX_REDUCE) };
         // Reduction i uses bank i % 2. A thread writing bank b for reduction i+2 has passed the
         // barrier of reduction i+1, which every thread reaches only after it finished reading
@@ -157,17 +168,35 @@ pub fn partition(n: usize, nthreads: usize, tid: usize) -> Range<usize> {
 /// result in thread order.
 pub fn run<R: Send>(nthreads: usize, f: impl Fn(&Ctx) -> R + Sync) -> Vec<R> {
     let nthreads = nthreads.max(1);
-    let mk_bank = || (0..nthreads).map(|_| Padded(UnsafeCell::new([0.0; MAX_REDUCE]))).collect();
-    let shared = TeamShared { barrier: SpinBarrier::new(nthreads), slots: [mk_bank(), mk_bank()] };
+    let mk_bank = || {
+        (0..nthreads)
+            .map(|_| Padded(UnsafeCell::new([0.0; MAX_REDUCE])))
+            .collect()
+    };
+    let shared = TeamShared {
+        barrier: SpinBarrier::new(nthreads),
+        slots: [mk_bank(), mk_bank()],
+    };
     let body = |tid: usize| {
-        let ctx = Ctx { tid, nthreads, shared: &shared, reductions: std::cell::Cell::new(0) };
+        let ctx = Ctx {
+            tid,
+            nthreads,
+            shared: &shared,
+            reductions: std::cell::Cell::new(0),
+        };
         f(&ctx)
     };
     std::thread::scope(|s| {
-        let handles: Vec<_> = (1..nthreads).map(|tid| s.spawn(move || body(tid))).collect();
+        let handles: Vec<_> = (1..nthreads)
+            .map(|tid| s.spawn(move || body(tid)))
+            .collect();
         let mut out = Vec::with_capacity(nthreads);
         out.push(body(0));
-        out.extend(handles.into_iter().map(|h| h.join().expect("a team thread panicked")));
+        out.extend(
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a team thread panicked")),
+        );
         out
     })
 }
@@ -191,7 +220,11 @@ unsafe impl<T: Send> Send for Shared<'_, T> {}
 impl<'a, T> Shared<'a, T> {
     /// Shares `data` for the lifetime of the borrow.
     pub fn new(data: &'a mut [T]) -> Self {
-        Self { ptr: data.as_mut_ptr(), len: data.len(), _life: PhantomData }
+        Self {
+            ptr: data.as_mut_ptr(),
+            len: data.len(),
+            _life: PhantomData,
+        }
     }
 
     /// Number of elements.
@@ -227,7 +260,11 @@ impl<'a, T> Shared<'a, T> {
     /// is alive (normally: `range` is this thread's own block, separated by barriers).
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn part_mut(&self, range: Range<usize>) -> &mut [T] {
-        assert!(range.start <= range.end && range.end <= self.len, "range {range:?} out of 0..{}", self.len);
+        assert!(
+            range.start <= range.end && range.end <= self.len,
+            "range {range:?} out of 0..{}",
+            self.len
+        );
         // SAFETY: bounds checked above; the caller guarantees exclusive access to the range.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
     }
@@ -281,10 +318,15 @@ mod tests {
             for round in 1..200 {
                 let r = ctx.range(shared.len());
                 // SAFETY: own block, separated from the reads below by barriers.
-                unsafe { shared.part_mut(r) }.iter_mut().for_each(|x| *x = round);
+                unsafe { shared.part_mut(r) }
+                    .iter_mut()
+                    .for_each(|x| *x = round);
                 ctx.barrier();
                 // SAFETY: nobody writes between these two barriers.
-                seen += unsafe { shared.get() }.iter().filter(|&&x| x == round).count();
+                seen += unsafe { shared.get() }
+                    .iter()
+                    .filter(|&&x| x == round)
+                    .count();
                 ctx.barrier();
             }
             seen

@@ -51,7 +51,9 @@ impl Tsc {
             (t1, c1) = sample();
         }
         let secs = t1.duration_since(t0).as_secs_f64();
-        Self { hz: (c1.wrapping_sub(c0)) as f64 / secs }
+        Self {
+            hz: (c1.wrapping_sub(c0)) as f64 / secs,
+        }
     }
 
     /// Seconds in `ticks`.
@@ -130,7 +132,10 @@ mod tests {
     fn stats_use_nearest_rank() {
         let mut v: Vec<f64> = (1..=1000).rev().map(f64::from).collect();
         let s = Stats::of(&mut v).unwrap();
-        assert_eq!((s.min, s.median, s.p99, s.p999, s.max), (1.0, 500.0, 990.0, 999.0, 1000.0));
+        assert_eq!(
+            (s.min, s.median, s.p99, s.p999, s.max),
+            (1.0, 500.0, 990.0, 999.0, 1000.0)
+        );
         assert_eq!(s.mean, 500.5);
         assert_eq!(Stats::of(&mut [7.0]).unwrap().p999, 7.0);
         assert!(Stats::of(&mut []).is_none());

@@ -21,20 +21,33 @@ const APPS: [(&str, &str); 7] = [
 
 /// Runs `exe args`, returns (exit code, stdout).
 fn run(exe: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(exe).args(args).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = Command::new(exe)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 fn check_small_run(app: &str, exe: &Path) -> AppResult {
     let (code, stdout) = run(exe, &["--size", "small", "--threads", "2"]);
     let last = stdout.lines().last().unwrap_or_default();
-    assert!(last.starts_with("RESULT {"), "{app}: last line is not a RESULT line:\n{stdout}");
+    assert!(
+        last.starts_with("RESULT {"),
+        "{app}: last line is not a RESULT line:\n{stdout}"
+    );
     let r = parse_result_line(last).unwrap_or_else(|| panic!("{app}: unparsable {last}"));
     assert_eq!(r.app, app);
     assert_eq!(r.threads, 2);
     assert!(r.verified, "{app} failed its own verification:\n{stdout}");
     assert_eq!(code, 0, "{app}: verified run exits 0");
-    assert!(r.time_s > 0.0 && r.time_s < 5.0, "{app}: time_s {} for the small size", r.time_s);
+    assert!(
+        r.time_s > 0.0 && r.time_s < 5.0,
+        "{app}: time_s {} for the small size",
+        r.time_s
+    );
     assert_eq!(r.get("size").and_then(|s| s.as_str()), Some("small"));
     r
 }
@@ -49,7 +62,10 @@ fn every_app_verifies_at_small_size() {
 #[test]
 fn json_flag_prints_one_bare_object() {
     for (app, exe) in APPS {
-        let (code, stdout) = run(Path::new(exe), &["--size", "small", "--threads", "1", "--json"]);
+        let (code, stdout) = run(
+            Path::new(exe),
+            &["--size", "small", "--threads", "1", "--json"],
+        );
         assert_eq!(code, 0, "{app}");
         assert_eq!(stdout.lines().count(), 1, "{app}: {stdout}");
         assert!(stdout.starts_with('{'), "{app}: {stdout}");
@@ -61,14 +77,28 @@ fn json_flag_prints_one_bare_object() {
 #[test]
 fn failed_verification_exits_1_and_bad_options_exit_2() {
     // Three CG iterations cannot converge.
-    let (code, stdout) = run(Path::new(APPS[0].1), &["--size", "small", "--iterations", "3"]);
+    let (code, stdout) = run(
+        Path::new(APPS[0].1),
+        &["--size", "small", "--iterations", "3"],
+    );
     assert_eq!(code, 1, "{stdout}");
-    assert!(!parse_result_line(stdout.lines().last().unwrap()).unwrap().verified);
+    assert!(
+        !parse_result_line(stdout.lines().last().unwrap())
+            .unwrap()
+            .verified
+    );
     for (app, exe) in APPS {
-        assert_eq!(run(Path::new(exe), &["--no-such-option", "1"]).0, 2, "{app}");
+        assert_eq!(
+            run(Path::new(exe), &["--no-such-option", "1"]).0,
+            2,
+            "{app}"
+        );
         let (code, help) = run(Path::new(exe), &["--help"]);
         assert_eq!(code, 0);
-        assert!(help.contains("--threads") && help.contains("--size"), "{app}: {help}");
+        assert!(
+            help.contains("--threads") && help.contains("--size"),
+            "{app}: {help}"
+        );
     }
 }
 
@@ -81,7 +111,10 @@ fn static_dir() -> PathBuf {
 
 /// True when the ELF file has no PT_INTERP program header (needs no dynamic loader).
 fn is_static_elf(bytes: &[u8]) -> bool {
-    assert!(bytes.len() > 64 && &bytes[..4] == b"\x7fELF" && bytes[4] == 2, "not a 64-bit ELF");
+    assert!(
+        bytes.len() > 64 && &bytes[..4] == b"\x7fELF" && bytes[4] == 2,
+        "not a 64-bit ELF"
+    );
     let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
     let phoff = u64::from_le_bytes(bytes[0x20..0x28].try_into().unwrap()) as usize;
     let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
@@ -94,15 +127,25 @@ fn is_static_elf(bytes: &[u8]) -> bool {
 #[test]
 fn static_builds_are_static_and_verify() {
     let dir = static_dir();
-    let present: Vec<_> = APPS.iter().filter(|(app, _)| dir.join(app).exists()).collect();
+    let present: Vec<_> = APPS
+        .iter()
+        .filter(|(app, _)| dir.join(app).exists())
+        .collect();
     if present.is_empty() {
-        eprintln!("no static builds in {} (run scripts/build-apps); skipping", dir.display());
+        eprintln!(
+            "no static builds in {} (run scripts/build-apps); skipping",
+            dir.display()
+        );
         return;
     }
     for (app, _) in present {
         let exe = dir.join(app);
         let bytes = std::fs::read(&exe).unwrap();
-        assert!(is_static_elf(&bytes), "{} needs a dynamic loader", exe.display());
+        assert!(
+            is_static_elf(&bytes),
+            "{} needs a dynamic loader",
+            exe.display()
+        );
         check_small_run(app, &exe);
     }
 }

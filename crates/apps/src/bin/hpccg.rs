@@ -2,5 +2,7 @@
 use dualstack_apps::{cli, hpccg};
 
 fn main() -> std::process::ExitCode {
-    cli::main(hpccg::USAGE, hpccg::Config::from_args, |cfg, common| hpccg::run(cfg, common.threads).report())
+    cli::main(hpccg::USAGE, hpccg::Config::from_args, |cfg, common| {
+        hpccg::run(cfg, common.threads).report()
+    })
 }

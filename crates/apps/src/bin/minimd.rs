@@ -2,5 +2,7 @@
 use dualstack_apps::{cli, minimd};
 
 fn main() -> std::process::ExitCode {
-    cli::main(minimd::USAGE, minimd::Config::from_args, |cfg, common| minimd::run(cfg, common.threads).report())
+    cli::main(minimd::USAGE, minimd::Config::from_args, |cfg, common| {
+        minimd::run(cfg, common.threads).report()
+    })
 }

@@ -2,5 +2,7 @@
 use dualstack_apps::{cli, phdmesh};
 
 fn main() -> std::process::ExitCode {
-    cli::main(phdmesh::USAGE, phdmesh::Config::from_args, |cfg, common| phdmesh::run(cfg, common.threads).report())
+    cli::main(phdmesh::USAGE, phdmesh::Config::from_args, |cfg, common| {
+        phdmesh::run(cfg, common.threads).report()
+    })
 }
