@@ -4,7 +4,8 @@
 //! Threads are spawned once (setup) and synchronise with a spinning barrier built on atomics, so
 //! the measured phase of an app makes no `futex` calls while threads are on their own cores
 //! (inside the HPC VMM every syscall is a VM exit). A waiter that spins for a long time (more
-//! threads than cores) falls back to `sched_yield` so oversubscribed runs still make progress.
+//! threads than cores, or a thread that finished its work early) falls back to occasional
+//! `sched_yield` calls so oversubscribed runs still make progress.
 //!
 //! Reductions are deterministic: every thread writes its partial into its own cache line, and
 //! after the barrier every thread adds all partials in thread order, so all threads see the
@@ -15,8 +16,14 @@ use std::marker::PhantomData;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Spins before a barrier waiter starts yielding its core.
-const SPINS_BEFORE_YIELD: u32 = 1 << 12;
+/// Spins (`pause`, tens of cycles each) before a barrier waiter starts yielding its core: well
+/// above the imbalance of a normal parallel phase on dedicated cores, so the measured phases
+/// make no `sched_yield` calls there, yet short enough that oversubscribed runs (more threads
+/// than cores) hand the core over quickly.
+const SPINS_BEFORE_YIELD: u32 = 1 << 14;
+/// Spins between two yields once yielding: a long wait costs one syscall per ~25 us, not a
+/// syscall per loop turn.
+const SPINS_BETWEEN_YIELDS: u32 = 1 << 10;
 /// Widest reduction [`Ctx::sum_n`] supports.
 pub const MAX_REDUCE: usize = 8;
 
@@ -63,6 +70,7 @@ impl SpinBarrier {
                 std::hint::spin_loop();
             } else {
                 std::thread::yield_now();
+                spins = SPINS_BEFORE_YIELD - SPINS_BETWEEN_YIELDS;
             }
         }
     }
