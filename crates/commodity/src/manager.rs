@@ -437,9 +437,8 @@ impl VmManager {
                 return Ok(());
             }
             if let Some(line) = serial.lines().find(|l| {
-                l.contains("No bootable device")
-                    || l.contains("Boot failed")
-                    || l.contains("Kernel panic")
+                // Not "Boot failed": SeaBIOS says that per device and may still boot another.
+                l.contains("No bootable device") || l.contains("Kernel panic")
             }) {
                 return Err(fail(format!("the guest reported: {}", line.trim())));
             }
