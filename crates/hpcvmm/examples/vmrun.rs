@@ -18,6 +18,10 @@ fn main() {
         eprintln!("fault: {f:?}");
     }
     eprintln!("{}", stats.summary());
-    std::fs::write("/tmp/vmrun-stats.json", serde_json::to_string_pretty(&stats).unwrap()).unwrap();
+    std::fs::write(
+        "/tmp/vmrun-stats.json",
+        serde_json::to_string_pretty(&stats).unwrap(),
+    )
+    .unwrap();
     std::process::exit(stats.exit_status);
 }

@@ -78,7 +78,12 @@ impl RangeSet {
     /// The parts of `[start, end)` that are in the set.
     pub fn parts(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
-        let first = self.map.range(..=start).next_back().map(|(&s, _)| s).unwrap_or(start);
+        let first = self
+            .map
+            .range(..=start)
+            .next_back()
+            .map(|(&s, _)| s)
+            .unwrap_or(start);
         for (&s, &e) in self.map.range(first..end) {
             let (a, b) = (s.max(start), e.min(end));
             if a < b {
@@ -197,7 +202,11 @@ impl AddressSpace {
             return Ok((hint, z));
         }
         let hint = hint & !(PAGE - 1);
-        if hint >= self.low && hint.checked_add(len).is_some_and(|e| e <= self.high) && !self.mapped.intersects(hint, hint + len) && hint >= self.brk {
+        if hint >= self.low
+            && hint.checked_add(len).is_some_and(|e| e <= self.high)
+            && !self.mapped.intersects(hint, hint + len)
+            && hint >= self.brk
+        {
             self.mapped.insert(hint, hint + len);
             let z = self.take_dirty(hint, hint + len);
             self.note_peak();
@@ -259,7 +268,9 @@ impl AddressSpace {
             return Err(MmError::Inval);
         }
         let old_len = old_len.next_multiple_of(PAGE);
-        let new_len = new_len.checked_next_multiple_of(PAGE).ok_or(MmError::NoMem)?;
+        let new_len = new_len
+            .checked_next_multiple_of(PAGE)
+            .ok_or(MmError::NoMem)?;
         if !self.mapped.contains(old, old + old_len) {
             return Err(MmError::Inval);
         }
@@ -386,6 +397,9 @@ mod tests {
         let (r, _, mv) = a.remap(p, 0x3000, 0x5000, true).unwrap();
         assert_ne!(r, p);
         assert_eq!(mv, Some((p, r, 0x3000)));
-        assert_eq!(a.remap(r, 0x5000, 0x100_0000, false).unwrap_err(), MmError::NoMem);
+        assert_eq!(
+            a.remap(r, 0x5000, 0x100_0000, false).unwrap_err(),
+            MmError::NoMem
+        );
     }
 }

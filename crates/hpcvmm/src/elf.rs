@@ -154,7 +154,11 @@ impl Program {
                     ),
                 ));
             }
-            if ph.p_vaddr.checked_add(ph.p_memsz).is_none_or(|e| e > 1 << 47) {
+            if ph
+                .p_vaddr
+                .checked_add(ph.p_memsz)
+                .is_none_or(|e| e > 1 << 47)
+            {
                 return Err(malformed(path, "segment address out of range"));
             }
             if ph.p_align > 1 {
@@ -242,7 +246,8 @@ impl Program {
             let file_start = s.offset.saturating_sub(lead);
             let lead = s.offset - file_start;
             let src = &self.bytes[file_start as usize..(s.offset + s.filesz) as usize];
-            mem.write(va - lead, src).map_err(|e| malformed(&self.path, e.to_string()))?;
+            mem.write(va - lead, src)
+                .map_err(|e| malformed(&self.path, e.to_string()))?;
             mem.zero(va + s.filesz, s.memsz - s.filesz)
                 .map_err(|e| malformed(&self.path, e.to_string()))?;
             prev_end = va + s.memsz;
@@ -308,7 +313,10 @@ mod tests {
         assert_eq!(img.entry, 0x400100);
         assert_eq!(img.phdr, 0x400040);
         assert_eq!(img.end, 0x402000);
-        assert_eq!(mem.read_u32(0x400000).unwrap(), u32::from_le_bytes(*b"\x7fELF"));
+        assert_eq!(
+            mem.read_u32(0x400000).unwrap(),
+            u32::from_le_bytes(*b"\x7fELF")
+        );
     }
 
     #[test]

@@ -278,45 +278,124 @@ fn write_stubs(mem: &GuestMemory) -> Result<(), Efault> {
     let b = FUTEX_BUCKETS as u32;
     let bb = b.to_le_bytes();
     let stub: [u8; 79] = [
-        0x3d, 0xca, 0x00, 0x00, 0x00, //         0: cmp eax, 202 (futex)
-        0x75, 0x44, //                           5: jne slow (75)
-        0x89, 0xf0, //                           7: mov eax, esi
-        0x83, 0xe0, 0x7f, //                     9: and eax, 0x7f (strip PRIVATE/CLOCK flags)
-        0x83, 0xf8, 0x01, //                    12: cmp eax, FUTEX_WAKE
-        0x74, 0x05, //                          15: je wake (22)
-        0x83, 0xf8, 0x0a, //                    17: cmp eax, FUTEX_WAKE_BITSET
-        0x75, 0x30, //                          20: jne restore (70)
-        0x48, 0x89, 0xf8, //                    22: wake: mov rax, rdi
-        0x48, 0xc1, 0xe8, 0x02, //              25: shr rax, 2
-        0x25, 0xff, 0x03, 0x00, 0x00, //        29: and eax, 1023
-        0x0f, 0xae, 0xf0, //                    34: mfence (order the guest's store before the load)
-        0x83, 0x3c, 0x85, bb[0], bb[1], bb[2], bb[3], 0x00, // 37: cmp dword [rax*4 + BUCKETS], 0
-        0x75, 0x17, //                          45: jne restore (70)
-        0xf0, 0xff, 0x05, r[0], r[1], r[2], r[3], // 47: lock inc dword [rip + counters]
-        0x8c, 0xc8, //                          54: mov eax, cs
-        0xa8, 0x03, //                          56: test al, 3
-        0xb8, 0x00, 0x00, 0x00, 0x00, //        58: mov eax, 0 (woke nobody)
-        0x75, 0x03, //                          63: jnz user (68)
-        0x48, 0x0f, 0x07, //                    65: sysretq
-        0xff, 0xe1, //                          68: user: jmp rcx
-        0xb8, 0xca, 0x00, 0x00, 0x00, //        70: restore: mov eax, 202
-        0xe6, SYSCALL_PORT as u8, //            75: slow: out SYSCALL_PORT, al
-        0x0f, 0x0b, //                          77: ud2
+        0x3d,
+        0xca,
+        0x00,
+        0x00,
+        0x00, //         0: cmp eax, 202 (futex)
+        0x75,
+        0x44, //                           5: jne slow (75)
+        0x89,
+        0xf0, //                           7: mov eax, esi
+        0x83,
+        0xe0,
+        0x7f, //                     9: and eax, 0x7f (strip PRIVATE/CLOCK flags)
+        0x83,
+        0xf8,
+        0x01, //                    12: cmp eax, FUTEX_WAKE
+        0x74,
+        0x05, //                          15: je wake (22)
+        0x83,
+        0xf8,
+        0x0a, //                    17: cmp eax, FUTEX_WAKE_BITSET
+        0x75,
+        0x30, //                          20: jne restore (70)
+        0x48,
+        0x89,
+        0xf8, //                    22: wake: mov rax, rdi
+        0x48,
+        0xc1,
+        0xe8,
+        0x02, //              25: shr rax, 2
+        0x25,
+        0xff,
+        0x03,
+        0x00,
+        0x00, //        29: and eax, 1023
+        0x0f,
+        0xae,
+        0xf0, //                    34: mfence (order the guest's store before the load)
+        0x83,
+        0x3c,
+        0x85,
+        bb[0],
+        bb[1],
+        bb[2],
+        bb[3],
+        0x00, // 37: cmp dword [rax*4 + BUCKETS], 0
+        0x75,
+        0x17, //                          45: jne restore (70)
+        0xf0,
+        0xff,
+        0x05,
+        r[0],
+        r[1],
+        r[2],
+        r[3], // 47: lock inc dword [rip + counters]
+        0x8c,
+        0xc8, //                          54: mov eax, cs
+        0xa8,
+        0x03, //                          56: test al, 3
+        0xb8,
+        0x00,
+        0x00,
+        0x00,
+        0x00, //        58: mov eax, 0 (woke nobody)
+        0x75,
+        0x03, //                          63: jnz user (68)
+        0x48,
+        0x0f,
+        0x07, //                    65: sysretq
+        0xff,
+        0xe1, //                          68: user: jmp rcx
+        0xb8,
+        0xca,
+        0x00,
+        0x00,
+        0x00, //        70: restore: mov eax, 202
+        0xe6,
+        SYSCALL_PORT as u8, //            75: slow: out SYSCALL_PORT, al
+        0x0f,
+        0x0b, //                          77: ud2
     ];
     let mut page = vec![0xccu8; 4096];
     page[..stub.len()].copy_from_slice(&stub);
     let fb = (FUTEX_BUCKETS as u32).to_le_bytes();
     let launch: [u8; 34] = [
-        0x80, 0x3c, 0x25, fb[0], fb[1], fb[2], fb[3], 0x00, // 0: cmp byte [BUCKETS], 0 (read-only page)
-        0x80, 0x0f, 0x00, // 8:  or byte [rdi], 0
-        0x4c, 0x01, 0xc7, // 11: add rdi, r8
-        0x48, 0x39, 0xf7, // 14: cmp rdi, rsi
-        0x72, 0xf5, //       17: jb 8
-        0xe6, LAUNCH_PORT as u8, // 19: out LAUNCH_PORT, al
-        0x31, 0xff, //       21: xor edi, edi
-        0x31, 0xf6, //       23: xor esi, esi
-        0x45, 0x31, 0xc0, // 25: xor r8d, r8d
-        0xff, 0x25, 0x00, 0x00, 0x00, 0x00, // 28: jmp [rip+0] -> entry slot
+        0x80,
+        0x3c,
+        0x25,
+        fb[0],
+        fb[1],
+        fb[2],
+        fb[3],
+        0x00, // 0: cmp byte [BUCKETS], 0 (read-only page)
+        0x80,
+        0x0f,
+        0x00, // 8:  or byte [rdi], 0
+        0x4c,
+        0x01,
+        0xc7, // 11: add rdi, r8
+        0x48,
+        0x39,
+        0xf7, // 14: cmp rdi, rsi
+        0x72,
+        0xf5, //       17: jb 8
+        0xe6,
+        LAUNCH_PORT as u8, // 19: out LAUNCH_PORT, al
+        0x31,
+        0xff, //       21: xor edi, edi
+        0x31,
+        0xf6, //       23: xor esi, esi
+        0x45,
+        0x31,
+        0xc0, // 25: xor r8d, r8d
+        0xff,
+        0x25,
+        0x00,
+        0x00,
+        0x00,
+        0x00, // 28: jmp [rip+0] -> entry slot
     ];
     let o = (LAUNCH_STUB - SYSCALL_STUB) as usize;
     page[o..o + launch.len()].copy_from_slice(&launch);
@@ -401,8 +480,15 @@ mod tests {
             assert_eq!(walk(&mem, p.pml4, FUTEX_BUCKETS), Some((FUTEX_BUCKETS, 5)));
             assert_eq!(walk(&mem, p.pml4, FAST_COUNTERS), Some((FAST_COUNTERS, 7)));
             assert_eq!(walk(&mem, p.pml4, 0x40_1234), Some((0x40_1234, 7)));
-            assert_eq!(walk(&mem, p.pml4, p.usable_end - 1), Some((p.usable_end - 1, 7)));
-            assert_eq!(walk(&mem, p.pml4, p.usable_end), None, "page tables stay unmapped");
+            assert_eq!(
+                walk(&mem, p.pml4, p.usable_end - 1),
+                Some((p.usable_end - 1, 7))
+            );
+            assert_eq!(
+                walk(&mem, p.pml4, p.usable_end),
+                None,
+                "page tables stay unmapped"
+            );
         }
     }
 

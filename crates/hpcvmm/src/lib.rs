@@ -15,8 +15,8 @@ pub mod memory;
 pub mod process;
 pub mod stack;
 pub mod stats;
-pub mod syscall;
 mod sys;
+pub mod syscall;
 pub mod vcpu;
 mod vm;
 

@@ -159,7 +159,10 @@ pub fn free_huge_pages(
     node: Option<u32>,
 ) -> Result<(u64, String), MemoryError> {
     let dir = match node {
-        Some(n) => sysfs.join(format!("devices/system/node/node{n}/hugepages/{}", size.sysfs_name())),
+        Some(n) => sysfs.join(format!(
+            "devices/system/node/node{n}/hugepages/{}",
+            size.sysfs_name()
+        )),
         None => sysfs.join(format!("kernel/mm/hugepages/{}", size.sysfs_name())),
     };
     if !dir.is_dir() {
@@ -171,7 +174,10 @@ pub fn free_huge_pages(
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0)
     };
-    Ok((read("free_hugepages"), dir.join("nr_hugepages").display().to_string()))
+    Ok((
+        read("free_hugepages"),
+        dir.join("nr_hugepages").display().to_string(),
+    ))
 }
 
 impl GuestMemory {
@@ -183,10 +189,16 @@ impl GuestMemory {
     /// As [`GuestMemory::new`], reading huge page pools under `sysfs`.
     pub fn with_sysfs(size: u64, backing: Backing, sysfs: &Path) -> Result<Self, MemoryError> {
         if size == 0 || size % backing.granule() != 0 {
-            return Err(MemoryError::BadSize(size, "must be a non-zero multiple of the page size"));
+            return Err(MemoryError::BadSize(
+                size,
+                "must be a non-zero multiple of the page size",
+            ));
         }
         if size > (512u64 << 30) {
-            return Err(MemoryError::BadSize(size, "the HPC VMM maps at most 512 GiB"));
+            return Err(MemoryError::BadSize(
+                size,
+                "the HPC VMM maps at most 512 GiB",
+            ));
         }
         let region = match backing {
             Backing::Lazy => {
@@ -211,7 +223,10 @@ impl GuestMemory {
                     })?;
                 region
             }
-            Backing::Hugetlb { page_size, numa_node } => {
+            Backing::Hugetlb {
+                page_size,
+                numa_node,
+            } => {
                 let needed = size / page_size.bytes();
                 let (free, pool) = free_huge_pages(sysfs, page_size, numa_node)?;
                 if free < needed {
@@ -224,7 +239,9 @@ impl GuestMemory {
                         needed,
                         needed_mib: size >> 20,
                         free,
-                        node: numa_node.map(|n| format!(" on NUMA node {n}")).unwrap_or_default(),
+                        node: numa_node
+                            .map(|n| format!(" on NUMA node {n}"))
+                            .unwrap_or_default(),
                         suggest: total + (needed - free),
                         pool,
                     });
@@ -257,8 +274,9 @@ impl GuestMemory {
                 region
             }
         };
-        let region = GuestRegionMmap::new(region, vm_memory::GuestAddress(0))
-            .ok_or(MemoryError::BadSize(size, "guest region does not fit the address space"))?;
+        let region = GuestRegionMmap::new(region, vm_memory::GuestAddress(0)).ok_or(
+            MemoryError::BadSize(size, "guest region does not fit the address space"),
+        )?;
         Ok(GuestMemory {
             region,
             size,

@@ -141,7 +141,14 @@ impl Process {
 
     /// Ask every running vCPU thread to leave KVM_RUN (and any blocking host call) now.
     pub fn kick_all(&self) {
-        let tids: Vec<i32> = self.threads.lock().unwrap().host_tids.values().copied().collect();
+        let tids: Vec<i32> = self
+            .threads
+            .lock()
+            .unwrap()
+            .host_tids
+            .values()
+            .copied()
+            .collect();
         for t in tids {
             let _ = crate::sys::tgkill_self(t, crate::vcpu::kick_signal());
         }

@@ -41,7 +41,9 @@ pub struct StackSpec<'a> {
 pub fn build(mem: &GuestMemory, top: u64, spec: &StackSpec<'_>) -> Result<u64, Efault> {
     let mut sp = top;
     let push_bytes = |sp: &mut u64, b: &[u8]| -> Result<u64, Efault> {
-        *sp = sp.checked_sub(b.len() as u64 + 1).ok_or(Efault { addr: 0, len: 0 })?;
+        *sp = sp
+            .checked_sub(b.len() as u64 + 1)
+            .ok_or(Efault { addr: 0, len: 0 })?;
         mem.write(*sp, b)?;
         mem.write(*sp + b.len() as u64, &[0])?;
         Ok(*sp)

@@ -50,7 +50,11 @@ impl KvmStatsFile {
                 let offset = u32_at(d, 8) as u64;
                 let name = &d[16..];
                 let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());
-                (String::from_utf8_lossy(&name[..end]).into_owned(), data_offset + offset, size)
+                (
+                    String::from_utf8_lossy(&name[..end]).into_owned(),
+                    data_offset + offset,
+                    size,
+                )
             })
             .collect();
         Some(KvmStatsFile { file, descs })
@@ -74,7 +78,10 @@ impl KvmStatsFile {
 }
 
 /// `after - before`, per key.
-pub fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+pub fn delta(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
     after
         .iter()
         .map(|(k, v)| (k.clone(), v.wrapping_sub(*before.get(k).unwrap_or(&0))))
@@ -229,7 +236,9 @@ impl RunStats {
             .filter(|(_, s)| s.0 > 0)
             .map(|(i, s)| {
                 (
-                    names::name(i as u64).map(str::to_string).unwrap_or_else(|| format!("syscall_{i}")),
+                    names::name(i as u64)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("syscall_{i}")),
                     SyscallStat {
                         count: s.0,
                         time_s: s.1,
@@ -242,7 +251,9 @@ impl RunStats {
             .iter()
             .map(|(nr, n)| {
                 (
-                    names::name(*nr).map(str::to_string).unwrap_or_else(|| format!("syscall_{nr}")),
+                    names::name(*nr)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("syscall_{nr}")),
                     *n,
                 )
             })

@@ -135,7 +135,8 @@ pub fn configure(proc: &Process, vcpu: &VcpuFd, index: usize) -> Result<(), Vcpu
             _ => {}
         }
     }
-    vcpu.set_cpuid2(&cpuid).map_err(kvm_err("set the vCPU's CPUID"))?;
+    vcpu.set_cpuid2(&cpuid)
+        .map_err(kvm_err("set the vCPU's CPUID"))?;
 
     let msrs = Msrs::from_entries(&[
         kvm_msr_entry {
@@ -170,9 +171,12 @@ pub fn configure(proc: &Process, vcpu: &VcpuFd, index: usize) -> Result<(), Vcpu
         },
     ])
     .expect("static MSR list fits");
-    vcpu.set_msrs(&msrs).map_err(kvm_err("set the syscall MSRs"))?;
+    vcpu.set_msrs(&msrs)
+        .map_err(kvm_err("set the syscall MSRs"))?;
 
-    let mut sregs = vcpu.get_sregs().map_err(kvm_err("read the initial sregs"))?;
+    let mut sregs = vcpu
+        .get_sregs()
+        .map_err(kvm_err("read the initial sregs"))?;
     sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
     sregs.cr3 = proc.paging.pml4;
     sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
@@ -208,7 +212,8 @@ pub fn configure(proc: &Process, vcpu: &VcpuFd, index: usize) -> Result<(), Vcpu
         type_: 2,
         ..Default::default()
     };
-    vcpu.set_sregs(&sregs).map_err(kvm_err("enter 64-bit mode (set sregs)"))?;
+    vcpu.set_sregs(&sregs)
+        .map_err(kvm_err("enter 64-bit mode (set sregs)"))?;
 
     if feat.xsave {
         let mut xcrs = kvm_xcrs {
@@ -239,7 +244,8 @@ pub fn set_entry(
     sregs.fs.base = fs_base;
     sregs.gs.base = gs_base;
     vcpu.set_sregs(&sregs).map_err(kvm_err("set FS/GS base"))?;
-    vcpu.set_regs(regs).map_err(kvm_err("set the entry registers"))?;
+    vcpu.set_regs(regs)
+        .map_err(kvm_err("set the entry registers"))?;
     Ok(())
 }
 
@@ -279,7 +285,13 @@ pub fn signal_report(sig: i32, tid: i32, vcpu: usize, rip: u64) -> FaultReport {
     }
 }
 
-fn exception_report(vector: u8, err: Option<u64>, cr2: u64, rip: u64, th: &ThreadState) -> FaultReport {
+fn exception_report(
+    vector: u8,
+    err: Option<u64>,
+    cr2: u64,
+    rip: u64,
+    th: &ThreadState,
+) -> FaultReport {
     let (sig, what) = match vector {
         0 => (libc::SIGFPE, "divide error (#DE)".to_string()),
         1 => (libc::SIGTRAP, "debug exception (#DB)".to_string()),
@@ -307,10 +319,16 @@ fn exception_report(vector: u8, err: Option<u64>, cr2: u64, rip: u64, th: &Threa
             };
             (libc::SIGSEGV, format!("page fault (#PF) {access} {kind}"))
         }
-        16 => (libc::SIGFPE, "x87 floating-point exception (#MF)".to_string()),
+        16 => (
+            libc::SIGFPE,
+            "x87 floating-point exception (#MF)".to_string(),
+        ),
         17 => (libc::SIGBUS, "alignment check (#AC)".to_string()),
         18 => (libc::SIGBUS, "machine check (#MC)".to_string()),
-        19 => (libc::SIGFPE, "SIMD floating-point exception (#XM)".to_string()),
+        19 => (
+            libc::SIGFPE,
+            "SIMD floating-point exception (#XM)".to_string(),
+        ),
         v => (libc::SIGSEGV, format!("exception vector {v}")),
     };
     FaultReport {
@@ -335,10 +353,17 @@ enum Exit {
 /// Run one vCPU until its thread exits or the run ends. Consumes the vCPU.
 pub fn run(proc: Arc<Process>, mut vcpu: VcpuFd, mut th: ThreadState) {
     install_kick_handler();
-    let host_cpus: Vec<usize> = th.affinity.iter().map(|&i| proc.cpus[i % proc.cpus.len()]).collect();
+    let host_cpus: Vec<usize> = th
+        .affinity
+        .iter()
+        .map(|&i| proc.cpus[i % proc.cpus.len()])
+        .collect();
     if let Err(e) = crate::sys::set_current_thread_affinity(&host_cpus) {
         proc.control.finish(ExitReport::VmmError {
-            message: format!("cannot pin vCPU {} to host CPUs {host_cpus:?}: {e}", th.vcpu),
+            message: format!(
+                "cannot pin vCPU {} to host CPUs {host_cpus:?}: {e}",
+                th.vcpu
+            ),
         });
     }
     th.stats.host_cpus = host_cpus;
@@ -363,15 +388,17 @@ pub fn run(proc: Arc<Process>, mut vcpu: VcpuFd, mut th: ThreadState) {
             Ok(VcpuExit::IoIn(port, _)) => Exit::Io(port),
             Ok(VcpuExit::Hlt) => Exit::Other("hlt".into(), "hlt"),
             Ok(VcpuExit::Shutdown) => Exit::Other("triple fault (shutdown)".into(), "shutdown"),
-            Ok(VcpuExit::InternalError) => {
-                Exit::Other("KVM internal error (instruction emulation failed)".into(), "internal_error")
-            }
-            Ok(VcpuExit::MmioRead(a, _)) | Ok(VcpuExit::MmioWrite(a, _)) => {
-                Exit::Other(format!("access to unbacked guest physical address {a:#x}"), "mmio")
-            }
-            Ok(VcpuExit::FailEntry(reason, cpu)) => {
-                Exit::Fatal(format!("VM entry failed (hardware reason {reason:#x} on cpu {cpu})"))
-            }
+            Ok(VcpuExit::InternalError) => Exit::Other(
+                "KVM internal error (instruction emulation failed)".into(),
+                "internal_error",
+            ),
+            Ok(VcpuExit::MmioRead(a, _)) | Ok(VcpuExit::MmioWrite(a, _)) => Exit::Other(
+                format!("access to unbacked guest physical address {a:#x}"),
+                "mmio",
+            ),
+            Ok(VcpuExit::FailEntry(reason, cpu)) => Exit::Fatal(format!(
+                "VM entry failed (hardware reason {reason:#x} on cpu {cpu})"
+            )),
             Ok(VcpuExit::Intr) => Exit::Interrupted,
             Ok(other) => Exit::Fatal(format!("unexpected VM exit {other:?}")),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Exit::Interrupted,
@@ -427,7 +454,8 @@ pub fn run(proc: Arc<Process>, mut vcpu: VcpuFd, mut th: ThreadState) {
                             break;
                         }
                     }
-                } else if let (EXCEPTION_PORT, Some(vector)) = (port, layout::exception_vector(rip)) {
+                } else if let (EXCEPTION_PORT, Some(vector)) = (port, layout::exception_vector(rip))
+                {
                     th.stats.exit("exception");
                     let s = vcpu.sync_regs();
                     let mem = &proc.mem;
@@ -511,7 +539,10 @@ fn serve_syscall(proc: &Arc<Process>, vcpu: &mut VcpuFd, th: &mut ThreadState) -
         return Served::ThreadExit;
     }
     if let Some(cpus) = fx.repin {
-        let host: Vec<usize> = cpus.iter().map(|&i| proc.cpus[i % proc.cpus.len()]).collect();
+        let host: Vec<usize> = cpus
+            .iter()
+            .map(|&i| proc.cpus[i % proc.cpus.len()])
+            .collect();
         if crate::sys::set_current_thread_affinity(&host).is_ok() {
             th.stats.host_cpus = host;
         }

@@ -141,7 +141,10 @@ fn guest_path_of_program(root: &Path, program: &Path) -> String {
     }
     format!(
         "/{}",
-        program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        program
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     )
 }
 
@@ -150,7 +153,11 @@ fn read_release() -> (String, String) {
     // SAFETY: `u` is a writable utsname.
     unsafe { libc::uname(&mut u) };
     let s = |f: &[libc::c_char]| {
-        let b: Vec<u8> = f.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+        let b: Vec<u8> = f
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
         String::from_utf8_lossy(&b).into_owned()
     };
     (s(&u.release), s(&u.nodename))
@@ -169,7 +176,9 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
         return Err(VmmError::Config("the run has no CPUs".into()));
     }
     if cfg.argv.is_empty() {
-        return Err(VmmError::Config("argv must contain at least argv[0]".into()));
+        return Err(VmmError::Config(
+            "argv must contain at least argv[0]".into(),
+        ));
     }
     // Validate everything the user gave us before any VM exists.
     let program = Program::from_file(&cfg.program)?;
@@ -177,8 +186,12 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
         path: cfg.root.display().to_string(),
         source,
     })?;
-    let files = FdTable::with_stdio_files(cfg.stdin.as_deref(), cfg.stdout.as_deref(), cfg.stderr.as_deref())
-        .map_err(|(what, path, source)| VmmError::Stdio { what, path, source })?;
+    let files = FdTable::with_stdio_files(
+        cfg.stdin.as_deref(),
+        cfg.stdout.as_deref(),
+        cfg.stderr.as_deref(),
+    )
+    .map_err(|(what, path, source)| VmmError::Stdio { what, path, source })?;
     let granule = cfg.backing.granule();
     let memory = cfg.memory.div_ceil(granule) * granule;
     if memory < (8 << 20) + MAIN_STACK {
@@ -206,7 +219,9 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
     let t_mem = Instant::now();
     let mem = GuestMemory::new(memory, cfg.backing)?;
     let mem_setup = t_mem.elapsed();
-    let page_size = cfg.guest_page_size.unwrap_or_else(|| default_page_size(cfg.backing));
+    let page_size = cfg
+        .guest_page_size
+        .unwrap_or_else(|| default_page_size(cfg.backing));
     let paging = layout::build(&mem, page_size).map_err(|e| VmmError::Setup(e.to_string()))?;
     let region = kvm_userspace_memory_region {
         slot: 0,
@@ -229,7 +244,14 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
     let mut random = [0u8; 16];
     getrandom_host(&mut random);
     // SAFETY: these id getters have no preconditions.
-    let ids = unsafe { [libc::getuid(), libc::geteuid(), libc::getgid(), libc::getegid()] };
+    let ids = unsafe {
+        [
+            libc::getuid(),
+            libc::geteuid(),
+            libc::getgid(),
+            libc::getegid(),
+        ]
+    };
     let argv: Vec<Vec<u8>> = cfg.argv.iter().map(|s| s.as_bytes().to_vec()).collect();
     let envp: Vec<Vec<u8>> = cfg.env.iter().map(|s| s.as_bytes().to_vec()).collect();
     let spec = StackSpec {
@@ -243,7 +265,9 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
         random,
     };
     let sp = stack::build(&mem, stack_top, &spec).map_err(|e| {
-        VmmError::Config(format!("arguments and environment do not fit the stack: {e}"))
+        VmmError::Config(format!(
+            "arguments and environment do not fit the stack: {e}"
+        ))
     })?;
 
     let (uname_release, hostname) = read_release();
@@ -292,7 +316,11 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
         .map_err(|e| VmmError::Setup(e.to_string()))?;
     let prefault = matches!(cfg.backing, Backing::Hugetlb { .. });
     let regs = kvm_regs {
-        rip: if prefault { layout::LAUNCH_STUB } else { layout::LAUNCH_STUB_NO_PREFAULT },
+        rip: if prefault {
+            layout::LAUNCH_STUB
+        } else {
+            layout::LAUNCH_STUB_NO_PREFAULT
+        },
         rsp: sp,
         rdi: layout::PREFAULT_START,
         rsi: proc.paging.usable_end,
@@ -364,7 +392,10 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
         }
     }
 
-    let exit = proc.control.outcome().unwrap_or(ExitReport::Exited { status: 0 });
+    let exit = proc
+        .control
+        .outcome()
+        .unwrap_or(ExitReport::Exited { status: 0 });
     let exit_status = match &exit {
         ExitReport::Exited { status } => *status & 0xff,
         ExitReport::Faulted(f) => 128 + f.signal,
@@ -399,7 +430,9 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
         cpus: cfg.cpus.clone(),
         threads_created: created,
         max_live_threads: max_live,
-        oversubscribed: proc.oversubscribed.load(std::sync::atomic::Ordering::Relaxed),
+        oversubscribed: proc
+            .oversubscribed
+            .load(std::sync::atomic::Ordering::Relaxed),
         exits: BTreeMap::new(),
         exits_total: 0,
         syscalls_total: 0,

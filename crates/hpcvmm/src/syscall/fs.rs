@@ -79,7 +79,11 @@ impl FdTable {
         stderr: Option<&Path>,
     ) -> Result<Self, (&'static str, String, std::io::Error)> {
         let mut t = Self::with_stdio();
-        let specs = [(0, "stdin", stdin, false), (1, "stdout", stdout, true), (2, "stderr", stderr, true)];
+        let specs = [
+            (0, "stdin", stdin, false),
+            (1, "stdout", stdout, true),
+            (2, "stderr", stderr, true),
+        ];
         for (n, what, path, write) in specs {
             if let Some(p) = path {
                 let f = if write {
@@ -102,7 +106,10 @@ impl FdTable {
     }
 
     pub fn host_fd(&self, fd: i32) -> Result<FileRef, Errno> {
-        self.map.get(&fd).map(|e| e.file.clone()).ok_or(Errno(libc::EBADF))
+        self.map
+            .get(&fd)
+            .map(|e| e.file.clone())
+            .ok_or(Errno(libc::EBADF))
     }
 
     fn entry(&self, fd: i32) -> Result<&Entry, Errno> {
@@ -170,11 +177,20 @@ impl FsRoot {
     pub fn open(root: &Path, cwd: &str) -> std::io::Result<Self> {
         let root_host = std::fs::canonicalize(root)?;
         if !root_host.is_dir() {
-            return Err(std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                "not a directory",
+            ));
         }
-        let c = CString::new(root_host.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+        let c = CString::new(root_host.as_os_str().as_encoded_bytes())
+            .map_err(std::io::Error::other)?;
         // SAFETY: opens a path we own as a string; returns a new fd or -1.
-        let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -203,7 +219,9 @@ impl FsRoot {
         if p.starts_with('/') {
             return p.into_owned();
         }
-        let base = base.map(str::to_string).unwrap_or_else(|| self.cwd.lock().unwrap().clone());
+        let base = base
+            .map(str::to_string)
+            .unwrap_or_else(|| self.cwd.lock().unwrap().clone());
         format!("{}/{}", base.trim_end_matches('/'), p)
     }
 
@@ -212,7 +230,11 @@ impl FsRoot {
         // struct open_how { u64 flags; u64 mode; u64 resolve; }
         let how: [u64; 3] = [
             (flags | libc::O_CLOEXEC) as u64,
-            if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 { u64::from(mode & 0o7777) } else { 0 },
+            if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 {
+                u64::from(mode & 0o7777)
+            } else {
+                0
+            },
             RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
         ];
         // SAFETY: openat2 reads the path and the open_how struct of the size we pass; it
@@ -269,7 +291,10 @@ fn parent_and_name(ctx: &Ctx<'_>, full: &str) -> Result<(OwnedFd, CString), Errn
         // The root itself: acting on it by name is refused like Linux refuses "/".
         return err(libc::EBUSY);
     }
-    let parent = ctx.proc.fsroot.open_full(dir, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+    let parent = ctx
+        .proc
+        .fsroot
+        .open_full(dir, libc::O_PATH | libc::O_DIRECTORY, 0)?;
     Ok((parent, cstring(name.as_bytes())?))
 }
 
@@ -281,9 +306,13 @@ fn is_dot(name: &CString) -> bool {
 fn virtual_file(ctx: &Ctx<'_>, full: &str) -> Option<Vec<u8>> {
     let n = ctx.proc.cpus.len();
     match full {
-        "/sys/devices/system/cpu/online" | "/sys/devices/system/cpu/possible" | "/sys/devices/system/cpu/present" => {
-            Some(if n == 1 { b"0\n".to_vec() } else { format!("0-{}\n", n - 1).into_bytes() })
-        }
+        "/sys/devices/system/cpu/online"
+        | "/sys/devices/system/cpu/possible"
+        | "/sys/devices/system/cpu/present" => Some(if n == 1 {
+            b"0\n".to_vec()
+        } else {
+            format!("0-{}\n", n - 1).into_bytes()
+        }),
         _ => None,
     }
 }
@@ -369,7 +398,11 @@ fn host_iovecs(ctx: &Ctx<'_>, addr: u64, count: u64) -> Result<Vec<libc::iovec>,
             if total > MAX_RW {
                 return err(libc::EINVAL);
             }
-            let p = if len == 0 { std::ptr::null_mut() } else { ctx.proc.mem.host_ptr(base, len)? };
+            let p = if len == 0 {
+                std::ptr::null_mut()
+            } else {
+                ctx.proc.mem.host_ptr(base, len)?
+            };
             Ok(libc::iovec {
                 iov_base: p.cast(),
                 iov_len: len as usize,
@@ -410,9 +443,18 @@ pub fn openat(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     let cloexec = flags & libc::O_CLOEXEC != 0;
     let fd = match virtual_file(ctx, &full) {
         Some(content) => memfd_with(&content)?,
-        None => ctx.proc.fsroot.open_full(&full, flags & !libc::O_CLOEXEC, (a[3] as u32) & !(ctx.proc.umask.load(std::sync::atomic::Ordering::Relaxed) as u32))?,
+        None => ctx.proc.fsroot.open_full(
+            &full,
+            flags & !libc::O_CLOEXEC,
+            (a[3] as u32) & !(ctx.proc.umask.load(std::sync::atomic::Ordering::Relaxed) as u32),
+        )?,
     };
-    let n = ctx.proc.files.lock().unwrap().add(fd, cloexec, Some(full))?;
+    let n = ctx
+        .proc
+        .files
+        .lock()
+        .unwrap()
+        .add(fd, cloexec, Some(full))?;
     Ok(n as u64)
 }
 
@@ -437,7 +479,11 @@ pub fn dup3(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     let mut files = ctx.proc.files.lock().unwrap();
     let mut e = files.entry(old)?.clone();
     if old == new {
-        return if dup2 { Ok(new as u64) } else { err(libc::EINVAL) };
+        return if dup2 {
+            Ok(new as u64)
+        } else {
+            err(libc::EINVAL)
+        };
     }
     if !dup2 && a[2] as i32 & !libc::O_CLOEXEC != 0 {
         return err(libc::EINVAL);
@@ -477,9 +523,16 @@ pub fn fcntl(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
         libc::F_SETFL => {
             let allowed = libc::O_APPEND | libc::O_NONBLOCK | libc::O_DIRECT | libc::O_NOATIME;
             // SAFETY: fcntl F_SETFL on our host fd with status flags only.
-            check(unsafe { libc::fcntl(host, libc::F_SETFL, a[2] as i32 & allowed) } as libc::c_long)
+            check(
+                unsafe { libc::fcntl(host, libc::F_SETFL, a[2] as i32 & allowed) } as libc::c_long,
+            )
         }
-        libc::F_GETLK | libc::F_SETLK | libc::F_SETLKW | libc::F_OFD_GETLK | libc::F_OFD_SETLK | libc::F_OFD_SETLKW => {
+        libc::F_GETLK
+        | libc::F_SETLK
+        | libc::F_SETLKW
+        | libc::F_OFD_GETLK
+        | libc::F_OFD_SETLK
+        | libc::F_OFD_SETLKW => {
             drop(files);
             let mut fl: Flock = ctx.get(a[2])?;
             // SAFETY: fcntl lock commands read/write one flock we own.
@@ -508,7 +561,13 @@ pub fn pipe2(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     ctx.proc.mem.check(a[0], 8)?;
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 writes two fds into our array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | (flags & (libc::O_NONBLOCK | libc::O_DIRECT))) } < 0 {
+    if unsafe {
+        libc::pipe2(
+            fds.as_mut_ptr(),
+            libc::O_CLOEXEC | (flags & (libc::O_NONBLOCK | libc::O_DIRECT)),
+        )
+    } < 0
+    {
         return last_err();
     }
     // SAFETY: both fds are fresh from the kernel and owned by us.
@@ -541,7 +600,10 @@ pub fn fsync(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
 }
 
 pub fn umask(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
-    Ok(ctx.proc.umask.swap(a[0] & 0o777, std::sync::atomic::Ordering::Relaxed))
+    Ok(ctx
+        .proc
+        .umask
+        .swap(a[0] & 0o777, std::sync::atomic::Ordering::Relaxed))
 }
 
 // ---- metadata ----
@@ -571,7 +633,11 @@ fn open_for_stat(ctx: &Ctx<'_>, dirfd: u64, path: &[u8], flags: i32) -> Result<T
         }
         if dirfd as i32 == libc::AT_FDCWD {
             let cwd = ctx.proc.fsroot.cwd();
-            return Ok(Target::Fd(ctx.proc.fsroot.open_full(&cwd, libc::O_PATH, 0)?));
+            return Ok(Target::Fd(ctx.proc.fsroot.open_full(
+                &cwd,
+                libc::O_PATH,
+                0,
+            )?));
         }
         let f = ctx.proc.files.lock().unwrap().host_fd(dirfd as i32)?;
         return Ok(Target::Guest(f));
@@ -587,7 +653,11 @@ fn open_for_stat(ctx: &Ctx<'_>, dirfd: u64, path: &[u8], flags: i32) -> Result<T
             }
         }
     }
-    Ok(Target::Fd(ctx.proc.fsroot.open_full(&full, libc::O_PATH, 0)?))
+    Ok(Target::Fd(ctx.proc.fsroot.open_full(
+        &full,
+        libc::O_PATH,
+        0,
+    )?))
 }
 
 enum Target {
@@ -653,7 +723,15 @@ pub fn faccessat(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
         Target::At(d, n) => (d.as_raw_fd(), n.as_ptr(), libc::AT_SYMLINK_NOFOLLOW),
     };
     // SAFETY: faccessat2 reads a C string and checks access; no memory is written.
-    check(unsafe { libc::syscall(libc::SYS_faccessat2, fd, name, a[2] as i32, f | (flags & libc::AT_EACCESS)) })
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_faccessat2,
+            fd,
+            name,
+            a[2] as i32,
+            f | (flags & libc::AT_EACCESS),
+        )
+    })
 }
 
 pub fn readlinkat(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
@@ -668,7 +746,14 @@ pub fn readlinkat(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
         let (parent, name) = parent_and_name(ctx, &full)?;
         let mut buf = vec![0u8; 4096];
         // SAFETY: readlinkat writes at most buf.len() bytes into buf.
-        let n = unsafe { libc::readlinkat(parent.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let n = unsafe {
+            libc::readlinkat(
+                parent.as_raw_fd(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
         if n < 0 {
             return last_err();
         }
@@ -691,7 +776,11 @@ pub fn unlinkat(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     let full = full_path(ctx, a[0], &path)?;
     let (parent, name) = parent_and_name(ctx, &full)?;
     if is_dot(&name) {
-        return err(if flags & libc::AT_REMOVEDIR != 0 { libc::EINVAL } else { libc::EISDIR });
+        return err(if flags & libc::AT_REMOVEDIR != 0 {
+            libc::EINVAL
+        } else {
+            libc::EISDIR
+        });
     }
     // SAFETY: unlinkat on one name inside a directory fd we opened within the root.
     check(unsafe { libc::unlinkat(parent.as_raw_fd(), name.as_ptr(), flags) } as libc::c_long)
@@ -704,7 +793,8 @@ pub fn mkdirat(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     if is_dot(&name) {
         return err(libc::EEXIST);
     }
-    let mode = (a[2] as u32 & 0o7777) & !(ctx.proc.umask.load(std::sync::atomic::Ordering::Relaxed) as u32);
+    let mode = (a[2] as u32 & 0o7777)
+        & !(ctx.proc.umask.load(std::sync::atomic::Ordering::Relaxed) as u32);
     // SAFETY: mkdirat of one name inside a directory fd we opened within the root.
     check(unsafe { libc::mkdirat(parent.as_raw_fd(), name.as_ptr(), mode) } as libc::c_long)
 }
@@ -721,7 +811,14 @@ pub fn renameat2(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     }
     // SAFETY: renameat2 of single names inside directory fds we opened within the root.
     check(unsafe {
-        libc::syscall(libc::SYS_renameat2, op.as_raw_fd(), on.as_ptr(), np.as_raw_fd(), nn.as_ptr(), a[4] as u32)
+        libc::syscall(
+            libc::SYS_renameat2,
+            op.as_raw_fd(),
+            on.as_ptr(),
+            np.as_raw_fd(),
+            nn.as_ptr(),
+            a[4] as u32,
+        )
     })
 }
 
@@ -748,7 +845,11 @@ fn set_cwd(ctx: &Ctx<'_>, fd: &OwnedFd) -> SysResult {
     if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
         return err(libc::ENOTDIR);
     }
-    let p = ctx.proc.fsroot.guest_path_of(fd).ok_or(Errno(libc::ENOENT))?;
+    let p = ctx
+        .proc
+        .fsroot
+        .guest_path_of(fd)
+        .ok_or(Errno(libc::ENOENT))?;
     *ctx.proc.fsroot.cwd.lock().unwrap() = p;
     Ok(0)
 }
@@ -758,16 +859,26 @@ pub fn chdir(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     if path.is_empty() {
         return err(libc::ENOENT);
     }
-    let fd = ctx.proc.fsroot.open_in_root(&path, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+    let fd = ctx
+        .proc
+        .fsroot
+        .open_in_root(&path, libc::O_PATH | libc::O_DIRECTORY, 0)?;
     set_cwd(ctx, &fd)
 }
 
 pub fn fchdir(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     let path = {
         let files = ctx.proc.files.lock().unwrap();
-        files.entry(a[0] as i32)?.path.clone().ok_or(Errno(libc::ENOTDIR))?
+        files
+            .entry(a[0] as i32)?
+            .path
+            .clone()
+            .ok_or(Errno(libc::ENOTDIR))?
     };
-    let fd = ctx.proc.fsroot.open_full(&path, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+    let fd = ctx
+        .proc
+        .fsroot
+        .open_full(&path, libc::O_PATH | libc::O_DIRECTORY, 0)?;
     set_cwd(ctx, &fd)
 }
 
@@ -796,7 +907,11 @@ fn poll_common(ctx: &mut Ctx<'_>, addr: u64, nfds: u64, timeout_ms: i32) -> SysR
                     }
                 }
             };
-            host.push(libc::pollfd { fd: hfd, events, revents: 0 });
+            host.push(libc::pollfd {
+                fd: hfd,
+                events,
+                revents: 0,
+            });
         }
     }
     let timeout = if invalid.is_empty() { timeout_ms } else { 0 };
@@ -807,11 +922,17 @@ fn poll_common(ctx: &mut Ctx<'_>, addr: u64, nfds: u64, timeout_ms: i32) -> SysR
     }
     let mut ready = 0u64;
     for (i, p) in host.iter().enumerate() {
-        let rev = if invalid.contains(&i) { libc::POLLNVAL } else { p.revents };
+        let rev = if invalid.contains(&i) {
+            libc::POLLNVAL
+        } else {
+            p.revents
+        };
         if rev != 0 {
             ready += 1;
         }
-        ctx.proc.mem.write(addr + 8 * i as u64 + 6, &rev.to_le_bytes())?;
+        ctx.proc
+            .mem
+            .write(addr + 8 * i as u64 + 6, &rev.to_le_bytes())?;
     }
     Ok(ready)
 }
@@ -828,7 +949,10 @@ pub fn ppoll(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
         if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
             return err(libc::EINVAL);
         }
-        (ts.tv_sec.saturating_mul(1000).saturating_add(ts.tv_nsec / 1_000_000)).min(i64::from(i32::MAX)) as i32
+        (ts.tv_sec
+            .saturating_mul(1000)
+            .saturating_add(ts.tv_nsec / 1_000_000))
+        .min(i64::from(i32::MAX)) as i32
     };
     poll_common(ctx, a[0], a[1], timeout)
 }

@@ -70,7 +70,9 @@ impl FutexTable {
         n: u32,
         bitset: u32,
     ) -> u32 {
-        let Some(list) = q.get_mut(&addr) else { return 0 };
+        let Some(list) = q.get_mut(&addr) else {
+            return 0;
+        };
         let mut woken = 0;
         let mut i = 0;
         while i < list.len() && woken < n {
@@ -116,7 +118,15 @@ impl FutexTable {
         false
     }
 
-    fn requeue(&self, mem: &GuestMemory, from: u64, to: u64, nwake: u32, nmove: u32, cmp: Option<u32>) -> SysResult {
+    fn requeue(
+        &self,
+        mem: &GuestMemory,
+        from: u64,
+        to: u64,
+        nwake: u32,
+        nmove: u32,
+        cmp: Option<u32>,
+    ) -> SysResult {
         let mut q = self.queues.lock().unwrap();
         if let Some(expected) = cmp {
             let word = atomic_word(mem, from).ok_or(Errno(libc::EFAULT))?;
@@ -162,7 +172,10 @@ fn deadline_from(ts: Option<libc::timespec>, absolute: bool, clock: i32) -> Opti
     let ts = ts?;
     let d = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
     let rel = if absolute {
-        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: clock_gettime writes one timespec.
         unsafe { libc::clock_gettime(clock, &mut now) };
         d.saturating_sub(Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
@@ -173,7 +186,13 @@ fn deadline_from(ts: Option<libc::timespec>, absolute: bool, clock: i32) -> Opti
     Instant::now().checked_add(rel)
 }
 
-fn wait(ctx: &mut Ctx<'_>, addr: u64, val: u32, deadline: Option<Instant>, bitset: u32) -> SysResult {
+fn wait(
+    ctx: &mut Ctx<'_>,
+    addr: u64,
+    val: u32,
+    deadline: Option<Instant>,
+    bitset: u32,
+) -> SysResult {
     if bitset == 0 {
         return err(libc::EINVAL);
     }
@@ -184,7 +203,10 @@ fn wait(ctx: &mut Ctx<'_>, addr: u64, val: u32, deadline: Option<Instant>, bitse
     let word = atomic_word(&proc.mem, addr).ok_or(Errno(libc::EFAULT))?;
     let w = Arc::new(Waiter {
         bitset,
-        state: Mutex::new(WaitState { woken: false, key: addr }),
+        state: Mutex::new(WaitState {
+            woken: false,
+            key: addr,
+        }),
         cv: Condvar::new(),
     });
     {
@@ -214,7 +236,11 @@ fn wait(ctx: &mut Ctx<'_>, addr: u64, val: u32, deadline: Option<Instant>, bitse
             Some(d) if now >= d => {
                 drop(s);
                 // Woken concurrently if we're no longer queued.
-                break if proc.futexes.remove(&proc.mem, &w) { err(libc::ETIMEDOUT) } else { Ok(0) };
+                break if proc.futexes.remove(&proc.mem, &w) {
+                    err(libc::ETIMEDOUT)
+                } else {
+                    Ok(0)
+                };
             }
             Some(d) => drop(w.cv.wait_timeout(s, d - now).unwrap()),
             None => drop(w.cv.wait(s).unwrap()),
@@ -224,7 +250,14 @@ fn wait(ctx: &mut Ctx<'_>, addr: u64, val: u32, deadline: Option<Instant>, bitse
     result
 }
 
-fn wake_op(ctx: &mut Ctx<'_>, addr: u64, nwake: u32, addr2: u64, nwake2: u32, val3: u32) -> SysResult {
+fn wake_op(
+    ctx: &mut Ctx<'_>,
+    addr: u64,
+    nwake: u32,
+    addr2: u64,
+    nwake2: u32,
+    val3: u32,
+) -> SysResult {
     let op = (val3 >> 28) & 0xf;
     let cmp = (val3 >> 24) & 0xf;
     let mut oparg = (val3 >> 12) & 0xfff;
@@ -276,12 +309,20 @@ pub fn futex(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
         }
         FUTEX_WAIT_BITSET => {
             let ts = read_timeout(ctx, timeout_or_val2)?;
-            let clock = if realtime { libc::CLOCK_REALTIME } else { libc::CLOCK_MONOTONIC };
+            let clock = if realtime {
+                libc::CLOCK_REALTIME
+            } else {
+                libc::CLOCK_MONOTONIC
+            };
             let dl = deadline_from(ts, true, clock);
             wait(ctx, addr, val, dl, val3 as u32)
         }
         FUTEX_WAKE | FUTEX_WAKE_BITSET => {
-            let bitset = if cmd == FUTEX_WAKE { u32::MAX } else { val3 as u32 };
+            let bitset = if cmd == FUTEX_WAKE {
+                u32::MAX
+            } else {
+                val3 as u32
+            };
             if bitset == 0 {
                 return err(libc::EINVAL);
             }
@@ -289,7 +330,12 @@ pub fn futex(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
                 return err(libc::EINVAL);
             }
             ctx.proc.mem.check(addr, 4)?;
-            Ok(u64::from(ctx.proc.futexes.wake(&ctx.proc.mem, addr, val, bitset)))
+            Ok(u64::from(ctx.proc.futexes.wake(
+                &ctx.proc.mem,
+                addr,
+                val,
+                bitset,
+            )))
         }
         FUTEX_REQUEUE | FUTEX_CMP_REQUEUE => {
             if addr % 4 != 0 || addr2 % 4 != 0 {

@@ -38,7 +38,13 @@ pub fn default_limits() -> BTreeMap<u32, (u64, u64)> {
     m.insert(libc::RLIMIT_STACK, (crate::vm::MAIN_STACK, inf));
     m.insert(libc::RLIMIT_NOFILE, (1024, 4096));
     m.insert(libc::RLIMIT_CORE, (0, inf));
-    m.insert(libc::RLIMIT_NPROC, (crate::layout::MAX_VCPUS as u64, crate::layout::MAX_VCPUS as u64));
+    m.insert(
+        libc::RLIMIT_NPROC,
+        (
+            crate::layout::MAX_VCPUS as u64,
+            crate::layout::MAX_VCPUS as u64,
+        ),
+    );
     m
 }
 
@@ -59,7 +65,11 @@ pub fn prlimit64(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     if new != 0 {
         let v: [u64; 2] = ctx.get(new)?;
         if v[0] > v[1] || v[1] > cur.1 {
-            return err(if v[0] > v[1] { libc::EINVAL } else { libc::EPERM });
+            return err(if v[0] > v[1] {
+                libc::EINVAL
+            } else {
+                libc::EPERM
+            });
         }
         limits.insert(res, (v[0], v[1]));
     }
@@ -70,7 +80,13 @@ pub fn getrandom(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     let len = a[1].min(1 << 25);
     let p = ctx.proc.mem.host_ptr(a[0], len)?;
     // SAFETY: `p..p+len` is checked guest memory.
-    let n = unsafe { libc::getrandom(p.cast(), len as usize, (a[2] as u32 & libc::GRND_NONBLOCK) as u32) };
+    let n = unsafe {
+        libc::getrandom(
+            p.cast(),
+            len as usize,
+            (a[2] as u32 & libc::GRND_NONBLOCK) as u32,
+        )
+    };
     if n < 0 {
         return Err(std::io::Error::last_os_error().into());
     }
@@ -197,7 +213,14 @@ pub fn sigaltstack(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
 fn fatal_by_default(sig: i32) -> bool {
     !matches!(
         sig,
-        libc::SIGCHLD | libc::SIGCONT | libc::SIGURG | libc::SIGWINCH | libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+        libc::SIGCHLD
+            | libc::SIGCONT
+            | libc::SIGURG
+            | libc::SIGWINCH
+            | libc::SIGSTOP
+            | libc::SIGTSTP
+            | libc::SIGTTIN
+            | libc::SIGTTOU
     )
 }
 

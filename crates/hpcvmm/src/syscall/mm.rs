@@ -93,7 +93,12 @@ pub fn mmap(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
 }
 
 pub fn munmap(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
-    ctx.proc.mm.lock().unwrap().unmap(a[0], a[1]).map_err(mm_errno)?;
+    ctx.proc
+        .mm
+        .lock()
+        .unwrap()
+        .unmap(a[0], a[1])
+        .map_err(mm_errno)?;
     Ok(0)
 }
 
@@ -113,7 +118,12 @@ pub fn mremap(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
         drop(mm);
         zero(ctx, &z)?;
         ctx.proc.mem.copy_within(old, at, old_len.min(new_len))?;
-        ctx.proc.mm.lock().unwrap().unmap(old, old_len).map_err(mm_errno)?;
+        ctx.proc
+            .mm
+            .lock()
+            .unwrap()
+            .unmap(old, old_len)
+            .map_err(mm_errno)?;
         return Ok(at);
     }
     let (at, z, copy) = ctx

@@ -102,7 +102,10 @@ impl Ctx<'_> {
         // SAFETY: T is Copy plain data for which every bit pattern is valid (libc structs of
         // integers); we fill all of its bytes.
         let bytes = unsafe {
-            std::slice::from_raw_parts_mut((&mut v as *mut T).cast::<u8>(), std::mem::size_of::<T>())
+            std::slice::from_raw_parts_mut(
+                (&mut v as *mut T).cast::<u8>(),
+                std::mem::size_of::<T>(),
+            )
         };
         self.proc.mem.read(addr, bytes)?;
         Ok(v)
@@ -124,7 +127,14 @@ pub fn dispatch(ctx: &mut Ctx<'_>, nr: u64, a: [u64; 6]) -> Option<SysResult> {
         SYS_open => fs::openat(ctx, [AT_FDCWD as u64, a[0], a[1], a[2], 0, 0]),
         SYS_creat => fs::openat(
             ctx,
-            [AT_FDCWD as u64, a[0], (O_CREAT | O_WRONLY | O_TRUNC) as u64, a[1], 0, 0],
+            [
+                AT_FDCWD as u64,
+                a[0],
+                (O_CREAT | O_WRONLY | O_TRUNC) as u64,
+                a[1],
+                0,
+                0,
+            ],
         ),
         SYS_openat => fs::openat(ctx, a),
         SYS_close => fs::close(ctx, a),
@@ -132,7 +142,14 @@ pub fn dispatch(ctx: &mut Ctx<'_>, nr: u64, a: [u64; 6]) -> Option<SysResult> {
         SYS_stat => fs::newfstatat(ctx, [AT_FDCWD as u64, a[0], a[1], 0, 0, 0]),
         SYS_lstat => fs::newfstatat(
             ctx,
-            [AT_FDCWD as u64, a[0], a[1], AT_SYMLINK_NOFOLLOW as u64, 0, 0],
+            [
+                AT_FDCWD as u64,
+                a[0],
+                a[1],
+                AT_SYMLINK_NOFOLLOW as u64,
+                0,
+                0,
+            ],
         ),
         SYS_newfstatat => fs::newfstatat(ctx, a),
         SYS_statx => fs::statx(ctx, a),

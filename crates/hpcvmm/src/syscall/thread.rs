@@ -7,7 +7,11 @@ use super::{err, futex, Ctx, SysResult};
 use crate::process::ThreadState;
 use crate::stats::{ExitReport, VcpuStats};
 
-const THREAD_FLAGS: u64 = (libc::CLONE_VM | libc::CLONE_FS | libc::CLONE_FILES | libc::CLONE_SIGHAND | libc::CLONE_THREAD) as u64;
+const THREAD_FLAGS: u64 = (libc::CLONE_VM
+    | libc::CLONE_FS
+    | libc::CLONE_FILES
+    | libc::CLONE_SIGHAND
+    | libc::CLONE_THREAD) as u64;
 
 struct CloneArgs {
     flags: u64,
@@ -43,7 +47,9 @@ pub fn clone3(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     let stack = if stack == 0 {
         0
     } else {
-        stack.checked_add(stack_size).ok_or(super::Errno(libc::EINVAL))?
+        stack
+            .checked_add(stack_size)
+            .ok_or(super::Errno(libc::EINVAL))?
     };
     do_clone(
         ctx,
@@ -126,10 +132,14 @@ fn do_clone(ctx: &mut Ctx<'_>, c: CloneArgs) -> SysResult {
     if crate::vcpu::set_entry(&vcpu, &regs, fs, f.gs_base).is_err() {
         return undo(libc::EAGAIN);
     }
-    if c.flags & libc::CLONE_PARENT_SETTID as u64 != 0 && proc.mem.write_u32(c.ptid, tid as u32).is_err() {
+    if c.flags & libc::CLONE_PARENT_SETTID as u64 != 0
+        && proc.mem.write_u32(c.ptid, tid as u32).is_err()
+    {
         return undo(libc::EFAULT);
     }
-    if c.flags & libc::CLONE_CHILD_SETTID as u64 != 0 && proc.mem.write_u32(c.ctid, tid as u32).is_err() {
+    if c.flags & libc::CLONE_CHILD_SETTID as u64 != 0
+        && proc.mem.write_u32(c.ctid, tid as u32).is_err()
+    {
         return undo(libc::EFAULT);
     }
     let core = index % ncpus;
@@ -137,7 +147,11 @@ fn do_clone(ctx: &mut Ctx<'_>, c: CloneArgs) -> SysResult {
         tid,
         vcpu: index,
         affinity: vec![core],
-        clear_child_tid: if c.flags & libc::CLONE_CHILD_CLEARTID as u64 != 0 { c.ctid } else { 0 },
+        clear_child_tid: if c.flags & libc::CLONE_CHILD_CLEARTID as u64 != 0 {
+            c.ctid
+        } else {
+            0
+        },
         robust_list: 0,
         sigmask: ctx.thread.sigmask,
         altstack: [0, 2, 0],
@@ -191,7 +205,9 @@ fn robust_cleanup(ctx: &mut Ctx<'_>) {
         return;
     }
     let mem = &ctx.proc.mem;
-    let Ok(offset) = mem.read_u64(head + 8) else { return };
+    let Ok(offset) = mem.read_u64(head + 8) else {
+        return;
+    };
     let pending = mem.read_u64(head + 16).unwrap_or(0);
     let tid = ctx.thread.tid as u32;
     let handle = |entry: u64| {
@@ -200,7 +216,11 @@ fn robust_cleanup(ctx: &mut Ctx<'_>) {
             let v = word.load(Ordering::SeqCst);
             if v & FUTEX_TID_MASK == tid {
                 let new = (v & FUTEX_WAITERS) | FUTEX_OWNER_DIED;
-                if word.compare_exchange(v, new, Ordering::SeqCst, Ordering::SeqCst).is_ok() && v & FUTEX_WAITERS != 0 {
+                if word
+                    .compare_exchange(v, new, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                    && v & FUTEX_WAITERS != 0
+                {
                     ctx.proc.futexes.wake(mem, uaddr, 1, u32::MAX);
                 }
             }
@@ -283,7 +303,9 @@ pub fn sched_setaffinity(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     let n = ctx.proc.cpus.len();
     let len = len.min(128);
     let bytes = ctx.proc.mem.read_vec(mask, len)?;
-    let set: Vec<usize> = (0..n).filter(|&i| bytes.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)).collect();
+    let set: Vec<usize> = (0..n)
+        .filter(|&i| bytes.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0))
+        .collect();
     if set.is_empty() {
         return err(libc::EINVAL);
     }

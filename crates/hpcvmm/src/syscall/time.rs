@@ -5,7 +5,10 @@ use std::time::Duration;
 use super::{err, Ctx, SysResult};
 
 fn host_clock(clock: i32) -> Result<libc::timespec, super::Errno> {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes one timespec; an invalid clock id returns EINVAL.
     let r = unsafe { libc::clock_gettime(clock, &mut ts) };
     if r != 0 {
@@ -38,7 +41,10 @@ pub fn clock_gettime(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
 pub fn clock_getres(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     let clock = check_clock(a[0] as i32)?;
     if a[1] != 0 {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: writes one timespec.
         unsafe { libc::clock_getres(clock, &mut ts) };
         ctx.put(a[1], &ts)?;

@@ -1,0 +1,396 @@
+//! `dualstack bench vmm`: the HPC VMM's own figures (issues 2 and 3), each measured side by
+//! side in one run: VM vs native runtime of compute-bound CG (1 and 2 threads), page faults
+//! during the run with hugetlb vs lazy memory, launch time, exits per system call, futex
+//! hand-off latency and the cost of a barrier.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use dualstack_hpcvmm::{Backing, HugePageSize, RunConfig, RunStats};
+use serde::Serialize;
+
+use crate::guests::{self, field, GuestSource};
+use crate::native::{run_native, run_vm, Outcome};
+use crate::stats::{summarize, Summary};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Repetitions of each timed comparison (interleaved native, VM, native, VM...).
+    pub reps: usize,
+    /// Host CPUs to use (the 2-thread runs use the first two).
+    pub cpus: Vec<usize>,
+    /// The `dualstack` executable, for timing `dualstack run` launches.
+    pub dualstack_exe: PathBuf,
+    /// CG grid edge and iteration cap.
+    pub cg_n: u32,
+    pub cg_iters: u32,
+    pub scratch: PathBuf,
+}
+
+/// Runtime of one program natively and in the VM.
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub what: String,
+    pub native_s: Summary,
+    pub vm_s: Summary,
+    /// Median of per-repetition VM/native ratios.
+    pub ratio: f64,
+    /// VM exits per second of guest compute.
+    pub vm_exits_per_s: f64,
+    pub vm_syscalls: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PageFaults {
+    /// Shadow/nested page faults (KVM pf_taken) while the program ran, hugetlb backing.
+    pub hugetlb_run: u64,
+    /// ... during launch (prefaulting every large page before the program starts).
+    pub hugetlb_launch: u64,
+    /// ... while the program ran, lazy 4 KiB backing (what a commodity VMM does).
+    pub lazy_run: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Latency {
+    pub native_us: Summary,
+    pub vm_us: Summary,
+    /// VM exits per operation (hand-off or barrier).
+    pub vm_exits_per_op: f64,
+}
+
+/// Everything `bench vmm` measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub reps: usize,
+    pub cpus: Vec<usize>,
+    pub cg_1thread: Comparison,
+    pub cg_2threads: Option<Comparison>,
+    pub page_faults: PageFaults,
+    /// Wall time of `dualstack run --memory 64M hello`, spawn to exit.
+    pub launch_ms: Summary,
+    pub exits_per_syscall: f64,
+    pub futex_handoff: Option<Latency>,
+    pub barrier: Option<Latency>,
+}
+
+/// Failure of the benchmark.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Guest(#[from] guests::GuestError),
+    #[error(transparent)]
+    Vmm(#[from] dualstack_hpcvmm::VmmError),
+    #[error(transparent)]
+    HugePages(#[from] dualstack_zones::hugepages::HugePageError),
+    #[error("{what} failed: {detail}")]
+    Run { what: String, detail: String },
+    #[error("cannot run {0}")]
+    Io(String, #[source] std::io::Error),
+}
+
+fn vm_config(
+    program: &Path,
+    args: &[String],
+    cpus: &[usize],
+    env: &[(String, String)],
+    backing: Backing,
+) -> RunConfig {
+    let mut argv = vec![program.display().to_string()];
+    argv.extend(args.iter().cloned());
+    let mut cfg = RunConfig::new(program, argv);
+    cfg.cpus = cpus.to_vec();
+    cfg.backing = backing;
+    cfg.memory = 512 << 20;
+    cfg.env = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    cfg.root = PathBuf::from("/tmp");
+    cfg
+}
+
+fn hugetlb() -> Backing {
+    Backing::Hugetlb {
+        page_size: HugePageSize::Size2M,
+        numa_node: None,
+    }
+}
+
+fn check(what: &str, o: &Outcome) -> Result<(), BenchError> {
+    if o.status != 0 {
+        let detail = match &o.stats {
+            Some(s) => format!("exit status {}: {:?}", o.status, s.exit),
+            None => format!("exit status {}", o.status),
+        };
+        return Err(BenchError::Run {
+            what: what.into(),
+            detail: format!("{detail}; output: {}", o.stdout.trim()),
+        });
+    }
+    Ok(())
+}
+
+fn time_of(what: &str, o: &Outcome, key: &str) -> Result<f64, BenchError> {
+    check(what, o)?;
+    field(&o.stdout, key).ok_or_else(|| BenchError::Run {
+        what: what.into(),
+        detail: format!("no {key}= in its output: {}", o.stdout.trim()),
+    })
+}
+
+fn compare(
+    what: &str,
+    g: &GuestSource,
+    args: &[String],
+    cpus: &[usize],
+    env: &[(String, String)],
+    o: &Options,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(Comparison, Vec<RunStats>), BenchError> {
+    let bin = guests::build(g, &guests::cache_dir())?;
+    let (mut native, mut vm, mut ratios, mut stats) = (vec![], vec![], vec![], vec![]);
+    for rep in 0..o.reps {
+        progress(&format!("{what}: repetition {}/{}", rep + 1, o.reps));
+        let n = run_native(&bin, args, cpus, env)
+            .map_err(|e| BenchError::Io(bin.display().to_string(), e))?;
+        let tn = time_of(what, &n, "time_s")?;
+        let v = run_vm(vm_config(&bin, args, cpus, env, hugetlb()), &o.scratch)?;
+        let tv = time_of(what, &v, "time_s")?;
+        native.push(tn);
+        vm.push(tv);
+        ratios.push(tv / tn);
+        stats.extend(v.stats);
+    }
+    let exits: f64 = stats.iter().map(|s| s.exits_total as f64).sum::<f64>() / stats.len() as f64;
+    let guest: f64 = stats.iter().map(|s| s.guest_wall_s).sum::<f64>() / stats.len() as f64;
+    let sys = stats.last().map(|s| s.syscalls_total).unwrap_or(0);
+    Ok((
+        Comparison {
+            what: what.into(),
+            native_s: summarize(&native),
+            vm_s: summarize(&vm),
+            ratio: summarize(&ratios).median,
+            vm_exits_per_s: exits / guest.max(1e-9),
+            vm_syscalls: sys,
+        },
+        stats,
+    ))
+}
+
+fn latency(
+    what: &str,
+    g: &GuestSource,
+    ops: u64,
+    cpus: &[usize],
+    o: &Options,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Latency, BenchError> {
+    let bin = guests::build(g, &guests::cache_dir())?;
+    let args = vec![ops.to_string()];
+    let env = vec![("OMP_NUM_THREADS".to_string(), cpus.len().to_string())];
+    let key = if g.name == "barrier" {
+        "us_per_barrier"
+    } else {
+        "us_per_handoff"
+    };
+    let ops_per_run = if g.name == "barrier" { ops } else { 2 * ops };
+    let (mut n, mut v, mut exits) = (vec![], vec![], vec![]);
+    for rep in 0..o.reps {
+        progress(&format!("{what}: repetition {}/{}", rep + 1, o.reps));
+        let a = run_native(&bin, &args, cpus, &env)
+            .map_err(|e| BenchError::Io(bin.display().to_string(), e))?;
+        n.push(time_of(what, &a, key)?);
+        let b = run_vm(vm_config(&bin, &args, cpus, &env, hugetlb()), &o.scratch)?;
+        v.push(time_of(what, &b, key)?);
+        if let Some(s) = &b.stats {
+            exits.push(s.exits_total as f64 / ops_per_run as f64);
+        }
+    }
+    Ok(Latency {
+        native_us: summarize(&n),
+        vm_us: summarize(&v),
+        vm_exits_per_op: summarize(&exits).median,
+    })
+}
+
+/// Run every VMM benchmark. `progress` receives one line per step.
+pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchError> {
+    std::fs::create_dir_all(&o.scratch)
+        .map_err(|e| BenchError::Io(o.scratch.display().to_string(), e))?;
+    // 512 MiB guests plus the 64 MiB launch runs, in 2 MiB pages; only the shortfall is added.
+    let _pages = crate::hugepages::Reservation::ensure_free_2m(256 + 32)?;
+    let one = vec![o.cpus[0]];
+    let cg_args = vec![o.cg_n.to_string(), o.cg_iters.to_string()];
+    let env1 = vec![("OMP_NUM_THREADS".to_string(), "1".to_string())];
+    let (cg1, _) = compare(
+        "CG, 1 thread",
+        &guests::CG,
+        &cg_args,
+        &one,
+        &env1,
+        o,
+        progress,
+    )?;
+    let two: Vec<usize> = o.cpus.iter().copied().take(2).collect();
+    let cg2 = if two.len() == 2 {
+        let env2 = vec![("OMP_NUM_THREADS".to_string(), "2".to_string())];
+        Some(
+            compare(
+                "CG (OpenMP), 2 threads",
+                &guests::CG,
+                &cg_args,
+                &two,
+                &env2,
+                o,
+                progress,
+            )?
+            .0,
+        )
+    } else {
+        None
+    };
+
+    progress("page faults: hugetlb vs lazy");
+    let cg = guests::build(&guests::CG, &guests::cache_dir())?;
+    let h = run_vm(vm_config(&cg, &cg_args, &one, &env1, hugetlb()), &o.scratch)?;
+    check("CG hugetlb", &h)?;
+    let l = run_vm(
+        vm_config(&cg, &cg_args, &one, &env1, Backing::Lazy),
+        &o.scratch,
+    )?;
+    check("CG lazy", &l)?;
+    let pf = |s: &Option<RunStats>, launch: bool| {
+        s.as_ref()
+            .and_then(|s| {
+                if launch {
+                    &s.kvm_vcpu_at_launch
+                } else {
+                    &s.kvm_vcpu_delta
+                }
+                .get("pf_taken")
+                .copied()
+            })
+            .unwrap_or(0)
+    };
+    let page_faults = PageFaults {
+        hugetlb_run: pf(&h.stats, false),
+        hugetlb_launch: pf(&h.stats, true),
+        lazy_run: pf(&l.stats, false),
+    };
+
+    progress("launch: dualstack run --memory 64M hello");
+    let hello = guests::build(&guests::HELLO, &guests::cache_dir())?;
+    let mut launch = vec![];
+    for _ in 0..o.reps.max(5) {
+        let t = Instant::now();
+        let out = Command::new(&o.dualstack_exe)
+            .args(["run", "--memory", "64M", "--clear-env", "--cpuset-cpus"])
+            .arg(o.cpus[0].to_string())
+            .arg("--")
+            .arg(&hello)
+            .output()
+            .map_err(|e| BenchError::Io(o.dualstack_exe.display().to_string(), e))?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        if !out.status.success() {
+            return Err(BenchError::Run {
+                what: "dualstack run hello".into(),
+                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        launch.push(ms);
+    }
+
+    progress("exits per system call");
+    let sl = guests::build(&guests::SYSLOOP, &guests::cache_dir())?;
+    let calls = 2000u64;
+    let base = run_vm(
+        vm_config(&sl, &["0".into()], &one, &[], hugetlb()),
+        &o.scratch,
+    )?;
+    let full = run_vm(
+        vm_config(&sl, &[calls.to_string()], &one, &[], hugetlb()),
+        &o.scratch,
+    )?;
+    check("sysloop", &full)?;
+    let exits = |x: &Outcome| x.stats.as_ref().map(|s| s.exits_total).unwrap_or(0);
+    let exits_per_syscall = (exits(&full) - exits(&base)) as f64 / calls as f64;
+
+    let (futex_handoff, barrier) = if two.len() == 2 {
+        (
+            Some(latency(
+                "futex hand-off",
+                &guests::FUTEXPP,
+                500,
+                &two,
+                o,
+                progress,
+            )?),
+            Some(latency(
+                "OpenMP barrier",
+                &guests::BARRIER,
+                2000,
+                &two,
+                o,
+                progress,
+            )?),
+        )
+    } else {
+        (None, None)
+    };
+    Ok(Report {
+        reps: o.reps,
+        cpus: o.cpus.clone(),
+        cg_1thread: cg1,
+        cg_2threads: cg2,
+        page_faults,
+        launch_ms: summarize(&launch),
+        exits_per_syscall,
+        futex_handoff,
+        barrier,
+    })
+}
+
+/// The report as the lines `bench vmm` prints.
+pub fn render(r: &Report) -> String {
+    let mut s = String::new();
+    let cmp = |c: &Comparison| {
+        format!(
+            "{:<24} native {:>7.3} s (cv {:.1}%)  VM {:>7.3} s (cv {:.1}%)  VM/native {:.3}  exits/s {:.1}\n",
+            c.what,
+            c.native_s.median,
+            c.native_s.cv * 100.0,
+            c.vm_s.median,
+            c.vm_s.cv * 100.0,
+            c.ratio,
+            c.vm_exits_per_s
+        )
+    };
+    s += &format!(
+        "HPC VMM benchmark: {} repetitions, cpus {:?}, medians\n",
+        r.reps, r.cpus
+    );
+    s += &cmp(&r.cg_1thread);
+    if let Some(c) = &r.cg_2threads {
+        s += &cmp(c);
+    }
+    s += &format!(
+        "page faults (pf_taken)   during run: hugetlb {}  lazy {}   (hugetlb prefaulted {} at launch)\n",
+        r.page_faults.hugetlb_run, r.page_faults.lazy_run, r.page_faults.hugetlb_launch
+    );
+    s += &format!(
+        "launch                   `dualstack run --memory 64M hello`: median {:.1} ms (min {:.1}, max {:.1})\n",
+        r.launch_ms.median, r.launch_ms.min, r.launch_ms.max
+    );
+    s += &format!("exits per system call    {:.3}\n", r.exits_per_syscall);
+    for (name, l) in [
+        ("futex hand-off", &r.futex_handoff),
+        ("OpenMP barrier", &r.barrier),
+    ] {
+        if let Some(l) = l {
+            s += &format!(
+                "{:<24} native {:>8.2} us  VM {:>8.2} us  VM exits per op {:.3}\n",
+                name, l.native_us.median, l.vm_us.median, l.vm_exits_per_op
+            );
+        }
+    }
+    s
+}
