@@ -320,7 +320,8 @@ impl HugePages {
             let after = read_pool(f);
             let added = after.saturating_sub(before);
             if added < n {
-                write_pool(f, read_pool(f) - added);
+                let cur = read_pool(f);
+                write_pool(f, cur - added);
                 return None;
             }
             Some(HugePages { added })
