@@ -345,15 +345,9 @@ fn bench(paths: &HostPaths, a: &BenchArgs) -> anyhow::Result<i32> {
         offline_memory: false,
     };
     let node = dualstack_zones::load_node(paths)?;
+    // Per step label: the sum over a round (many IRQs fold into one line), one entry per round.
     let mut steps: Vec<(String, Vec<f64>)> = Vec::new();
     let mut totals = Vec::new();
-    let add = |steps: &mut Vec<(String, Vec<f64>)>, label: &str, ms: f64| match steps
-        .iter_mut()
-        .find(|(l, _)| l == label)
-    {
-        Some((_, v)) => v.push(ms),
-        None => steps.push((label.to_string(), vec![ms])),
-    };
     for i in 0..a.rounds {
         let name = format!("bench-{}-{i}", std::process::id());
         let t = Instant::now();
@@ -361,51 +355,71 @@ fn bench(paths: &HostPaths, a: &BenchArgs) -> anyhow::Result<i32> {
         let tc = t.elapsed().as_secs_f64() * 1e3;
         let r = dualstack_zones::release(paths, &name)?;
         let total = t.elapsed().as_secs_f64() * 1e3;
-        add(&mut steps, "create (end to end)", tc);
-        add(&mut steps, "release (end to end)", total - tc);
+        let mut round: Vec<(String, f64)> = vec![
+            ("create, end to end".into(), tc),
+            ("release, end to end".into(), total - tc),
+        ];
         for (l, ms) in c.timings.0.iter().chain(r.timings.0.iter()) {
-            // Per-IRQ steps are many; fold them into one line.
+            let l = l.replace(&format!("zone-{name}"), "zone-Z");
             let l = if l.contains("smp_affinity_list") {
                 if l.starts_with("undo") {
-                    "undo irq affinities"
+                    "undo irq affinities".to_string()
                 } else {
-                    "irq affinities"
+                    "irq affinities".to_string()
                 }
             } else {
-                l.as_str()
+                l
             };
-            add(&mut steps, l, *ms);
+            match round.iter_mut().find(|(x, _)| *x == l) {
+                Some((_, v)) => *v += ms,
+                None => round.push((l, *ms)),
+            }
+        }
+        for (l, ms) in round {
+            match steps.iter_mut().find(|(x, _)| *x == l) {
+                Some((_, v)) => v.push(ms),
+                None => steps.push((l, vec![ms])),
+            }
         }
         totals.push(total);
     }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let min = |v: &[f64]| v.iter().copied().fold(f64::MAX, f64::min);
     if a.json {
         let out: Vec<_> = steps
             .iter()
-            .map(|(l, v)| serde_json::json!({"step": l, "mean_ms": mean(v), "samples": v.len()}))
+            .map(
+                |(l, v)| serde_json::json!({"step": l, "median_ms": median(v), "mean_ms": mean(v)}),
+            )
             .collect();
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "rounds": a.rounds, "round_trip_mean_ms": mean(&totals),
-                "round_trip_min_ms": totals.iter().cloned().fold(f64::MAX, f64::min),
+                "rounds": a.rounds,
+                "round_trip_median_ms": median(&totals),
+                "round_trip_mean_ms": mean(&totals),
+                "round_trip_min_ms": min(&totals),
                 "steps": out
             }))?
         );
     } else {
         println!(
-            "zone create + release, {} core(s) + {}, {} rounds",
+            "zone create + release, {} core(s) + {}, {} rounds (per round: median / mean ms)",
             a.cpus, a.memory, a.rounds
         );
         for (l, v) in &steps {
-            // Folded per-IRQ lines hold several samples per round.
-            let per_round = v.iter().sum::<f64>() / f64::from(a.rounds.max(1));
-            println!("  {per_round:8.3} ms  {l}");
+            println!("  {:8.3} {:8.3}  {l}", median(v), mean(v));
         }
         println!(
-            "  round trip: mean {:.3} ms, min {:.3} ms",
+            "  round trip: median {:.3} ms, mean {:.3} ms, min {:.3} ms",
+            median(&totals),
             mean(&totals),
-            totals.iter().cloned().fold(f64::MAX, f64::min)
+            min(&totals)
         );
     }
     Ok(0)

@@ -10,11 +10,14 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_dualstack");
 
+/// What a test compares before and after: path (or fact) -> content.
+type Watch = Box<dyn Fn(&Path) -> BTreeMap<String, String>>;
+
 struct Env {
     tmp: tempfile::TempDir,
     vars: Vec<(String, String)>,
     /// Files and directories to compare (real host: the instance dir, pool, fake files).
-    watch: Box<dyn Fn(&Path) -> BTreeMap<String, String>>,
+    watch: Watch,
 }
 
 fn read(p: &Path) -> String {

@@ -361,7 +361,9 @@ fn pick_cores(
         Some(asked) => vec![asked],
         None => node.numa_nodes.iter().map(|x| x.os_index).collect(),
     };
-    let mut best: Option<((u8, usize, u8, u32), Vec<u32>, Option<u32>)> = None;
+    // (score, chosen cores, whole package): lower scores are better.
+    type Candidate = ((u8, usize, u8, u32), Vec<u32>, Option<u32>);
+    let mut best: Option<Candidate> = None;
     for numa in candidates {
         let free = free_on(numa);
         if free.len() < n_us || (req.numa_node.is_none() && !mem_fits(numa)) {

@@ -93,7 +93,11 @@ fn spans_numa_nodes_only_when_needed() {
     assert_eq!(p.cpus.len(), 8);
     assert_eq!(p.numa_nodes, vec![0, 1]);
     assert!(p.notes.iter().any(|n| n.contains("spans")));
-    assert!(!p.cpus.contains(0), "CPU 0 stays for housekeeping: {}", p.cpus);
+    assert!(
+        !p.cpus.contains(0),
+        "CPU 0 stays for housekeeping: {}",
+        p.cpus
+    );
 }
 
 #[test]
@@ -139,8 +143,14 @@ fn memory_must_fit_on_the_node() {
     big.hugepage_kib = 1 << 20;
     assert_eq!(plan(&node, &[], &big).unwrap().hugepages, 3);
     big.hugepage_kib = 4;
-    assert_eq!(plan(&node, &[], &big).unwrap_err(), PlanError::BadPageSize(4));
-    assert_eq!(plan(&node, &[], &cores(1, 0)).unwrap_err(), PlanError::NoMemory);
+    assert_eq!(
+        plan(&node, &[], &big).unwrap_err(),
+        PlanError::BadPageSize(4)
+    );
+    assert_eq!(
+        plan(&node, &[], &cores(1, 0)).unwrap_err(),
+        PlanError::NoMemory
+    );
 }
 
 #[test]
@@ -160,7 +170,10 @@ fn explicit_lists_are_checked() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(plan(&node, &[], &cores(0, GIB)).unwrap_err(), PlanError::NoCores);
+    assert_eq!(
+        plan(&node, &[], &cores(0, GIB)).unwrap_err(),
+        PlanError::NoCores
+    );
 }
 
 #[test]
@@ -173,7 +186,10 @@ fn smt_siblings_are_never_split() {
     }
     let half = node.cores[1].pus.first().unwrap().to_string();
     let err = plan(&node, &[], &list(&half, GIB)).unwrap_err();
-    assert!(matches!(err, PlanError::SplitsCore { core: 1, .. }), "{err:?}");
+    assert!(
+        matches!(err, PlanError::SplitsCore { core: 1, .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("ask for"), "{err}");
 }
 

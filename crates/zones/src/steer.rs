@@ -201,6 +201,6 @@ pub fn memory_blocks(node_dir: &Path, memory_dir: &Path, numa: u32) -> (Vec<Path
         })
         .collect();
     // Highest blocks first: the kernel's own early allocations sit low.
-    blocks.sort_by(|a, b| b.0.cmp(&a.0));
+    blocks.sort_by_key(|b| std::cmp::Reverse(b.0));
     (blocks.into_iter().map(|(_, p)| p).collect(), block_size)
 }

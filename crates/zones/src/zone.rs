@@ -43,7 +43,7 @@ pub enum ZoneError {
         step: String,
         warnings: String,
         #[source]
-        source: StepError,
+        source: Box<StepError>,
     },
     #[error("journal: {0}")]
     Journal(#[from] StepError),
@@ -323,6 +323,7 @@ pub fn create(
     options: &ZoneOptions,
 ) -> Result<CreateReport, ZoneError> {
     check_name(name)?;
+    let t0 = Instant::now();
     let lock = StateLock::acquire(&paths.state_dir)?;
     recover_locked(paths, &lock)?;
     let conn = open_db(&paths.state_dir)?;
@@ -364,6 +365,7 @@ pub fn create(
     transition(&conn, &mut zone, ZoneState::Applying)?;
 
     let mut timings = Timings::default();
+    timings.push("lock + recover check + plan + record".into(), t0);
     match apply_all(paths, &conn, &mut zone, &mut timings) {
         Ok(()) => {
             transition(&conn, &mut zone, ZoneState::Active)?;
@@ -388,12 +390,14 @@ pub fn create(
                 } else {
                     format!(" (warnings: {})", warnings.join("; "))
                 },
-                source,
+                source: Box::new(source),
             })
         }
     }
 }
 
+// Internal, and the error path is the rare one: not worth boxing.
+#[allow(clippy::result_large_err)]
 /// Build and run every step of a create. Steps are built one at a time from the host's current
 /// values, so each records the exact old value it replaces.
 fn apply_all(
@@ -450,7 +454,7 @@ fn apply_all(
             {
                 steps.push(w("cpuset.cpu_exclusive", "1", None));
             } else {
-                zone.notes.push("cgroup v1: cpuset.cpu_exclusive needs an exclusive parent, which would deny every cpuset beside the instance any CPU; the zone is exclusive by construction (commodity shrunk, host tasks moved)".into());
+                zone.notes.push("cgroup v1: cpuset.cpu_exclusive needs an exclusive parent, which would deny every cpuset beside the instance any CPU; the zone's CPUs are kept to it by shrinking the commodity cpuset, sched_load_balance=0 and the host-tasks policy".into());
             }
             steps.push(w("cpuset.sched_load_balance", "0", None));
         }
