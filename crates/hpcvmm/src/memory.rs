@@ -137,10 +137,17 @@ pub enum MemoryError {
 }
 
 /// Guest physical memory: one region at GPA 0.
+///
+/// Accesses on the guest's behalf (system call arguments) are confined to the user range set
+/// with [`GuestMemory::restrict_to`]: the VMM's own structures (GDT, IDT, TSS, stubs, page
+/// tables) answer EFAULT like kernel addresses do on Linux. The `system_*` accessors are for
+/// the VMM itself.
 pub struct GuestMemory {
     region: GuestRegionMmap,
     size: u64,
     backing: Backing,
+    user_lo: u64,
+    user_hi: u64,
 }
 
 impl fmt::Debug for GuestMemory {
@@ -281,6 +288,8 @@ impl GuestMemory {
             region,
             size,
             backing,
+            user_lo: 0,
+            user_hi: size,
         })
     }
 
@@ -297,22 +306,56 @@ impl GuestMemory {
         self.region.as_ptr()
     }
 
-    /// Check that `[addr, addr+len)` lies inside guest memory.
+    /// From now on, guest-originated accesses must lie inside `[lo, hi)`.
+    pub fn restrict_to(&mut self, lo: u64, hi: u64) {
+        self.user_lo = lo.min(self.size);
+        self.user_hi = hi.min(self.size);
+    }
+
+    /// Check that `[addr, addr+len)` lies inside the guest's user memory.
     pub fn check(&self, addr: u64, len: u64) -> Result<(), Efault> {
+        match addr.checked_add(len) {
+            Some(end) if addr >= self.user_lo && end <= self.user_hi => Ok(()),
+            _ => Err(Efault { addr, len }),
+        }
+    }
+
+    fn check_system(&self, addr: u64, len: u64) -> Result<(), Efault> {
         match addr.checked_add(len) {
             Some(end) if end <= self.size => Ok(()),
             _ => Err(Efault { addr, len }),
         }
     }
 
-    /// Host pointer to `[addr, addr+len)`, bounds checked. The pointer stays valid as long as
-    /// `self` lives; the guest may change the bytes concurrently, so only hand it to copies
-    /// (host syscalls, volatile reads).
+    /// Host pointer to `[addr, addr+len)` of user memory, bounds checked. The pointer stays
+    /// valid as long as `self` lives; the guest may change the bytes concurrently, so only
+    /// hand it to copies (host syscalls, volatile reads).
     pub fn host_ptr(&self, addr: u64, len: u64) -> Result<*mut u8, Efault> {
         self.check(addr, len)?;
         // SAFETY: the range was checked to lie inside the mapping, so the offset stays inside
         // the same allocation.
         Ok(unsafe { self.host_base().add(addr as usize) })
+    }
+
+    /// Host pointer to any part of guest memory, for the VMM's own structures.
+    pub fn system_ptr(&self, addr: u64, len: u64) -> Result<*mut u8, Efault> {
+        self.check_system(addr, len)?;
+        // SAFETY: the range was checked to lie inside the mapping.
+        Ok(unsafe { self.host_base().add(addr as usize) })
+    }
+
+    /// Read a u64 anywhere in guest memory (VMM use: exception frames).
+    pub fn system_read_u64(&self, addr: u64) -> Result<u64, Efault> {
+        let p = self.system_ptr(addr, 8)?;
+        // SAFETY: 8 bytes inside the mapping; read_unaligned copes with any alignment.
+        Ok(unsafe { std::ptr::read_unaligned(p as *const u64) })
+    }
+
+    /// Read a u32 anywhere in guest memory (VMM use: stub counters).
+    pub fn system_read_u32(&self, addr: u64) -> Result<u32, Efault> {
+        let p = self.system_ptr(addr, 4)?;
+        // SAFETY: 4 bytes inside the mapping.
+        Ok(unsafe { std::ptr::read_unaligned(p as *const u32) })
     }
 
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Efault> {

@@ -461,11 +461,11 @@ pub fn run(proc: Arc<Process>, mut vcpu: VcpuFd, mut th: ThreadState) {
                     let mem = &proc.mem;
                     let sp = s.regs.rsp;
                     let (err, frame) = if layout::has_error_code(vector) {
-                        (mem.read_u64(sp).ok(), sp + 8)
+                        (mem.system_read_u64(sp).ok(), sp + 8)
                     } else {
                         (None, sp)
                     };
-                    let fault_rip = mem.read_u64(frame).unwrap_or(0);
+                    let fault_rip = mem.system_read_u64(frame).unwrap_or(0);
                     let report = exception_report(vector, err, s.sregs.cr2, fault_rip, &th);
                     proc.control.finish(ExitReport::Faulted(report));
                     proc.kick_all();

@@ -270,6 +270,11 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
         ))
     })?;
 
+    // Write the launch stub's entry slot, then confine guest-originated accesses to user memory.
+    let mut mem = mem;
+    mem.write_u64(layout::LAUNCH_ENTRY_SLOT, image.entry)
+        .map_err(|e| VmmError::Setup(e.to_string()))?;
+    mem.restrict_to(USER_START, stack_top);
     let (uname_release, hostname) = read_release();
     let stats_vm = KvmStatsFile::open(&vm);
     let vm_before = stats_vm.as_ref().map(|f| f.read()).unwrap_or_default();
@@ -311,9 +316,6 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
     vcpu::configure(&proc, &vcpu0, 0)?;
     // Start in the launch stub: it prefaults all usable memory (hugetlb backing only: a lazy,
     // commodity-style guest faults on demand), reports, then jumps to the program's entry.
-    proc.mem
-        .write_u64(layout::LAUNCH_ENTRY_SLOT, image.entry)
-        .map_err(|e| VmmError::Setup(e.to_string()))?;
     let prefault = matches!(cfg.backing, Backing::Hugetlb { .. });
     let regs = kvm_regs {
         rip: if prefault {
@@ -436,7 +438,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
         exits: BTreeMap::new(),
         exits_total: 0,
         syscalls_total: 0,
-        futex_wakes_without_exit: u64::from(proc.mem.read_u32(layout::FAST_COUNTERS).unwrap_or(0)),
+        futex_wakes_without_exit: u64::from(proc.mem.system_read_u32(layout::FAST_COUNTERS).unwrap_or(0)),
         syscalls: BTreeMap::new(),
         enosys: BTreeMap::new(),
         kvm_vm_before: vm_before,

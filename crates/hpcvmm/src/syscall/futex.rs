@@ -34,7 +34,12 @@ pub fn atomic_word(mem: &GuestMemory, addr: u64) -> Option<&AtomicU32> {
 /// fast path). Kept under the table lock, SeqCst on both sides: a waker's stub either sees the
 /// count raised or the waiter sees the waker's new futex value.
 fn bucket(mem: &GuestMemory, addr: u64) -> &AtomicU32 {
-    atomic_word(mem, crate::layout::futex_bucket(addr)).expect("bucket page lies in guest memory")
+    let p = mem
+        .system_ptr(crate::layout::futex_bucket(addr), 4)
+        .expect("bucket page lies in guest memory");
+    // SAFETY: 4-byte aligned (bucket slots are u32s in a page), inside guest memory that
+    // lives as long as `mem`; the guest only reads it.
+    unsafe { &*(p as *const AtomicU32) }
 }
 
 #[derive(Debug)]
