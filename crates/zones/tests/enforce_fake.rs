@@ -149,3 +149,69 @@ fn refused_optional_steps_are_reported_and_skipped() {
     release(p, "z").unwrap();
     assert_eq!(before, host.snapshot());
 }
+
+#[test]
+fn concurrent_creates_are_serialised_by_the_lock() {
+    let host = FakeHost::new(false);
+    let before = host.snapshot();
+    let zones: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = ["p", "q", "r"]
+            .into_iter()
+            .map(|n| {
+                let host = &host;
+                s.spawn(move || {
+                    create(
+                        &host.paths,
+                        &host.node,
+                        n,
+                        &req(3, 64),
+                        &ZoneOptions::default(),
+                    )
+                    .unwrap()
+                    .zone
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, a) in zones.iter().enumerate() {
+        for b in &zones[i + 1..] {
+            assert!(
+                a.cpus.is_disjoint(&b.cpus),
+                "{} and {} overlap",
+                a.cpus,
+                b.cpus
+            );
+        }
+    }
+    assert_eq!(
+        host.read(host.paths.commodity_dir().join("cpuset.cpus")),
+        "0-2"
+    );
+    for n in ["q", "p", "r"] {
+        release(&host.paths, n).unwrap();
+    }
+    assert_eq!(before, host.snapshot());
+}
+
+#[test]
+fn zones_of_an_earlier_boot_are_dropped_by_recovery() {
+    let host = FakeHost::new(true);
+    create(
+        &host.paths,
+        &host.node,
+        "old",
+        &req(1, 2),
+        &ZoneOptions::default(),
+    )
+    .unwrap();
+    // A reboot resets cgroups and huge pages: simulate it.
+    std::fs::write(
+        host.paths.procfs.join("sys/kernel/random/boot_id"),
+        "fake-boot-2\n",
+    )
+    .unwrap();
+    let r = dualstack_zones::recover(&host.paths).unwrap();
+    assert_eq!(r.dropped_stale, vec!["old".to_string()]);
+    assert!(list(&host.paths).unwrap().is_empty());
+}
