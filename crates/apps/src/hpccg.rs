@@ -21,8 +21,8 @@ pub const USAGE: &str = "\
 hpccg: conjugate gradients on a 27-point 3-D stencil (Mantevo HPCCG), weak scaling.
 
 Options:
-  --nx N --ny N --nz N   grid points per thread (default 100 100 100; small: 16 16 16)
-  --iterations N         CG iterations (default 150)";
+  --nx N --ny N --nz N   grid points per thread (default 80 80 80; small: 16 16 16)
+  --iterations N         CG iterations (default 300; small 150)";
 
 /// Problem parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,12 +40,14 @@ pub struct Config {
 impl Config {
     /// The preset for `size`.
     pub fn preset(size: Size) -> Self {
-        let n = size.pick(16, 100, 160);
+        // HPCCG's usual 150 iterations would need ~100^3 points per thread (370 MB) for the
+        // default run time; 80^3 (190 MB per thread) with 300 iterations keeps zones small.
+        let n = size.pick(16, 80, 128);
         Self {
             nx: n,
             ny: n,
             nz: n,
-            iterations: 150,
+            iterations: size.pick(150, 300, 150),
         }
     }
 

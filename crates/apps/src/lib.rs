@@ -14,6 +14,18 @@
 //! are spawned once and synchronise with spinning barriers ([`team`]), and fine-grained timing
 //! reads the TSC ([`timing`]); `clock_gettime` is called only at the two edges of the phase.
 //!
+//! # The apps at their default size
+//!
+//! | app | stands in for | default problem | memory | scaling |
+//! | --- | --- | --- | --- | --- |
+//! | `hpccg` | HPCCG | 80^3 points per thread, 300 CG iterations | ~190 MB per thread | weak |
+//! | `minife` | MiniFE | 80^3 hex8 elements, CG to 1e-10 (220 iterations) | ~190 MB | strong |
+//! | `minimd` | MiniMD / LAMMPS LJ | 24^3 fcc cells (55,296 atoms), 100 steps | ~40 MB | strong |
+//! | `amg` | AMG | 191^3 points, 12 V(2,2) cycles, 7 levels | ~200 MB | strong |
+//! | `phdmesh` | phdMesh | 16 gears, 65,536 boxes, 200 search steps | ~15 MB | strong |
+//! | `stream` | STREAM | 3 x 2^24 doubles, 40 repetitions | 384 MB | strong |
+//! | `fwq` | FWQ | 15,000 quanta of ~0.18 ms per thread | tiny | per thread |
+//!
 //! # Command line
 //!
 //! Every app takes `--threads N` (default: `available_parallelism`, i.e. the CPUs in its
