@@ -112,6 +112,8 @@ pub struct Process {
     pub control: Control,
     /// Host CPUs the run owns; vCPU i runs on cpus[i % len].
     pub cpus: Vec<usize>,
+    /// Whether vCPUs are pinned one per core (else they float over `cpus`).
+    pub pin_vcpus: bool,
     pub limits: Mutex<BTreeMap<u32, (u64, u64)>>,
     /// Guest-visible path of the program (AT_EXECFN, /proc/self/exe).
     pub exe_path: String,
@@ -132,6 +134,17 @@ pub const GUEST_PID: i32 = 1000;
 impl Process {
     pub fn pid(&self) -> i32 {
         GUEST_PID
+    }
+
+    /// Host CPUs a thread with guest-CPU affinity `affinity` runs on.
+    pub fn host_cpus_for(&self, affinity: &[usize]) -> Vec<usize> {
+        if !self.pin_vcpus {
+            return self.cpus.clone();
+        }
+        let mut v: Vec<usize> = affinity.iter().map(|&i| self.cpus[i % self.cpus.len()]).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 
     /// Count an -ENOSYS answer.

@@ -42,6 +42,10 @@ pub struct RunConfig {
     pub guest_page_size: Option<GuestPageSize>,
     /// Host CPUs the run owns; guest thread i runs on cpus[i % len].
     pub cpus: Vec<usize>,
+    /// Pin each vCPU to one core (the HPC VMM's way). When false every vCPU thread may run on
+    /// any of `cpus` and the host scheduler places it (a commodity VMM's way).
+    #[serde(default = "default_true")]
+    pub pin_vcpus: bool,
     /// Host directory the guest sees as `/`.
     pub root: PathBuf,
     /// Guest working directory at start.
@@ -71,6 +75,7 @@ impl RunConfig {
             },
             guest_page_size: None,
             cpus: crate::host_affinity().unwrap_or_else(|_| vec![0]),
+            pin_vcpus: true,
             root: PathBuf::from("."),
             cwd: "/".into(),
             timeout: None,
@@ -113,6 +118,10 @@ pub enum VmmError {
     Config(String),
     #[error("setting up guest memory failed: {0}")]
     Setup(String),
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
@@ -301,6 +310,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
         parked: Mutex::new(Vec::new()),
         control: Control::default(),
         cpus: cfg.cpus.clone(),
+        pin_vcpus: cfg.pin_vcpus,
         limits: Mutex::new(crate::syscall::misc::default_limits()),
         exe_path,
         guest_start: Mutex::new(None),

@@ -346,7 +346,7 @@ struct Flock {
 pub fn read(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     let f = ctx.proc.files.lock().unwrap().host_fd(a[0] as i32)?;
     let len = a[2].min(MAX_RW);
-    let p = ctx.proc.mem.host_ptr(a[1], len)?;
+    let p = ctx.user_ptr(a[1], len)?;
     // SAFETY: `p..p+len` is checked guest memory; read writes at most len bytes there.
     check(unsafe { libc::read(f.raw(), p.cast(), len as usize) } as libc::c_long)
 }
@@ -354,7 +354,7 @@ pub fn read(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
 pub fn write(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     let f = ctx.proc.files.lock().unwrap().host_fd(a[0] as i32)?;
     let len = a[2].min(MAX_RW);
-    let p = ctx.proc.mem.host_ptr(a[1], len)?;
+    let p = ctx.user_ptr(a[1], len)?;
     // SAFETY: `p..p+len` is checked guest memory; write only reads it.
     check(unsafe { libc::write(f.raw(), p.cast(), len as usize) } as libc::c_long)
 }
@@ -362,7 +362,7 @@ pub fn write(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
 pub fn pread64(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     let f = ctx.proc.files.lock().unwrap().host_fd(a[0] as i32)?;
     let len = a[2].min(MAX_RW);
-    let p = ctx.proc.mem.host_ptr(a[1], len)?;
+    let p = ctx.user_ptr(a[1], len)?;
     if (a[3] as i64) < 0 {
         return err(libc::EINVAL);
     }
@@ -373,7 +373,7 @@ pub fn pread64(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
 pub fn pwrite64(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     let f = ctx.proc.files.lock().unwrap().host_fd(a[0] as i32)?;
     let len = a[2].min(MAX_RW);
-    let p = ctx.proc.mem.host_ptr(a[1], len)?;
+    let p = ctx.user_ptr(a[1], len)?;
     if (a[3] as i64) < 0 {
         return err(libc::EINVAL);
     }
@@ -385,7 +385,7 @@ fn host_iovecs(ctx: &Ctx<'_>, addr: u64, count: u64) -> Result<Vec<libc::iovec>,
     if count > 1024 {
         return err(libc::EINVAL);
     }
-    let raw = ctx.proc.mem.read_vec(addr, count * 16)?;
+    let raw = ctx.read_user_vec(addr, count * 16)?;
     let mut total = 0u64;
     raw.chunks(16)
         .map(|c| {
@@ -401,7 +401,7 @@ fn host_iovecs(ctx: &Ctx<'_>, addr: u64, count: u64) -> Result<Vec<libc::iovec>,
             let p = if len == 0 {
                 std::ptr::null_mut()
             } else {
-                ctx.proc.mem.host_ptr(base, len)?
+                ctx.user_ptr(base, len)?
             };
             Ok(libc::iovec {
                 iov_base: p.cast(),
@@ -558,7 +558,7 @@ pub fn pipe2(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     if flags & !(libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_DIRECT) != 0 {
         return err(libc::EINVAL);
     }
-    ctx.proc.mem.check(a[0], 8)?;
+    ctx.check_user(a[0], 8)?;
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 writes two fds into our array.
     if unsafe {
@@ -704,7 +704,7 @@ pub fn newfstatat(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
 pub fn statx(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     let [dirfd, path, flags, mask, buf, _] = a;
     let path = ctx.path(path)?;
-    let p = ctx.proc.mem.host_ptr(buf, 256)?;
+    let p = ctx.user_ptr(buf, 256)?;
     let t = open_for_stat(ctx, dirfd, &path, flags as i32)?;
     let sync = flags as i32 & 0x6000; // AT_STATX_SYNC_TYPE
     t.statx(mask as u32, sync, p)
@@ -761,7 +761,7 @@ pub fn readlinkat(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
         buf
     };
     let n = target.len().min(a[3] as usize);
-    ctx.proc.mem.write(a[2], &target[..n])?;
+    ctx.write_user(a[2], &target[..n])?;
     Ok(n as u64)
 }
 
@@ -825,7 +825,7 @@ pub fn renameat2(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
 pub fn getdents64(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     let f = ctx.proc.files.lock().unwrap().host_fd(a[0] as i32)?;
     let len = a[2].min(MAX_RW);
-    let p = ctx.proc.mem.host_ptr(a[1], len)?;
+    let p = ctx.user_ptr(a[1], len)?;
     // SAFETY: getdents64 writes at most len bytes into checked guest memory.
     check(unsafe { libc::syscall(libc::SYS_getdents64, f.raw(), p, len as usize) })
 }
@@ -836,7 +836,7 @@ pub fn getcwd(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     if (a[1] as usize) < cwd.len() {
         return err(libc::ERANGE);
     }
-    ctx.proc.mem.write(a[0], &cwd)?;
+    ctx.write_user(a[0], &cwd)?;
     Ok(cwd.len() as u64)
 }
 
@@ -888,7 +888,7 @@ fn poll_common(ctx: &mut Ctx<'_>, addr: u64, nfds: u64, timeout_ms: i32) -> SysR
     if nfds > 1024 {
         return err(libc::EINVAL);
     }
-    let raw = ctx.proc.mem.read_vec(addr, nfds * 8)?;
+    let raw = ctx.read_user_vec(addr, nfds * 8)?;
     let mut host: Vec<libc::pollfd> = Vec::with_capacity(nfds as usize);
     let mut invalid = Vec::new();
     {

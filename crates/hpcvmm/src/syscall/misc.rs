@@ -78,7 +78,7 @@ pub fn prlimit64(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
 
 pub fn getrandom(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     let len = a[1].min(1 << 25);
-    let p = ctx.proc.mem.host_ptr(a[0], len)?;
+    let p = ctx.user_ptr(a[0], len)?;
     // SAFETY: `p..p+len` is checked guest memory.
     let n = unsafe {
         libc::getrandom(

@@ -81,35 +81,105 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// Read a path argument (NUL-terminated, at most PATH_MAX).
     pub fn path(&self, addr: u64) -> Result<Vec<u8>, Errno> {
-        if addr == 0 {
-            return err(libc::EFAULT);
-        }
-        Ok(self.proc.mem.read_cstr(addr, libc::PATH_MAX as usize - 1)?)
+        user_cstr(self.proc, addr, libc::PATH_MAX as usize - 1)
     }
 
-    /// Write a plain-data value to guest memory.
+    /// Check that `[addr, addr+len)` is guest user memory (see [`user_range`]).
+    pub fn check_user(&self, addr: u64, len: u64) -> Result<(), Errno> {
+        user_range(self.proc, addr, len)
+    }
+
+    /// Host pointer to the guest user buffer `[addr, addr+len)`; EFAULT unless all of it is
+    /// user memory. A zero-length buffer may be anywhere (Linux does not look at it).
+    pub fn user_ptr(&self, addr: u64, len: u64) -> Result<*mut u8, Errno> {
+        if len == 0 {
+            return Ok(self.proc.mem.host_base());
+        }
+        self.check_user(addr, len)?;
+        Ok(self.proc.mem.host_ptr(addr, len)?)
+    }
+
+    /// Copy bytes into guest user memory.
+    pub fn write_user(&self, addr: u64, bytes: &[u8]) -> Result<(), Errno> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.check_user(addr, bytes.len() as u64)?;
+        Ok(self.proc.mem.write(addr, bytes)?)
+    }
+
+    /// Copy bytes out of guest user memory.
+    pub fn read_user_vec(&self, addr: u64, len: u64) -> Result<Vec<u8>, Errno> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        self.check_user(addr, len)?;
+        Ok(self.proc.mem.read_vec(addr, len)?)
+    }
+
+    /// Write a plain-data value to guest user memory.
     pub fn put<T: Copy>(&self, addr: u64, v: &T) -> Result<(), Errno> {
         // SAFETY: T is Copy plain data (libc structs); viewing it as bytes is sound.
         let bytes = unsafe {
             std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
         };
-        Ok(self.proc.mem.write(addr, bytes)?)
+        self.write_user(addr, bytes)
     }
 
-    /// Read a plain-data value from guest memory.
+    /// Read a plain-data value from guest user memory.
     pub fn get<T: Copy + Default>(&self, addr: u64) -> Result<T, Errno> {
         let mut v = T::default();
+        self.check_user(addr, std::mem::size_of::<T>() as u64)?;
         // SAFETY: T is Copy plain data for which every bit pattern is valid (libc structs of
         // integers); we fill all of its bytes.
         let bytes = unsafe {
-            std::slice::from_raw_parts_mut(
-                (&mut v as *mut T).cast::<u8>(),
-                std::mem::size_of::<T>(),
-            )
+            std::slice::from_raw_parts_mut((&mut v as *mut T).cast::<u8>(), std::mem::size_of::<T>())
         };
         self.proc.mem.read(addr, bytes)?;
         Ok(v)
     }
+}
+
+/// Check that `[addr, addr+len)` lies in guest *user* memory: `[USER_START, usable_end)`.
+///
+/// Guest physical memory also holds the VMM's own structures, which the guest program cannot
+/// reach at CPL3 and which no system call may touch on its behalf: the null page, GDT, IDT,
+/// syscall/exception stubs, TSSs and exception stacks below `USER_START`, and the page tables
+/// above `usable_end`. Linux answers EFAULT for such pointers (unmapped or kernel pages), and
+/// so do we; letting `read()` or `fstat()` write there would let the guest rewrite its page
+/// tables or the syscall stub.
+pub fn user_range(proc: &Process, addr: u64, len: u64) -> Result<(), Errno> {
+    let end = addr.checked_add(len).ok_or(Errno(libc::EFAULT))?;
+    if addr < crate::layout::USER_START || end > proc.paging.usable_end {
+        return err(libc::EFAULT);
+    }
+    Ok(())
+}
+
+/// Read a NUL-terminated string of at most `max` bytes from guest user memory. A string that
+/// runs off the end of user memory is EFAULT, as on Linux.
+pub fn user_cstr(proc: &Process, addr: u64, max: usize) -> Result<Vec<u8>, Errno> {
+    user_range(proc, addr, 1)?;
+    let limit = proc.paging.usable_end;
+    let mut out = Vec::new();
+    let mut cur = addr;
+    while cur < limit {
+        let chunk = (256 - (cur % 256)).min(limit - cur);
+        let buf = proc.mem.read_vec(cur, chunk)?;
+        if let Some(pos) = buf.iter().position(|&b| b == 0) {
+            out.extend_from_slice(&buf[..pos]);
+            if out.len() > max {
+                return err(libc::ENAMETOOLONG);
+            }
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf);
+        if out.len() > max {
+            return err(libc::ENAMETOOLONG);
+        }
+        cur += chunk;
+    }
+    err(libc::EFAULT)
 }
 
 /// Serve system call `nr`. Unknown calls answer -ENOSYS (and are counted by the caller).
