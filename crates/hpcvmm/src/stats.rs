@@ -264,7 +264,7 @@ impl RunStats {
     pub fn summary(&self) -> String {
         let pf = self.kvm_vcpu_delta.get("pf_taken").copied().unwrap_or(0);
         format!(
-            "dualstack: {} {} | launch {:.1} ms, guest {:.3} s, wall {:.3} s | {} vCPU(s) on cpus {:?} | exits {} ({} syscalls, {} ENOSYS) | pf_taken {} | memory {} MiB {}",
+            "dualstack: {} {} | launch {:.1} ms, guest {:.3} s, wall {:.3} s | {} thread(s) on cpus {:?} | exits {} ({} syscalls, {} ENOSYS) | pf_taken {} | memory {} MiB {}",
             self.program,
             match &self.exit {
                 ExitReport::Exited { status } => format!("exited {status}"),

@@ -121,22 +121,25 @@ pub fn cpu_features(cpuid: &kvm_bindings::CpuId) -> CpuFeatures {
     }
 }
 
-/// Put a new vCPU into 64-bit user mode, with its own TSS and CPUID identity.
-pub fn configure(proc: &Process, vcpu: &VcpuFd, index: usize) -> Result<(), VcpuError> {
+/// Put a vCPU into 64-bit user mode, with its own TSS and CPUID identity. `fresh` is false
+/// for a parked vCPU being reused: it keeps its CPUID (KVM refuses to change CPUID once a
+/// vCPU has run).
+pub fn configure(proc: &Process, vcpu: &VcpuFd, index: usize, fresh: bool) -> Result<(), VcpuError> {
     if index >= MAX_VCPUS {
         return Err(VcpuError::TooMany);
     }
     let feat = cpu_features(&proc.cpuid);
-    let mut cpuid = proc.cpuid.clone();
-    for e in cpuid.as_mut_slice() {
-        match e.function {
-            1 => e.ebx = (e.ebx & 0x00ff_ffff) | ((index as u32) << 24),
-            0xb | 0x1f => e.edx = index as u32,
-            _ => {}
+    if fresh {
+        let mut cpuid = proc.cpuid.clone();
+        for e in cpuid.as_mut_slice() {
+            match e.function {
+                1 => e.ebx = (e.ebx & 0x00ff_ffff) | ((index as u32) << 24),
+                0xb | 0x1f => e.edx = index as u32,
+                _ => {}
+            }
         }
+        vcpu.set_cpuid2(&cpuid).map_err(kvm_err("set the vCPU's CPUID"))?;
     }
-    vcpu.set_cpuid2(&cpuid)
-        .map_err(kvm_err("set the vCPU's CPUID"))?;
 
     let msrs = Msrs::from_entries(&[
         kvm_msr_entry {

@@ -323,7 +323,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
     });
 
     let vcpu0 = proc.vm.create_vcpu(0).map_err(kvm_err("create vCPU 0"))?;
-    vcpu::configure(&proc, &vcpu0, 0)?;
+    vcpu::configure(&proc, &vcpu0, 0, true)?;
     // Start in the launch stub: it prefaults all usable memory (hugetlb backing only: a lazy,
     // commodity-style guest faults on demand), reports, then jumps to the program's entry.
     let prefault = matches!(cfg.backing, Backing::Hugetlb { .. });

@@ -84,7 +84,7 @@ pub fn getrandom(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
         libc::getrandom(
             p.cast(),
             len as usize,
-            (a[2] as u32 & libc::GRND_NONBLOCK) as u32,
+            a[2] as u32 & libc::GRND_NONBLOCK,
         )
     };
     if n < 0 {

@@ -106,14 +106,19 @@ fn do_clone(ctx: &mut Ctx<'_>, c: CloneArgs) -> SysResult {
         proc.threads.lock().unwrap().live -= 1;
         err(e)
     };
+    let fresh = parked.is_none();
     let vcpu = match parked {
         Some(v) => v,
         None => match proc.vm.create_vcpu(index as u64) {
             Ok(v) => v,
-            Err(_) => return undo(libc::EAGAIN),
+            Err(e) => {
+                tracing::warn!("clone: cannot create vCPU {index}: {e}");
+                return undo(libc::EAGAIN);
+            }
         },
     };
-    if crate::vcpu::configure(proc, &vcpu, index).is_err() {
+    if let Err(e) = crate::vcpu::configure(proc, &vcpu, index, fresh) {
+        tracing::warn!("clone: cannot configure vCPU {index}: {e}");
         return undo(libc::EAGAIN);
     }
     let f = ctx.frame;
@@ -129,7 +134,8 @@ fn do_clone(ctx: &mut Ctx<'_>, c: CloneArgs) -> SysResult {
     } else {
         f.fs_base
     };
-    if crate::vcpu::set_entry(&vcpu, &regs, fs, f.gs_base).is_err() {
+    if let Err(e) = crate::vcpu::set_entry(&vcpu, &regs, fs, f.gs_base) {
+        tracing::warn!("clone: cannot set vCPU {index}'s registers: {e}");
         return undo(libc::EAGAIN);
     }
     if c.flags & libc::CLONE_PARENT_SETTID as u64 != 0
