@@ -6,7 +6,12 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug, Clone)]
 pub struct GlobalOpts {
     /// Directory holding dualstack's state database and journal.
-    #[arg(long, global = true, env = "DUALSTACK_STATE_DIR", default_value = "/var/lib/dualstack")]
+    #[arg(
+        long,
+        global = true,
+        env = "DUALSTACK_STATE_DIR",
+        default_value = "/var/lib/dualstack"
+    )]
     pub state_dir: PathBuf,
     /// Log verbosity (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "warn")]
@@ -35,7 +40,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size (examples: 512M, 4G)"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (examples: 512M, 4G)"))?;
     let mul: u64 = match unit.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 1,
         "K" | "KB" | "KIB" => 1 << 10,
@@ -44,7 +51,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "T" | "TB" | "TIB" => 1 << 40,
         _ => return Err(format!("'{s}': unknown unit '{unit}' (use K, M, G or T)")),
     };
-    n.checked_mul(mul).ok_or_else(|| format!("'{s}' is too large"))
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("'{s}' is too large"))
 }
 
 /// Parse a CPU list such as `0-3,8,10-11`.
@@ -54,7 +62,9 @@ pub fn parse_cpu_list(s: &str) -> anyhow::Result<Vec<usize>> {
         let (a, b) = match part.split_once('-') {
             Some((a, b)) => (a.trim().parse::<usize>()?, b.trim().parse::<usize>()?),
             None => {
-                let v = part.parse::<usize>().map_err(|_| anyhow::anyhow!("'{s}' is not a CPU list (example: 0-3,8)"))?;
+                let v = part
+                    .parse::<usize>()
+                    .map_err(|_| anyhow::anyhow!("'{s}' is not a CPU list (example: 0-3,8)"))?;
                 (v, v)
             }
         };
@@ -80,6 +90,35 @@ pub fn apps_dir() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?; // target/release
     let target = dir.parent()?; // target
-    let candidate = target.join("x86_64-unknown-linux-gnu").join(dir.file_name()?);
+    let candidate = target
+        .join("x86_64-unknown-linux-gnu")
+        .join(dir.file_name()?);
     candidate.is_dir().then_some(candidate)
+}
+
+/// Roll back or finish half-done zone operations left by a killed dualstack, if a state
+/// database exists. Problems are reported, never fatal: the command itself may still work.
+pub fn recover_at_start(global: &GlobalOpts) {
+    if !global
+        .state_dir
+        .join(dualstack_zones::state::DB_FILE)
+        .exists()
+    {
+        return;
+    }
+    let report = dualstack_zones::HostPaths::from_env(&global.state_dir)
+        .map_err(anyhow::Error::from)
+        .and_then(|p| Ok(dualstack_zones::recover(&p)?));
+    match report {
+        Ok(r) if !r.is_clean() => eprintln!(
+            "dualstack: recovered from an interrupted operation: rolled back {:?}, finished releasing {:?}, dropped stale {:?}, removed {:?}",
+            r.rolled_back, r.finished_release, r.dropped_stale, r.removed_orphans
+        ),
+        Ok(r) => {
+            for w in r.warnings {
+                eprintln!("dualstack: warning: {w}");
+            }
+        }
+        Err(e) => eprintln!("dualstack: warning: could not check the zone journal: {e:#}"),
+    }
 }

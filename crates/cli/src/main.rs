@@ -43,6 +43,11 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     common::init_tracing(&cli.global);
+    // Every start brings the host back to a consistent state from the journal, in case an
+    // earlier dualstack was killed halfway (`recover` does this explicitly and reports).
+    if !matches!(cli.command, Command::Recover(_)) {
+        common::recover_at_start(&cli.global);
+    }
     let result = match cli.command {
         Command::Run(args) => cmd_run::run(args, &cli.global),
         Command::Node(args) => cmd_node::run(args, &cli.global),
