@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -97,6 +98,7 @@ static const long calls[] = {
 int main(int argc, char **argv) {
     rng = argc > 1 ? strtoull(argv[1], 0, 0) * 0x9e3779b97f4a7c15ULL + 1 : 42;
     long iters = argc > 2 ? atol(argv[2]) : 3000;
+    int trace = argc > 3; /* argv[3]: print every call before making it (debugging) */
     const char *execfn = (const char *)getauxval(AT_EXECFN);
     top = ((uintptr_t)execfn + strlen(execfn) + 1 + 8 + 4095) & ~(uintptr_t)4095;
     scratch = mmap(NULL, SCRATCH, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -140,9 +142,11 @@ int main(int argc, char **argv) {
         case SYS_getcwd: a[0] = ptr(); a[1] = slen(a[0], len()); break;
         case SYS_fchdir: case SYS_dup: case SYS_fsync: a[0] = fd(); break;
         case SYS_ioctl: a[0] = fd(); a[1] = 0x5401 + next() % 16; a[2] = ptr(); break;
-        case SYS_fcntl: a[0] = fd(); a[1] = next() % 40; a[2] = next() % 2 ? ptr() : num(); break;
+        case SYS_fcntl: a[0] = fd(); a[1] = next() % 40; a[2] = next() % 2 ? ptr() : num();
+            if (a[1] == F_SETFL) a[2] |= O_NONBLOCK;
+            break;
         case SYS_dup2: case SYS_dup3: a[0] = fd(); a[1] = fd(); a[2] = num(); break;
-        case SYS_pipe: a[0] = ptr(); break;
+        case SYS_pipe: nr = SYS_pipe2; a[0] = ptr(); a[1] = O_NONBLOCK; break; /* an empty blocking pipe would hang */
         case SYS_pipe2: a[0] = ptr(); a[1] = num() | O_NONBLOCK; break;
         case SYS_ftruncate: a[0] = fd(); a[1] = next() % 2 ? len() : num(); break;
         case SYS_poll: a[0] = next() % 2 ? ptr() : (uint64_t)iov; a[1] = next() % 4; a[2] = 0; break;
@@ -189,6 +193,7 @@ int main(int argc, char **argv) {
         case SYS_clock_gettime: case SYS_clock_getres: a[0] = next() % 2 ? next() % 12 : num(); a[1] = ptr(); break;
         default: break;
         }
+        if (trace) dprintf(report, "%ld: %ld(%#lx, %#lx, %#lx, %#lx, %#lx, %#lx)\n", i, nr, a[0], a[1], a[2], a[3], a[4], a[5]);
         long r = syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
         done++;
         if (r == -1) errors++;

@@ -76,7 +76,7 @@ int main(void) {
     P("sysinfo crossing", syscall(SYS_sysinfo, top - 16));
     P("rt_sigaction crossing", syscall(SYS_rt_sigaction, 10, top - 8, NULL, 8));
     P("prlimit64 old crossing", syscall(SYS_prlimit64, 0, 7, NULL, top - 8));
-    P("sched_getaffinity crossing", syscall(SYS_sched_getaffinity, 0, 128, top - 8));
+    P("sched_getaffinity crossing", syscall(SYS_sched_getaffinity, 0, 128, top - 4));
     /* path arguments */
     P("open NULL", syscall(SYS_openat, AT_FDCWD, NULL, O_RDONLY));
     P("open kernel ptr", syscall(SYS_openat, AT_FDCWD, kernel, O_RDONLY));
@@ -106,7 +106,7 @@ int main(void) {
     P("futex wait far, value differs", syscall(SYS_futex, &word, FUTEX_WAIT_PRIVATE, 8, &far));
     P("futex bad op", syscall(SYS_futex, &word, 99, 0));
     P("futex wake_bitset 0", syscall(SYS_futex, &word, FUTEX_WAKE_BITSET | FUTEX_PRIVATE_FLAG, 1, NULL, NULL, 0));
-    P("futex cmp_requeue to NULL", syscall(SYS_futex, &word, FUTEX_CMP_REQUEUE_PRIVATE, 1, 1, NULL, 7));
+    P("futex cmp_requeue unaligned", syscall(SYS_futex, &word, FUTEX_CMP_REQUEUE_PRIVATE, 1, 1, (char *)&word + 1, 7));
     P("futex wake_op on kernel", syscall(SYS_futex, &word, FUTEX_WAKE_OP_PRIVATE, 1, 1, kernel, 0));
     /* memory calls with absurd arguments */
     P("mmap huge", (long)syscall(SYS_mmap, NULL, 1UL << 62, 3, 0x22, -1, 0) < 0 ? -1 : 0);
