@@ -133,10 +133,12 @@ pub fn mremap(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
         .unwrap()
         .remap(old, old_len, new_len, flags & libc::MREMAP_MAYMOVE != 0)
         .map_err(mm_errno)?;
+    // Zero the dirty parts of the new range first: when the mapping moved, the copy lands in
+    // that range, and zeroing afterwards would wipe the contents just moved.
+    zero(ctx, &z)?;
     if let Some((from, to, len)) = copy {
         ctx.proc.mem.copy_within(from, to, len)?;
     }
-    zero(ctx, &z)?;
     Ok(at)
 }
 
