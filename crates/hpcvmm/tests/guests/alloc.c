@@ -18,6 +18,7 @@ int main(int argc, char **argv) {
     /* one big malloc, every page touched */
     unsigned char *p = malloc(big);
     printf("malloc big ok=%d\n", p != NULL);
+    if (!p) return 1;
     unsigned long s1 = 0, s2 = 0;
     for (size_t i = 0; i < big; i += 4096) { p[i] = (unsigned char)(i >> 12); s1 += p[i]; }
     for (size_t i = 0; i < big; i += 4096) s2 += p[i];
@@ -55,7 +56,9 @@ int main(int argc, char **argv) {
 
     /* mmap, mremap grow (contents kept, new part zero), shrink, munmap */
     size_t m = 32 << 20;
-    unsigned char *q = mmap(NULL, m, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    /* one page more than needed, then free that page: the blocker below has room */
+    unsigned char *q = mmap(NULL, m + 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    munmap(q + m, 4096);
     printf("mmap ok=%d aligned=%d zero=%d\n", q != MAP_FAILED, ((uintptr_t)q & 4095) == 0, all_zero(q, m));
     for (size_t i = 0; i < m; i += 4096) q[i] = 1 + (i >> 12) % 251;
     /* block in-place growth so mremap must move */
@@ -77,19 +80,23 @@ int main(int argc, char **argv) {
     memset(t, 9, 1 << 20);
     unsigned char *u = mmap(t + 65536, 65536, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
     printf("map fixed same=%d zero=%d neighbour kept=%d\n", u == t + 65536, all_zero(u, 65536), t[0] == 9 && t[131072] == 9);
-    printf("munmap middle=%d mprotect=%d\n", munmap(t + 4096, 4096), mprotect(t, 4096, PROT_READ));
+    int um = munmap(t + 4096, 4096);
+    printf("munmap middle=%d mprotect=%d\n", um, mprotect(t, 4096, PROT_READ));
     mprotect(t, 4096, PROT_READ | PROT_WRITE);
     /* MADV_DONTNEED on private anonymous memory reads back zero */
-    printf("madvise=%d zero after=%d\n", madvise(t + 8192, 8192, MADV_DONTNEED), all_zero(t + 8192, 8192));
+    int ma = madvise(t + 8192, 8192, MADV_DONTNEED);
+    printf("madvise=%d zero after=%d\n", ma, all_zero(t + 8192, 8192));
     munmap(t, 1 << 20);
     /* errors */
     errno = 0;
     void *huge = mmap(NULL, 1UL << 46, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     printf("mmap 64 TiB fails=%d ENOMEM=%d\n", huge == MAP_FAILED, errno == ENOMEM);
     errno = 0;
-    printf("mmap len 0=%d EINVAL=%d\n", mmap(NULL, 0, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == MAP_FAILED, errno == EINVAL);
+    int failed = mmap(NULL, 0, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == MAP_FAILED;
+    printf("mmap len 0=%d EINVAL=%d\n", failed, errno == EINVAL);
     errno = 0;
-    printf("munmap unaligned=%d EINVAL=%d\n", munmap((char *)t + 1, 4096), errno == EINVAL);
+    failed = munmap((char *)t + 1, 4096);
+    printf("munmap unaligned=%d EINVAL=%d\n", failed, errno == EINVAL);
     errno = 0;
     void *nul = malloc(1UL << 46);
     printf("malloc 64 TiB null=%d\n", nul == NULL);
