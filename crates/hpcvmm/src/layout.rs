@@ -46,7 +46,7 @@ pub const FAST_COUNTERS: u64 = 0x6000;
 pub const FUTEX_BUCKETS: u64 = 0x7000;
 pub const FUTEX_BUCKET_COUNT: u64 = 1024;
 /// RIP at a syscall exit (after the stub's `out`).
-pub const SYSCALL_EXIT_RIP: u64 = SYSCALL_STUB + 77;
+pub const SYSCALL_EXIT_RIP: u64 = SYSCALL_STUB + 112;
 
 /// Bucket of a futex address.
 pub fn futex_bucket(addr: u64) -> u64 {
@@ -206,7 +206,7 @@ pub fn build(mem: &GuestMemory, ps: GuestPageSize) -> Result<Paging, Efault> {
 
     write_gdt(mem)?;
     write_idt(mem)?;
-    write_stubs(mem)?;
+    write_stubs(mem, usable_end)?;
     for i in 0..MAX_VCPUS {
         write_tss(mem, i)?;
     }
@@ -268,95 +268,52 @@ fn write_idt(mem: &GuestMemory) -> Result<(), Efault> {
     Ok(())
 }
 
-fn write_stubs(mem: &GuestMemory) -> Result<(), Efault> {
-    // syscall entry. Fast path: FUTEX_WAKE(_BITSET) on an address whose bucket has no waiter
-    // returns 0 without leaving the guest (sysretq at CPL0 on VMX hosts, jmp rcx where
-    // syscall stayed at CPL3). Everything else: `out SYSCALL_PORT, al`, one exit; the VMM
-    // serves the call and resumes the guest at RCX itself, so the ud2 is never reached.
-    let rel = (FAST_COUNTERS as i64 - (SYSCALL_STUB as i64 + 54)) as i32;
+fn write_stubs(mem: &GuestMemory, usable_end: u64) -> Result<(), Efault> {
+    // syscall entry. Fast path: FUTEX_WAKE(_BITSET) with valid arguments (4-byte aligned
+    // address inside user memory, non-zero bitset) on an address whose bucket has no waiter
+    // returns 0 without leaving the guest (sysretq at CPL0 on VMX hosts, jmp rcx where syscall
+    // stayed at CPL3). Everything else, invalid arguments included: `out SYSCALL_PORT, al`,
+    // one exit; the VMM serves the call and resumes the guest at RCX itself, so the ud2 is
+    // never reached.
+    let rel = (FAST_COUNTERS as i64 - (SYSCALL_STUB as i64 + 89)) as i32;
     let r = rel.to_le_bytes();
-    let b = FUTEX_BUCKETS as u32;
-    let bb = b.to_le_bytes();
-    let stub: [u8; 79] = [
-        0x3d,
-        0xca,
-        0x00,
-        0x00,
-        0x00, //         0: cmp eax, 202 (futex)
-        0x75,
-        0x44, //                           5: jne slow (75)
-        0x89,
-        0xf0, //                           7: mov eax, esi
-        0x83,
-        0xe0,
-        0x7f, //                     9: and eax, 0x7f (strip PRIVATE/CLOCK flags)
-        0x83,
-        0xf8,
-        0x01, //                    12: cmp eax, FUTEX_WAKE
-        0x74,
-        0x05, //                          15: je wake (22)
-        0x83,
-        0xf8,
-        0x0a, //                    17: cmp eax, FUTEX_WAKE_BITSET
-        0x75,
-        0x30, //                          20: jne restore (70)
-        0x48,
-        0x89,
-        0xf8, //                    22: wake: mov rax, rdi
-        0x48,
-        0xc1,
-        0xe8,
-        0x02, //              25: shr rax, 2
-        0x25,
-        0xff,
-        0x03,
-        0x00,
-        0x00, //        29: and eax, 1023
-        0x0f,
-        0xae,
-        0xf0, //                    34: mfence (order the guest's store before the load)
-        0x83,
-        0x3c,
-        0x85,
-        bb[0],
-        bb[1],
-        bb[2],
-        bb[3],
-        0x00, // 37: cmp dword [rax*4 + BUCKETS], 0
-        0x75,
-        0x17, //                          45: jne restore (70)
-        0xf0,
-        0xff,
-        0x05,
-        r[0],
-        r[1],
-        r[2],
-        r[3], // 47: lock inc dword [rip + counters]
-        0x8c,
-        0xc8, //                          54: mov eax, cs
-        0xa8,
-        0x03, //                          56: test al, 3
-        0xb8,
-        0x00,
-        0x00,
-        0x00,
-        0x00, //        58: mov eax, 0 (woke nobody)
-        0x75,
-        0x03, //                          63: jnz user (68)
-        0x48,
-        0x0f,
-        0x07, //                    65: sysretq
-        0xff,
-        0xe1, //                          68: user: jmp rcx
-        0xb8,
-        0xca,
-        0x00,
-        0x00,
-        0x00, //        70: restore: mov eax, 202
-        0xe6,
-        SYSCALL_PORT as u8, //            75: slow: out SYSCALL_PORT, al
-        0x0f,
-        0x0b, //                          77: ud2
+    let bb = (FUTEX_BUCKETS as u32).to_le_bytes();
+    let lo = (USER_START as u32).to_le_bytes();
+    let hi = (usable_end - 3).to_le_bytes();
+    let stub: [u8; 114] = [
+        0x3d, 0xca, 0x00, 0x00, 0x00, //          0: cmp eax, 202 (futex)
+        0x75, 0x67, //                            5: jne slow (110)
+        0x89, 0xf0, //                            7: mov eax, esi
+        0x83, 0xe0, 0x7f, //                      9: and eax, 0x7f (strip PRIVATE/CLOCK flags)
+        0x83, 0xf8, 0x01, //                     12: cmp eax, FUTEX_WAKE
+        0x74, 0x0a, //                           15: je wake (27)
+        0x83, 0xf8, 0x0a, //                     17: cmp eax, FUTEX_WAKE_BITSET
+        0x75, 0x53, //                           20: jne restore (105)
+        0x45, 0x85, 0xc9, //                     22: test r9d, r9d (bitset)
+        0x74, 0x4e, //                           25: jz restore (EINVAL is the VMM's to say)
+        0x40, 0xf6, 0xc7, 0x03, //               27: wake: test dil, 3
+        0x75, 0x48, //                           31: jnz restore (unaligned)
+        0x48, 0x81, 0xff, lo[0], lo[1], lo[2], lo[3], // 33: cmp rdi, USER_START
+        0x72, 0x3f, //                           40: jb restore
+        0x48, 0xb8, hi[0], hi[1], hi[2], hi[3], hi[4], hi[5], hi[6], hi[7], // 42: mov rax, end-3
+        0x48, 0x39, 0xc7, //                     52: cmp rdi, rax
+        0x73, 0x30, //                           55: jae restore (outside user memory)
+        0x48, 0x89, 0xf8, //                     57: mov rax, rdi
+        0x48, 0xc1, 0xe8, 0x02, //               60: shr rax, 2
+        0x25, 0xff, 0x03, 0x00, 0x00, //         64: and eax, 1023
+        0x0f, 0xae, 0xf0, //                     69: mfence (order the guest's store before the load)
+        0x83, 0x3c, 0x85, bb[0], bb[1], bb[2], bb[3], 0x00, // 72: cmp dword [rax*4 + BUCKETS], 0
+        0x75, 0x17, //                           80: jne restore (105)
+        0xf0, 0xff, 0x05, r[0], r[1], r[2], r[3], // 82: lock inc dword [rip + counters]
+        0x8c, 0xc8, //                           89: mov eax, cs
+        0xa8, 0x03, //                           91: test al, 3
+        0xb8, 0x00, 0x00, 0x00, 0x00, //         93: mov eax, 0 (woke nobody)
+        0x75, 0x03, //                           98: jnz user (103)
+        0x48, 0x0f, 0x07, //                    100: sysretq
+        0xff, 0xe1, //                          103: user: jmp rcx
+        0xb8, 0xca, 0x00, 0x00, 0x00, //        105: restore: mov eax, 202
+        0xe6, SYSCALL_PORT as u8, //            110: slow: out SYSCALL_PORT, al
+        0x0f, 0x0b, //                          112: ud2
     ];
     let mut page = vec![0xccu8; 4096];
     page[..stub.len()].copy_from_slice(&stub);
