@@ -94,15 +94,20 @@ impl ProcessIdentity {
         match stat_state_and_start(proc_root, self.pid) {
             None => Liveness::Exited,
             Some((_, start)) if start != self.start_ticks => Liveness::Replaced,
+            // A zombie leader whose other threads still exit is still running (and still
+            // holds its cgroup); only a fully exited process counts as exited.
+            Some(('Z' | 'X', _)) if thread_count(proc_root, self.pid) > 1 => Liveness::Alive,
             Some(('Z' | 'X', _)) => {
                 reap(self.pid);
                 Liveness::Exited
             }
             Some(_) => match cmdline(proc_root, self.pid) {
                 Some(c) if c.contains(&self.cmdline_marker) => Liveness::Alive,
-                // A zombie has an empty command line; anything else is not ours.
-                Some(c) if c.is_empty() => Liveness::Exited,
-                _ => Liveness::Replaced,
+                // Right after exec the command line reads empty for a moment: same pid and
+                // start time, so it is still our process.
+                Some(c) if c.is_empty() => Liveness::Alive,
+                Some(_) => Liveness::Replaced,
+                None => Liveness::Exited,
             },
         }
     }
@@ -186,6 +191,11 @@ fn pidfd_open(pid: i32) -> Result<OwnedFd, ProcessError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Number of threads of `pid` still listed in `/proc/PID/task` (0 if it is gone).
+pub fn thread_count(proc_root: &Path, pid: i32) -> usize {
+    fs::read_dir(proc_root.join(pid.to_string()).join("task")).map_or(0, |d| d.count())
+}
+
 /// Reaps `pid` if it is an exited child of this process; harmless otherwise (ECHILD).
 pub fn reap(pid: i32) {
     let mut status = 0;
@@ -257,6 +267,13 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
+        // Right after exec the command line may read empty for a moment.
+        for _ in 0..200 {
+            if cmdline(proc_root, pid).is_some_and(|c| !c.is_empty()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let ident = ProcessIdentity::capture(proc_root, pid, "sleep 30").unwrap();
         assert_eq!(ident.liveness(proc_root), Liveness::Alive);
         // Same pid, different start time: treated as somebody else's process, never signalled.

@@ -192,5 +192,10 @@ fn overcommit_is_allowed_and_a_dead_qemu_shows_as_exited() {
     host.mgr.delete("over").unwrap();
     assert!(host.mgr.list().unwrap().is_empty());
     assert!(host.our_processes().is_empty());
-    assert!(!host.paths().commodity_dir().exists());
+    let procs = std::fs::read_to_string(host.paths().commodity_dir().join("cgroup.procs"))
+        .unwrap_or_default();
+    assert!(
+        !host.paths().commodity_dir().exists(),
+        "commodity cpuset left, holding {procs:?}"
+    );
 }

@@ -40,6 +40,15 @@ fn reused_pid_is_never_signalled_and_shows_as_exited() {
         .spawn()
         .unwrap();
     let pid = bystander.id() as i32;
+    // Right after exec the command line may read empty for a moment.
+    for _ in 0..200 {
+        if dualstack_commodity::process::cmdline(Path::new("/proc"), pid)
+            .is_some_and(|c| !c.is_empty())
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let real = ProcessIdentity::capture(Path::new("/proc"), pid, "sleep").unwrap();
     {
         let conn = dualstack_zones::open_db(&paths.state_dir).unwrap();
