@@ -15,6 +15,20 @@ fn mm_errno(e: MmError) -> super::Errno {
     })
 }
 
+/// Linux's TASK_SIZE on x86-64 (4-level paging): user addresses lie below it.
+const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+
+/// `len` rounded up to whole pages, if that neither wraps nor leaves user space from `addr`.
+/// Linux answers EINVAL for such ranges in munmap, madvise and mremap (before anything else
+/// happens: a wrapped length must not turn into "unmap everything above addr").
+fn user_len(addr: u64, len: u64) -> Result<u64, super::Errno> {
+    let l = len.checked_next_multiple_of(4096).ok_or(super::Errno(libc::EINVAL))?;
+    if l > TASK_SIZE || addr > TASK_SIZE - l {
+        return err(libc::EINVAL);
+    }
+    Ok(l)
+}
+
 fn zero(ctx: &Ctx<'_>, ranges: &[(u64, u64)]) -> Result<(), super::Errno> {
     for &(s, e) in ranges {
         ctx.proc.mem.zero(s, e - s)?;
@@ -93,6 +107,7 @@ pub fn mmap(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
 }
 
 pub fn munmap(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
+    user_len(a[0], a[1])?;
     ctx.proc
         .mm
         .lock()
@@ -105,6 +120,11 @@ pub fn munmap(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
 pub fn mremap(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     let [old, old_len, new_len, flags, new_addr, _] = a;
     let flags = flags as i32;
+    if new_len == 0 {
+        return err(libc::EINVAL);
+    }
+    user_len(old, old_len)?;
+    user_len(0, new_len)?;
     if flags & libc::MREMAP_FIXED != 0 {
         // Move to a fixed place: map there (replacing), copy, unmap the old range.
         if flags & libc::MREMAP_MAYMOVE == 0 {
@@ -157,7 +177,7 @@ pub fn madvise(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     if addr % 4096 != 0 {
         return err(libc::EINVAL);
     }
-    let len = len.next_multiple_of(4096);
+    let len = user_len(addr, len)?;
     if advice as i32 == libc::MADV_DONTNEED {
         // Anonymous private memory reads back as zero afterwards.
         if !ctx.proc.mm.lock().unwrap().is_mapped(addr, len.max(1)) {
