@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/auxv.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -111,6 +112,19 @@ int main(void) {
     /* memory calls with absurd arguments */
     P("mmap huge", (long)syscall(SYS_mmap, NULL, 1UL << 62, 3, 0x22, -1, 0) < 0 ? -1 : 0);
     P("munmap unaligned", syscall(SYS_munmap, 1, 4096));
+    char *pg = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    P("munmap len ~0", syscall(SYS_munmap, pg, ~0UL));
+    P("munmap len 1<<62", syscall(SYS_munmap, pg, 1UL << 62));
+    P("munmap len 0", syscall(SYS_munmap, pg, 0));
+    P("madvise len ~0", syscall(SYS_madvise, pg, ~0UL, MADV_DONTNEED));
+    P("madvise len 1<<62", syscall(SYS_madvise, pg, 1UL << 62, MADV_DONTNEED));
+    P("mprotect len ~0", syscall(SYS_mprotect, pg, ~0UL, 3));
+    P("mremap new_len ~0", syscall(SYS_mremap, pg, 4096, ~0UL, MREMAP_MAYMOVE) == -1 ? -1 : 0);
+    P("mremap new_len 0", syscall(SYS_mremap, pg, 4096, 0, MREMAP_MAYMOVE) == -1 ? -1 : 0);
+    P("mmap len ~0", syscall(SYS_mmap, NULL, ~0UL, 3, 0x22, -1, 0) == -1 ? -1 : 0);
+    P("mmap fixed at kernel", syscall(SYS_mmap, 0xffff800000000000UL, 4096, 3, 0x32, -1, 0) == -1 ? -1 : 0);
+    pg[0] = 1; /* still mapped after all that */
+    P("munmap page", syscall(SYS_munmap, pg, 4096));
     P("mremap unaligned", syscall(SYS_mremap, 3, 4096, 8192, 0));
     P("madvise unaligned", syscall(SYS_madvise, 5, 4096, 4));
     P("mprotect unaligned", syscall(SYS_mprotect, 7, 4096, 3));
