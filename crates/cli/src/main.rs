@@ -41,6 +41,10 @@ enum Command {
 }
 
 fn main() {
+    // Die quietly on a closed pipe (`dualstack vm list --json | head`), like other CLI tools,
+    // instead of panicking in println!.
+    // SAFETY: resetting SIGPIPE to its default action before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     common::init_tracing(&cli.global);
     // Every start brings the host back to a consistent state from the journal, in case an
