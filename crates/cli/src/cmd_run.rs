@@ -61,6 +61,9 @@ pub struct RunArgs {
     /// Start the guest with an empty environment (plus --env).
     #[arg(long)]
     pub clear_env: bool,
+    /// Serve every clock read as a system call (no vDSO).
+    #[arg(long)]
+    pub no_vdso: bool,
     /// Write the run's statistics as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub stats: Option<PathBuf>,
@@ -71,7 +74,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
     /// The program and its arguments.
-    #[arg(trailing_var_arg = true, required = true, value_name = "PROGRAM [ARGS]...")]
+    #[arg(
+        trailing_var_arg = true,
+        required = true,
+        value_name = "PROGRAM [ARGS]..."
+    )]
     pub program: Vec<String>,
 }
 
@@ -81,7 +88,10 @@ pub fn resolve_program(name: &str) -> PathBuf {
     if name.contains('/') || p.exists() {
         return p;
     }
-    crate::common::apps_dir().map(|d| d.join(name)).filter(|c| c.exists()).unwrap_or(p)
+    crate::common::apps_dir()
+        .map(|d| d.join(name))
+        .filter(|c| c.exists())
+        .unwrap_or(p)
 }
 
 pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
@@ -105,7 +115,8 @@ pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
         PageSizeArg::M2 => GuestPageSize::Size2M,
         PageSizeArg::G1 => GuestPageSize::Size1G,
     });
-    let allowed = dualstack_hpcvmm::host_affinity().context("reading this process's CPU affinity")?;
+    let allowed =
+        dualstack_hpcvmm::host_affinity().context("reading this process's CPU affinity")?;
     cfg.cpus = match (&args.cpuset_cpus, args.cpus) {
         (Some(list), _) => {
             let cpus = parse_cpu_list(list)?;
@@ -116,7 +127,10 @@ pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
         }
         (None, Some(n)) => {
             if n == 0 || n > allowed.len() {
-                anyhow::bail!("--cpus {n}: this process may use {} CPUs ({allowed:?})", allowed.len());
+                anyhow::bail!(
+                    "--cpus {n}: this process may use {} CPUs ({allowed:?})",
+                    allowed.len()
+                );
             }
             allowed[..n].to_vec()
         }
@@ -137,6 +151,7 @@ pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
         cfg.env.push(e.clone());
     }
     cfg.timeout = args.timeout.map(Duration::from_secs_f64);
+    cfg.vdso = !args.no_vdso;
     Ok(cfg)
 }
 
@@ -172,9 +187,13 @@ pub fn report(
             eprintln!(" (thread {}, vCPU {})", f.tid, f.vcpu);
         }
         ExitReport::TimedOut { after_s } => {
-            eprintln!("dualstack: guest did not finish within --timeout; stopped after {after_s:.2} s");
+            eprintln!(
+                "dualstack: guest did not finish within --timeout; stopped after {after_s:.2} s"
+            );
         }
-        ExitReport::VmmError { message } => eprintln!("dualstack: VMM error while the guest ran: {message}"),
+        ExitReport::VmmError { message } => {
+            eprintln!("dualstack: VMM error while the guest ran: {message}")
+        }
         ExitReport::Exited { .. } => {}
     }
     if summary {
@@ -182,7 +201,8 @@ pub fn report(
     }
     if let Some(path) = json {
         let text = serde_json::to_string_pretty(stats)?;
-        std::fs::write(path, text).with_context(|| format!("writing statistics to {}", path.display()))?;
+        std::fs::write(path, text)
+            .with_context(|| format!("writing statistics to {}", path.display()))?;
     }
     Ok(())
 }

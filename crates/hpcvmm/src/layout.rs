@@ -66,11 +66,11 @@ pub const LAUNCH_PORT: u16 = 0xf2;
 /// program's entry point (stored at [`LAUNCH_ENTRY_SLOT`]).
 pub const LAUNCH_STUB: u64 = SYSCALL_STUB + 0x100;
 /// Where the launch stub skips the prefault loop (lazy backing: nothing is prefaulted).
-pub const LAUNCH_STUB_NO_PREFAULT: u64 = LAUNCH_STUB + 19;
+pub const LAUNCH_STUB_NO_PREFAULT: u64 = LAUNCH_STUB + 35;
 /// RIP at the launch exit.
-pub const LAUNCH_EXIT_RIP: u64 = LAUNCH_STUB + 21;
+pub const LAUNCH_EXIT_RIP: u64 = LAUNCH_STUB + 37;
 /// 8-byte slot holding the program entry point.
-pub const LAUNCH_ENTRY_SLOT: u64 = LAUNCH_STUB + 34;
+pub const LAUNCH_ENTRY_SLOT: u64 = LAUNCH_STUB + 50;
 /// Where the prefault loop starts: the fast-path counter page, then every 2 MiB page above.
 pub const PREFAULT_START: u64 = FAST_COUNTERS;
 
@@ -189,7 +189,11 @@ pub fn build(mem: &GuestMemory, ps: GuestPageSize) -> Result<Paging, Efault> {
                     P | RW | US
                 } else if addr == 0 {
                     0 // null page
-                } else if addr == SYSCALL_STUB || addr == FUTEX_BUCKETS {
+                } else if addr == SYSCALL_STUB
+                    || addr == FUTEX_BUCKETS
+                    || addr == crate::vdso::VDSO_ADDR
+                    || addr == crate::vdso::VVAR_ADDR
+                {
                     P | US // user may execute the syscall stub and read buckets, not write
                 } else if addr == FAST_COUNTERS {
                     P | RW | US
@@ -280,6 +284,7 @@ fn write_stubs(mem: &GuestMemory, usable_end: u64) -> Result<(), Efault> {
     let bb = (FUTEX_BUCKETS as u32).to_le_bytes();
     let lo = (USER_START as u32).to_le_bytes();
     let hi = (usable_end - 3).to_le_bytes();
+    #[rustfmt::skip]
     let stub: [u8; 114] = [
         0x3d, 0xca, 0x00, 0x00, 0x00, //          0: cmp eax, 202 (futex)
         0x75, 0x67, //                            5: jne slow (110)
@@ -318,41 +323,22 @@ fn write_stubs(mem: &GuestMemory, usable_end: u64) -> Result<(), Efault> {
     let mut page = vec![0xccu8; 4096];
     page[..stub.len()].copy_from_slice(&stub);
     let fb = (FUTEX_BUCKETS as u32).to_le_bytes();
-    let launch: [u8; 34] = [
-        0x80,
-        0x3c,
-        0x25,
-        fb[0],
-        fb[1],
-        fb[2],
-        fb[3],
-        0x00, // 0: cmp byte [BUCKETS], 0 (read-only page)
-        0x80,
-        0x0f,
-        0x00, // 8:  or byte [rdi], 0
-        0x4c,
-        0x01,
-        0xc7, // 11: add rdi, r8
-        0x48,
-        0x39,
-        0xf7, // 14: cmp rdi, rsi
-        0x72,
-        0xf5, //       17: jb 8
-        0xe6,
-        LAUNCH_PORT as u8, // 19: out LAUNCH_PORT, al
-        0x31,
-        0xff, //       21: xor edi, edi
-        0x31,
-        0xf6, //       23: xor esi, esi
-        0x45,
-        0x31,
-        0xc0, // 25: xor r8d, r8d
-        0xff,
-        0x25,
-        0x00,
-        0x00,
-        0x00,
-        0x00, // 28: jmp [rip+0] -> entry slot
+    let vd = (crate::vdso::VDSO_ADDR as u32).to_le_bytes();
+    let vv = (crate::vdso::VVAR_ADDR as u32).to_le_bytes();
+    #[rustfmt::skip]
+    let launch: [u8; 50] = [
+        0x80, 0x3c, 0x25, fb[0], fb[1], fb[2], fb[3], 0x00, // 0: cmp byte [BUCKETS], 0 (read-only pages)
+        0x80, 0x3c, 0x25, vd[0], vd[1], vd[2], vd[3], 0x00, // 8: cmp byte [VDSO], 0
+        0x80, 0x3c, 0x25, vv[0], vv[1], vv[2], vv[3], 0x00, // 16: cmp byte [VVAR], 0
+        0x80, 0x0f, 0x00, // 24: or byte [rdi], 0
+        0x4c, 0x01, 0xc7, // 27: add rdi, r8
+        0x48, 0x39, 0xf7, // 30: cmp rdi, rsi
+        0x72, 0xf5, //       33: jb 24
+        0xe6, LAUNCH_PORT as u8, // 35: out LAUNCH_PORT, al
+        0x31, 0xff, //       37: xor edi, edi
+        0x31, 0xf6, //       39: xor esi, esi
+        0x45, 0x31, 0xc0, // 41: xor r8d, r8d
+        0xff, 0x25, 0x00, 0x00, 0x00, 0x00, // 44: jmp [rip+0] -> entry slot
     ];
     let o = (LAUNCH_STUB - SYSCALL_STUB) as usize;
     page[o..o + launch.len()].copy_from_slice(&launch);

@@ -18,6 +18,7 @@ pub mod stats;
 mod sys;
 pub mod syscall;
 pub mod vcpu;
+pub mod vdso;
 mod vm;
 
 pub use layout::GuestPageSize;

@@ -141,7 +141,10 @@ impl Process {
         if !self.pin_vcpus {
             return self.cpus.clone();
         }
-        let mut v: Vec<usize> = affinity.iter().map(|&i| self.cpus[i % self.cpus.len()]).collect();
+        let mut v: Vec<usize> = affinity
+            .iter()
+            .map(|&i| self.cpus[i % self.cpus.len()])
+            .collect();
         v.sort_unstable();
         v.dedup();
         v

@@ -5,6 +5,7 @@ use crate::elf::LoadedImage;
 use crate::memory::{Efault, GuestMemory};
 
 pub const AT_NULL: u64 = 0;
+pub const AT_IGNORE: u64 = 1;
 pub const AT_PHDR: u64 = 3;
 pub const AT_PHENT: u64 = 4;
 pub const AT_PHNUM: u64 = 5;
@@ -23,6 +24,7 @@ pub const AT_SECURE: u64 = 23;
 pub const AT_RANDOM: u64 = 25;
 pub const AT_HWCAP2: u64 = 26;
 pub const AT_EXECFN: u64 = 31;
+pub const AT_SYSINFO_EHDR: u64 = 33;
 pub const AT_MINSIGSTKSZ: u64 = 51;
 
 /// Everything that goes on the initial stack.
@@ -35,6 +37,8 @@ pub struct StackSpec<'a> {
     pub hwcap2: u64,
     pub ids: [u64; 4],
     pub random: [u8; 16],
+    /// Address of the vDSO image, if the guest gets one.
+    pub vdso: Option<u64>,
 }
 
 /// Build the stack below `top`; returns the initial RSP (pointing at argc).
@@ -67,7 +71,12 @@ pub fn build(mem: &GuestMemory, top: u64, spec: &StackSpec<'_>) -> Result<u64, E
     mem.write(random, &spec.random)?;
 
     let img = spec.image;
-    let auxv: [(u64, u64); 20] = [
+    let vdso = match spec.vdso {
+        Some(a) => (AT_SYSINFO_EHDR, a),
+        None => (AT_IGNORE, 0),
+    };
+    let auxv: [(u64, u64); 21] = [
+        vdso,
         (AT_HWCAP, spec.hwcap),
         (AT_PAGESZ, 4096),
         (AT_CLKTCK, 100),
@@ -142,6 +151,7 @@ mod tests {
             hwcap2: 2,
             ids: [0, 0, 0, 0],
             random: [7; 16],
+            vdso: Some(0x70000),
         };
         let sp = build(&mem, 4 << 20, &spec).unwrap();
         assert_eq!(sp % 16, 0);

@@ -124,7 +124,12 @@ pub fn cpu_features(cpuid: &kvm_bindings::CpuId) -> CpuFeatures {
 /// Put a vCPU into 64-bit user mode, with its own TSS and CPUID identity. `fresh` is false
 /// for a parked vCPU being reused: it keeps its CPUID (KVM refuses to change CPUID once a
 /// vCPU has run).
-pub fn configure(proc: &Process, vcpu: &VcpuFd, index: usize, fresh: bool) -> Result<(), VcpuError> {
+pub fn configure(
+    proc: &Process,
+    vcpu: &VcpuFd,
+    index: usize,
+    fresh: bool,
+) -> Result<(), VcpuError> {
     if index >= MAX_VCPUS {
         return Err(VcpuError::TooMany);
     }
@@ -138,7 +143,8 @@ pub fn configure(proc: &Process, vcpu: &VcpuFd, index: usize, fresh: bool) -> Re
                 _ => {}
             }
         }
-        vcpu.set_cpuid2(&cpuid).map_err(kvm_err("set the vCPU's CPUID"))?;
+        vcpu.set_cpuid2(&cpuid)
+            .map_err(kvm_err("set the vCPU's CPUID"))?;
     }
 
     let msrs = Msrs::from_entries(&[

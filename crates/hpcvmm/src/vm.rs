@@ -52,6 +52,10 @@ pub struct RunConfig {
     pub cwd: String,
     /// End the guest after this long.
     pub timeout: Option<Duration>,
+    /// Give the guest a vDSO so clock_gettime/gettimeofday/time need no VM exit (used only
+    /// when the host has an invariant TSC).
+    #[serde(default = "default_true")]
+    pub vdso: bool,
     /// Guest stdin/stdout/stderr from/to these files instead of the VMM's own streams.
     #[serde(default)]
     pub stdin: Option<PathBuf>,
@@ -79,6 +83,7 @@ impl RunConfig {
             root: PathBuf::from("."),
             cwd: "/".into(),
             timeout: None,
+            vdso: true,
             stdin: None,
             stdout: None,
             stderr: None,
@@ -225,6 +230,10 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
         .unwrap_or(3)
         | 3;
 
+    // vCPU 0 exists early: the vDSO's time base needs its TSC.
+    let vcpu0 = vm.create_vcpu(0).map_err(kvm_err("create vCPU 0"))?;
+    let timebase = if cfg.vdso { tsc_timebase(&vcpu0) } else { None };
+
     let t_mem = Instant::now();
     let mem = GuestMemory::new(memory, cfg.backing)?;
     let mem_setup = t_mem.elapsed();
@@ -272,6 +281,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
         hwcap2: if feat.fsgsbase { 2 } else { 0 },
         ids: ids.map(u64::from),
         random,
+        vdso: timebase.map(|_| crate::vdso::VDSO_ADDR),
     };
     let sp = stack::build(&mem, stack_top, &spec).map_err(|e| {
         VmmError::Config(format!(
@@ -283,6 +293,9 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
     let mut mem = mem;
     mem.write_u64(layout::LAUNCH_ENTRY_SLOT, image.entry)
         .map_err(|e| VmmError::Setup(e.to_string()))?;
+    if let Some(tb) = &timebase {
+        crate::vdso::install(&mem, tb).map_err(|e| VmmError::Setup(e.to_string()))?;
+    }
     mem.restrict_to(USER_START, stack_top);
     let (uname_release, hostname) = read_release();
     let stats_vm = KvmStatsFile::open(&vm);
@@ -322,7 +335,6 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
         hostname,
     });
 
-    let vcpu0 = proc.vm.create_vcpu(0).map_err(kvm_err("create vCPU 0"))?;
     vcpu::configure(&proc, &vcpu0, 0, true)?;
     // Start in the launch stub: it prefaults all usable memory (hugetlb backing only: a lazy,
     // commodity-style guest faults on demand), reports, then jumps to the program's entry.
@@ -448,7 +460,9 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
         exits: BTreeMap::new(),
         exits_total: 0,
         syscalls_total: 0,
-        futex_wakes_without_exit: u64::from(proc.mem.system_read_u32(layout::FAST_COUNTERS).unwrap_or(0)),
+        futex_wakes_without_exit: u64::from(
+            proc.mem.system_read_u32(layout::FAST_COUNTERS).unwrap_or(0),
+        ),
         syscalls: BTreeMap::new(),
         enosys: BTreeMap::new(),
         kvm_vm_before: vm_before,
@@ -461,6 +475,64 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
     drop(proc);
     stats.wall_s = t_start.elapsed().as_secs_f64();
     Ok(stats)
+}
+
+fn host_tsc() -> u64 {
+    // SAFETY: rdtsc has no preconditions on x86-64.
+    unsafe { std::arch::x86_64::_rdtsc() }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes one timespec.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The vDSO's time base, when the host's TSC is invariant: the guest TSC (host TSC plus the
+/// vCPU's offset, read through IA32_TSC) at a moment whose host clocks we also read.
+fn tsc_timebase(vcpu: &kvm_ioctls::VcpuFd) -> Option<crate::vdso::TimeBase> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let flags = cpuinfo.lines().find(|l| l.starts_with("flags"))?;
+    if !(flags.contains(" constant_tsc") && flags.contains(" nonstop_tsc")) {
+        return None;
+    }
+    let khz = u64::from(vcpu.get_tsc_khz().ok()?);
+    // Offset between the guest's and the host's TSC: the tightest of a few bracketed reads.
+    let mut best: Option<(u64, u64)> = None; // (bracket width, offset)
+    for _ in 0..5 {
+        let mut msrs = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry {
+            index: 0x10, // IA32_TSC
+            ..Default::default()
+        }])
+        .ok()?;
+        let h1 = host_tsc();
+        let n = vcpu.get_msrs(&mut msrs).ok()?;
+        let h2 = host_tsc();
+        if n != 1 {
+            return None;
+        }
+        let guest = msrs.as_slice()[0].data;
+        let width = h2.wrapping_sub(h1);
+        let offset = guest.wrapping_sub(h1 / 2 + h2 / 2);
+        if best.is_none_or(|(w, _)| width < w) {
+            best = Some((width, offset));
+        }
+    }
+    let (_, offset) = best?;
+    let h1 = host_tsc();
+    let mono = clock_ns(libc::CLOCK_MONOTONIC);
+    let real = clock_ns(libc::CLOCK_REALTIME);
+    let h2 = host_tsc();
+    Some(crate::vdso::TimeBase::new(
+        khz,
+        (h1 / 2 + h2 / 2).wrapping_add(offset),
+        mono,
+        real,
+    ))
 }
 
 fn getrandom_host(buf: &mut [u8]) {

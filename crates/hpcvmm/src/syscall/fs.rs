@@ -149,11 +149,16 @@ impl FdTable {
 }
 
 /// The guest's filesystem view: a root directory and the working directory inside it.
+///
+/// The working directory is held open (like a kernel's cwd reference): if it is renamed
+/// later, relative paths keep resolving in it. Its guest path is read back from the kernel
+/// (`/proc/self/fd`) when needed; the string is the fallback if that fails.
 #[derive(Debug)]
 pub struct FsRoot {
     root: OwnedFd,
     root_host: PathBuf,
     cwd: Mutex<String>,
+    cwd_fd: Mutex<Option<OwnedFd>>,
 }
 
 fn cstring(b: &[u8]) -> Result<CString, Errno> {
@@ -200,11 +205,13 @@ impl FsRoot {
             root,
             root_host,
             cwd: Mutex::new("/".into()),
+            cwd_fd: Mutex::new(None),
         };
         let dir = fs
             .open_in_root(cwd.as_bytes(), libc::O_PATH | libc::O_DIRECTORY, 0)
             .map_err(|e| std::io::Error::from_raw_os_error(e.0))?;
         *fs.cwd.lock().unwrap() = fs.guest_path_of(&dir).unwrap_or_else(|| "/".into());
+        *fs.cwd_fd.lock().unwrap() = Some(dir);
         Ok(fs)
     }
 
@@ -219,9 +226,7 @@ impl FsRoot {
         if p.starts_with('/') {
             return p.into_owned();
         }
-        let base = base
-            .map(str::to_string)
-            .unwrap_or_else(|| self.cwd.lock().unwrap().clone());
+        let base = base.map(str::to_string).unwrap_or_else(|| self.cwd());
         format!("{}/{}", base.trim_end_matches('/'), p)
     }
 
@@ -257,13 +262,38 @@ impl FsRoot {
 
     /// Guest path of an fd opened inside the root (from the kernel's view of it).
     fn guest_path_of(&self, fd: &OwnedFd) -> Option<String> {
-        let host = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+        self.guest_path_of_raw(fd.as_raw_fd())
+    }
+
+    /// Guest path of a host fd, as the kernel names it now (after any renames). None if it is
+    /// not a live file below the root.
+    fn guest_path_of_raw(&self, fd: i32) -> Option<String> {
+        let host = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+        if host.as_os_str().as_encoded_bytes().ends_with(b" (deleted)") {
+            return None;
+        }
         let rel = host.strip_prefix(&self.root_host).ok()?;
         Some(format!("/{}", rel.display()).replace("//", "/"))
     }
 
+    /// The working directory's guest path, following renames of the directory.
     pub fn cwd(&self) -> String {
-        self.cwd.lock().unwrap().clone()
+        let now = self
+            .cwd_fd
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|fd| self.guest_path_of(fd));
+        let mut cwd = self.cwd.lock().unwrap();
+        if let Some(p) = now {
+            *cwd = p;
+        }
+        cwd.clone()
+    }
+
+    fn set_cwd(&self, path: String, fd: OwnedFd) {
+        *self.cwd.lock().unwrap() = path;
+        *self.cwd_fd.lock().unwrap() = Some(fd);
     }
 }
 
@@ -273,15 +303,56 @@ fn full_path(ctx: &Ctx<'_>, dirfd: u64, path: &[u8]) -> Result<String, Errno> {
     if path.first() == Some(&b'/') || dirfd == libc::AT_FDCWD {
         return Ok(ctx.proc.fsroot.full_path(None, path));
     }
-    let files = ctx.proc.files.lock().unwrap();
-    let e = files.entry(dirfd)?;
-    let base = e.path.clone().ok_or(Errno(libc::ENOTDIR))?;
+    let (stored, host) = {
+        let files = ctx.proc.files.lock().unwrap();
+        let e = files.entry(dirfd)?;
+        (e.path.clone().ok_or(Errno(libc::ENOTDIR))?, e.file.clone())
+    };
+    // Where the directory is now: it may have been renamed since it was opened.
+    let base = ctx
+        .proc
+        .fsroot
+        .guest_path_of_raw(host.raw())
+        .unwrap_or(stored);
     Ok(ctx.proc.fsroot.full_path(Some(&base), path))
+}
+
+/// A path's parent directory (opened inside the root) and final component.
+struct Name {
+    parent: OwnedFd,
+    name: CString,
+    /// The path ended in '/': the final component must be a directory.
+    trailing_slash: bool,
+}
+
+impl Name {
+    /// With a trailing slash, an existing final component that is not a directory (after
+    /// following symlinks, as Linux does for "name/") is ENOTDIR.
+    fn check_trailing_slash(&self) -> Result<(), Errno> {
+        if !self.trailing_slash {
+            return Ok(());
+        }
+        // SAFETY: stat is plain data.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstatat reads one C string and writes one stat.
+        let r = unsafe { libc::fstatat(self.parent.as_raw_fd(), self.name.as_ptr(), &mut st, 0) };
+        if r == 0 && st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            return err(libc::ENOTDIR);
+        }
+        Ok(())
+    }
 }
 
 /// Split a full guest path into its parent (opened inside the root) and final component.
 fn parent_and_name(ctx: &Ctx<'_>, full: &str) -> Result<(OwnedFd, CString), Errno> {
+    let n = name_of(ctx, full)?;
+    n.check_trailing_slash()?;
+    Ok((n.parent, n.name))
+}
+
+fn name_of(ctx: &Ctx<'_>, full: &str) -> Result<Name, Errno> {
     let trimmed = full.trim_end_matches('/');
+    let trailing_slash = trimmed.len() != full.len();
     let (dir, name) = match trimmed.rfind('/') {
         Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
         None => ("", trimmed),
@@ -295,7 +366,11 @@ fn parent_and_name(ctx: &Ctx<'_>, full: &str) -> Result<(OwnedFd, CString), Errn
         .proc
         .fsroot
         .open_full(dir, libc::O_PATH | libc::O_DIRECTORY, 0)?;
-    Ok((parent, cstring(name.as_bytes())?))
+    Ok(Name {
+        parent,
+        name: cstring(name.as_bytes())?,
+        trailing_slash,
+    })
 }
 
 fn is_dot(name: &CString) -> bool {
@@ -647,9 +722,10 @@ fn open_for_stat(ctx: &Ctx<'_>, dirfd: u64, path: &[u8], flags: i32) -> Result<T
         return Ok(Target::Fd(memfd_with(&content)?));
     }
     if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
-        if let Ok((parent, name)) = parent_and_name(ctx, &full) {
-            if !is_dot(&name) {
-                return Ok(Target::At(parent, name));
+        // "name/" follows a final symlink even for lstat: only plain names act on the link.
+        if let Ok(n) = name_of(ctx, &full) {
+            if !is_dot(&n.name) && !n.trailing_slash {
+                return Ok(Target::At(n.parent, n.name));
             }
         }
     }
@@ -789,7 +865,8 @@ pub fn unlinkat(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
 pub fn mkdirat(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     let path = ctx.path(a[1])?;
     let full = full_path(ctx, a[0], &path)?;
-    let (parent, name) = parent_and_name(ctx, &full)?;
+    // "dir/" is fine for mkdir (an existing name of any kind is EEXIST).
+    let Name { parent, name, .. } = name_of(ctx, &full)?;
     if is_dot(&name) {
         return err(libc::EEXIST);
     }
@@ -840,7 +917,7 @@ pub fn getcwd(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     Ok(cwd.len() as u64)
 }
 
-fn set_cwd(ctx: &Ctx<'_>, fd: &OwnedFd) -> SysResult {
+fn set_cwd(ctx: &Ctx<'_>, fd: OwnedFd) -> SysResult {
     let st = fstat_host(fd.as_raw_fd())?;
     if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
         return err(libc::ENOTDIR);
@@ -848,9 +925,9 @@ fn set_cwd(ctx: &Ctx<'_>, fd: &OwnedFd) -> SysResult {
     let p = ctx
         .proc
         .fsroot
-        .guest_path_of(fd)
+        .guest_path_of(&fd)
         .ok_or(Errno(libc::ENOENT))?;
-    *ctx.proc.fsroot.cwd.lock().unwrap() = p;
+    ctx.proc.fsroot.set_cwd(p, fd);
     Ok(0)
 }
 
@@ -863,23 +940,30 @@ pub fn chdir(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
         .proc
         .fsroot
         .open_in_root(&path, libc::O_PATH | libc::O_DIRECTORY, 0)?;
-    set_cwd(ctx, &fd)
+    set_cwd(ctx, fd)
 }
 
 pub fn fchdir(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
-    let path = {
+    let host = {
         let files = ctx.proc.files.lock().unwrap();
-        files
-            .entry(a[0] as i32)?
-            .path
-            .clone()
-            .ok_or(Errno(libc::ENOTDIR))?
+        let e = files.entry(a[0] as i32)?;
+        e.path.as_ref().ok_or(Errno(libc::ENOTDIR))?;
+        e.file.clone()
     };
-    let fd = ctx
-        .proc
-        .fsroot
-        .open_full(&path, libc::O_PATH | libc::O_DIRECTORY, 0)?;
-    set_cwd(ctx, &fd)
+    // The directory the descriptor refers to now, wherever it was moved: "." of the host fd.
+    // SAFETY: openat of "." relative to a host fd we own; returns a new fd or -1.
+    let fd = unsafe {
+        libc::openat(
+            host.raw(),
+            c".".as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return last_err();
+    }
+    // SAFETY: a fresh fd from the kernel, owned by us.
+    set_cwd(ctx, unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 // ---- polling ----

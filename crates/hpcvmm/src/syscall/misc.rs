@@ -80,13 +80,7 @@ pub fn getrandom(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     let len = a[1].min(1 << 25);
     let p = ctx.user_ptr(a[0], len)?;
     // SAFETY: `p..p+len` is checked guest memory.
-    let n = unsafe {
-        libc::getrandom(
-            p.cast(),
-            len as usize,
-            a[2] as u32 & libc::GRND_NONBLOCK,
-        )
-    };
+    let n = unsafe { libc::getrandom(p.cast(), len as usize, a[2] as u32 & libc::GRND_NONBLOCK) };
     if n < 0 {
         return Err(std::io::Error::last_os_error().into());
     }

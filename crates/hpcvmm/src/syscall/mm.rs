@@ -22,7 +22,9 @@ const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 /// Linux answers EINVAL for such ranges in munmap, madvise and mremap (before anything else
 /// happens: a wrapped length must not turn into "unmap everything above addr").
 fn user_len(addr: u64, len: u64) -> Result<u64, super::Errno> {
-    let l = len.checked_next_multiple_of(4096).ok_or(super::Errno(libc::EINVAL))?;
+    let l = len
+        .checked_next_multiple_of(4096)
+        .ok_or(super::Errno(libc::EINVAL))?;
     if l > TASK_SIZE || addr > TASK_SIZE - l {
         return err(libc::EINVAL);
     }

@@ -133,7 +133,10 @@ impl Ctx<'_> {
         // SAFETY: T is Copy plain data for which every bit pattern is valid (libc structs of
         // integers); we fill all of its bytes.
         let bytes = unsafe {
-            std::slice::from_raw_parts_mut((&mut v as *mut T).cast::<u8>(), std::mem::size_of::<T>())
+            std::slice::from_raw_parts_mut(
+                (&mut v as *mut T).cast::<u8>(),
+                std::mem::size_of::<T>(),
+            )
         };
         self.proc.mem.read(addr, bytes)?;
         Ok(v)
