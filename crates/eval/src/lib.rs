@@ -3,6 +3,7 @@
 
 pub mod guests;
 pub mod hugepages;
+pub mod isolation;
 pub mod native;
 pub mod stats;
 pub mod vmm_bench;

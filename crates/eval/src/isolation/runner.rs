@@ -1,0 +1,277 @@
+//! One measured run in one configuration, turned into a [`RunRecord`].
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dualstack_hpcvmm::{Backing, GuestPageSize, HugePageSize, RunConfig, RunStats};
+use dualstack_zones::{HostPaths, Zone};
+
+use super::fwq;
+use super::plan::{Config, LoadKind, Plan, RunKey};
+use super::record::{RunRecord, VmFigures};
+use crate::native::{run_native, run_vm, Outcome};
+
+/// Where a run's program, scratch files and CPUs come from.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    pub paths: HostPaths,
+    pub zone: Zone,
+    /// Every CPU the harness could use before the zone existed (single-stack floats over them).
+    pub all_cpus: Vec<usize>,
+    /// Directory with the static mini-app binaries.
+    pub apps_dir: PathBuf,
+    /// Scratch directory; VM guests see it as `/`.
+    pub scratch: PathBuf,
+    pub load: LoadKind,
+    /// Longest a single run may take.
+    pub timeout: Duration,
+}
+
+impl RunContext {
+    pub fn zone_cpus(&self) -> Vec<usize> {
+        self.zone.cpus().iter().map(|c| c as usize).collect()
+    }
+
+    pub fn app_path(&self, app: &str) -> PathBuf {
+        self.apps_dir.join(app)
+    }
+}
+
+/// The HPC VMM configuration of `config` (None for native).
+pub fn vm_config(
+    ctx: &RunContext,
+    plan: &Plan,
+    program: &Path,
+    args: &[String],
+    config: Config,
+) -> Option<RunConfig> {
+    let mut argv = vec![program.display().to_string()];
+    argv.extend(args.iter().cloned());
+    let mut cfg = RunConfig::new(program, argv);
+    cfg.root = ctx.scratch.clone();
+    cfg.memory = plan.memory_bytes;
+    cfg.timeout = Some(ctx.timeout);
+    match config {
+        Config::DualStack => {
+            cfg.cpus = ctx.zone_cpus();
+            cfg.memory = ctx.zone.memory_bytes();
+            cfg.backing = Backing::Hugetlb {
+                page_size: if ctx.zone.hugepage_size() == 1 << 30 {
+                    HugePageSize::Size1G
+                } else {
+                    HugePageSize::Size2M
+                },
+                numa_node: Some(ctx.zone.numa_node()),
+            };
+            cfg.guest_page_size = None;
+            cfg.pin_vcpus = true;
+        }
+        Config::SingleStack => {
+            cfg.cpus = ctx.all_cpus.clone();
+            cfg.backing = Backing::Lazy;
+            cfg.guest_page_size = Some(GuestPageSize::Size4K);
+            cfg.pin_vcpus = false;
+        }
+        Config::Native => return None,
+    }
+    Some(cfg)
+}
+
+/// FWQ writes its samples here (host path, and the path the guest sees under its root).
+fn fwq_dump(ctx: &RunContext, config: Config) -> (PathBuf, String) {
+    let name = "fwq-dump.csv";
+    let host = ctx.scratch.join(name);
+    let arg = if config.is_vm() {
+        format!("/{name}")
+    } else {
+        host.display().to_string()
+    };
+    (host, arg)
+}
+
+/// Runs `key` once. `jobs` reads the commodity load's progress (before and after, for its
+/// throughput during the run). Never fails: a failure is a record with `ok: false`.
+pub fn run_one(
+    ctx: &RunContext,
+    plan: &Plan,
+    key: &RunKey,
+    jobs: &dyn Fn() -> Option<u64>,
+) -> RunRecord {
+    let started_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let program = ctx.app_path(&key.app);
+    let mut args = plan.app_argv();
+    let dump = (key.app == "fwq").then(|| fwq_dump(ctx, key.config));
+    if let Some((host, arg)) = &dump {
+        let _ = std::fs::remove_file(host);
+        args.extend(["--dump".to_string(), arg.clone()]);
+    }
+    let mut rec = RunRecord {
+        app: key.app.clone(),
+        config: key.config,
+        level: key.level,
+        rep: key.rep,
+        load: ctx.load,
+        ok: false,
+        error: None,
+        time_s: None,
+        wall_s: 0.0,
+        verified: false,
+        started_unix,
+        cpus: vec![],
+        load_jobs_per_s: None,
+        vm: None,
+        fwq: None,
+        result: None,
+    };
+    let jobs_before = jobs();
+    let outcome = execute(ctx, plan, &program, &args, key.config, &mut rec);
+    let jobs_after = jobs();
+    match outcome {
+        Ok(o) => {
+            rec.wall_s = o.wall_s;
+            if let Some(s) = &o.stats {
+                rec.vm = Some(figures(s));
+            }
+            fill_result(&mut rec, &o);
+        }
+        Err(e) => rec.error = Some(e),
+    }
+    if let (Some(a), Some(b)) = (jobs_before, jobs_after) {
+        if rec.wall_s > 0.0 {
+            rec.load_jobs_per_s = Some(b.saturating_sub(a) as f64 / rec.wall_s);
+        }
+    }
+    if let Some((host, _)) = dump {
+        if rec.ok {
+            match std::fs::read_to_string(&host)
+                .map_err(|e| e.to_string())
+                .and_then(|t| fwq::analyze(&t).map_err(|e| e.to_string()))
+            {
+                Ok(n) => rec.fwq = Some(n),
+                Err(e) => {
+                    rec.ok = false;
+                    rec.error = Some(format!("reading the FWQ dump {}: {e}", host.display()));
+                }
+            }
+        }
+        let _ = std::fs::remove_file(host);
+    }
+    rec
+}
+
+fn execute(
+    ctx: &RunContext,
+    plan: &Plan,
+    program: &Path,
+    args: &[String],
+    config: Config,
+    rec: &mut RunRecord,
+) -> Result<Outcome, String> {
+    match config {
+        Config::DualStack => {
+            let cfg = vm_config(ctx, plan, program, args, config).expect("a VM configuration");
+            rec.cpus = cfg.cpus.clone();
+            // The whole harness joins the zone's cpuset for the run (as `dualstack run --zone`
+            // does); it goes back where it was when `entry` is left or dropped.
+            let entry = dualstack_zones::enter(&ctx.paths, &ctx.zone)
+                .map_err(|e| format!("entering zone {}: {e}", ctx.zone.name))?;
+            let out = run_vm(cfg, &ctx.scratch);
+            entry
+                .leave()
+                .map_err(|e| format!("leaving zone {}: {e}", ctx.zone.name))?;
+            out.map_err(|e| chain(&e))
+        }
+        Config::SingleStack => {
+            let cfg = vm_config(ctx, plan, program, args, config).expect("a VM configuration");
+            rec.cpus = cfg.cpus.clone();
+            run_vm(cfg, &ctx.scratch).map_err(|e| chain(&e))
+        }
+        Config::Native => {
+            let cpus = ctx.zone_cpus();
+            rec.cpus = cpus.clone();
+            // In the zone's cpuset too: on cgroup v2 an isolated partition's CPUs are usable
+            // only from inside it.
+            let entry = dualstack_zones::enter(&ctx.paths, &ctx.zone)
+                .map_err(|e| format!("entering zone {}: {e}", ctx.zone.name))?;
+            let out = run_native(program, args, &cpus, &[]);
+            entry
+                .leave()
+                .map_err(|e| format!("leaving zone {}: {e}", ctx.zone.name))?;
+            out.map_err(|e| format!("running {}: {e}", program.display()))
+        }
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s += &format!(": {c}");
+        cur = c.source();
+    }
+    s
+}
+
+fn figures(s: &RunStats) -> VmFigures {
+    VmFigures {
+        exits: s.exits.clone(),
+        exits_total: s.exits_total,
+        syscalls_total: s.syscalls_total,
+        kvm: s
+            .kvm_vcpu_delta
+            .iter()
+            .filter(|(_, v)| **v != 0)
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
+        guest_wall_s: s.guest_wall_s,
+        launch_s: s.launch_s,
+        memory_setup_s: s.memory.setup_s,
+        vcpu_cpus: s.vcpus.iter().map(|v| v.host_cpus.clone()).collect(),
+    }
+}
+
+fn fill_result(rec: &mut RunRecord, o: &Outcome) {
+    let line = o
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with(dualstack_apps::report::RESULT_PREFIX));
+    let parsed = line.and_then(dualstack_apps::parse_result_line);
+    let tail = || {
+        let lines: Vec<&str> = o.stdout.lines().collect();
+        lines[lines.len().saturating_sub(3)..].join(" | ")
+    };
+    let Some(r) = parsed else {
+        rec.error = Some(format!(
+            "exit status {}{}; no RESULT line in the output: {}",
+            o.status,
+            exit_detail(o),
+            tail()
+        ));
+        return;
+    };
+    rec.time_s = Some(r.time_s);
+    rec.verified = r.verified;
+    rec.result = line
+        .and_then(|l| l.strip_prefix(dualstack_apps::report::RESULT_PREFIX))
+        .and_then(|j| serde_json::from_str(j).ok());
+    if o.status != 0 || !r.verified {
+        rec.error = Some(format!(
+            "exit status {}{}, verified {}",
+            o.status,
+            exit_detail(o),
+            r.verified
+        ));
+        return;
+    }
+    rec.ok = true;
+}
+
+fn exit_detail(o: &Outcome) -> String {
+    match &o.stats {
+        Some(s) if s.exit_status != 0 => format!(" ({:?})", s.exit),
+        _ => String::new(),
+    }
+}
