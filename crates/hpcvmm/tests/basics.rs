@@ -13,7 +13,10 @@ fn c_hello_world_matches_native() {
     assert_exited(&stats, 3);
     assert_eq!(stats.exit_status, 3);
     // One VM exit per system call, plus the launch report.
-    assert_eq!(stats.exits.get("syscall").copied().unwrap_or(0), stats.syscalls_total);
+    assert_eq!(
+        stats.exits.get("syscall").copied().unwrap_or(0),
+        stats.syscalls_total
+    );
 }
 
 #[test]
@@ -36,7 +39,11 @@ fn argv_env_auxv_match_native() {
         "AT_EXECFN basename=args-static-",
         "AT_SECURE=0",
     ] {
-        assert!(v.stdout.contains(want), "missing {want:?} in:\n{}", v.stdout);
+        assert!(
+            v.stdout.contains(want),
+            "missing {want:?} in:\n{}",
+            v.stdout
+        );
     }
 }
 
@@ -58,7 +65,11 @@ fn rust_std_matches_native() {
     let dir = tempdir();
     let spec = Spec::default().dir(dir.path()).env("DS_X", "forty-two");
     let (v, stats) = same_as_native("rust_std", &spec);
-    assert!(v.stdout.contains("env DS_X=Some(\"forty-two\")"), "{}", v.stdout);
+    assert!(
+        v.stdout.contains("env DS_X=Some(\"forty-two\")"),
+        "{}",
+        v.stdout
+    );
     assert!(v.stdout.contains("caught panic=true"));
     assert_exited(&stats, 0);
     let (_, stats) = same_as_native("rust_std", &spec.clone().args(&["x"]));
@@ -68,16 +79,33 @@ fn rust_std_matches_native() {
 #[test]
 fn time_and_sleep_match_native() {
     let (v, stats) = same_as_native("timing", &Spec::default());
-    assert!(v.stdout.contains("nanosleep rc=0 slept>=50ms=1 slept<2s=1"), "{}", v.stdout);
-    assert!(stats.guest_wall_s >= 0.07, "the guest slept 70 ms in all: {}", stats.guest_wall_s);
+    assert!(
+        v.stdout.contains("nanosleep rc=0 slept>=50ms=1 slept<2s=1"),
+        "{}",
+        v.stdout
+    );
+    assert!(
+        stats.guest_wall_s >= 0.07,
+        "the guest slept 70 ms in all: {}",
+        stats.guest_wall_s
+    );
 }
 
 #[test]
 fn unknown_syscalls_answer_enosys_and_are_counted() {
     let (v, stats) = same_as_native("enosys", &Spec::default());
-    assert!(v.stdout.contains("syscall 1000 -> -1 ENOSYS"), "{}", v.stdout);
+    assert!(
+        v.stdout.contains("syscall 1000 -> -1 ENOSYS"),
+        "{}",
+        v.stdout
+    );
     assert!(v.stdout.contains("still alive"));
-    assert_eq!(stats.enosys.get("syscall_1000").copied(), Some(2), "{:?}", stats.enosys);
+    assert_eq!(
+        stats.enosys.get("syscall_1000").copied(),
+        Some(2),
+        "{:?}",
+        stats.enosys
+    );
     assert_eq!(stats.enosys.get("syscall_1001").copied(), Some(1));
     assert_exited(&stats, 0);
 }
@@ -86,7 +114,11 @@ fn refused(program: &std::path::Path) -> VmmError {
     let cfg = RunConfig::new(program, vec!["p".into()]);
     match dualstack_hpcvmm::run(&cfg) {
         Err(e) => e,
-        Ok(s) => panic!("{} was run instead of refused: {:?}", program.display(), s.exit),
+        Ok(s) => panic!(
+            "{} was run instead of refused: {:?}",
+            program.display(),
+            s.exit
+        ),
     }
 }
 
@@ -97,7 +129,10 @@ fn dynamic_elf_is_refused_with_advice_to_link_statically() {
     assert_eq!(native(&bin, &Spec::default()).status, 0);
     let msg = refused(&bin).to_string();
     assert!(msg.contains("dynamically linked"), "{msg}");
-    assert!(msg.contains("-static"), "message must say how to link statically: {msg}");
+    assert!(
+        msg.contains("-static"),
+        "message must say how to link statically: {msg}"
+    );
 }
 
 #[test]
@@ -154,9 +189,14 @@ fn bad_elves_and_missing_files_are_refused() {
     ];
     for (path, want) in cases {
         let msg = refused(&path).to_string();
-        assert!(msg.contains(want), "{}: message {msg:?} should mention {want:?}", path.display());
         assert!(
-            msg.contains(&path.display().to_string()) || msg.contains(path.file_name().unwrap().to_str().unwrap()),
+            msg.contains(want),
+            "{}: message {msg:?} should mention {want:?}",
+            path.display()
+        );
+        assert!(
+            msg.contains(&path.display().to_string())
+                || msg.contains(path.file_name().unwrap().to_str().unwrap()),
             "message should name the file: {msg}"
         );
     }

@@ -23,7 +23,11 @@ fn faulting(mode: &str, status: i32) -> FaultReport {
     assert_eq!(v.stdout, format!("about to {mode}\n"));
     let f = fault_of(&stats);
     assert_eq!(f.signal, status - 128, "{f:?}");
-    assert!(f.rip >= dualstack_hpcvmm::layout::USER_START, "rip {:#x} is in the program", f.rip);
+    assert!(
+        f.rip >= dualstack_hpcvmm::layout::USER_START,
+        "rip {:#x} is in the program",
+        f.rip
+    );
     assert_eq!(f.tid, 1000, "the main thread faulted");
     f
 }
@@ -33,7 +37,11 @@ fn null_dereference_is_sigsegv_with_the_address() {
     let f = faulting("null", 139);
     assert_eq!(f.addr, Some(0), "{f:?}");
     assert_eq!(f.signal_name, "SIGSEGV");
-    assert!(f.what.contains("#PF") && f.what.contains("writing"), "{}", f.what);
+    assert!(
+        f.what.contains("#PF") && f.what.contains("writing"),
+        "{}",
+        f.what
+    );
 }
 
 #[test]
@@ -65,20 +73,27 @@ fn int3_is_sigtrap() {
     faulting("int3", 133);
 }
 
-/// Hostile-call lines whose checks live in the syscall stub's FUTEX_WAKE fast path (see
-/// vmm-bugs.md); checked by their own test so the rest stays covered.
+/// Hostile-call lines whose checks live in the syscall stub's FUTEX_WAKE fast path (the stub
+/// must send invalid calls to the VMM); checked by their own test.
 const FAST_PATH_LINES: [&str; 2] = ["P futex wake unaligned", "P futex wake_bitset 0"];
 
 /// Run the hostile guest natively and in the VM; returns the portable lines (native, VM) that
 /// `keep` selects, after checking the VM survived and its layout-dependent lines.
 fn hostile_lines(keep: impl Fn(&str) -> bool) -> (Vec<String>, Vec<String>) {
     let dir = tempdir();
-    let spec = Spec::default().dir(dir.path()).timeout(Duration::from_secs(20));
+    let spec = Spec::default()
+        .dir(dir.path())
+        .timeout(Duration::from_secs(20));
     let bin = guest("hostile");
     let n = native(&bin, &spec);
     let (v, stats) = in_vm(&bin, &spec);
     assert_exited(&stats, 0);
-    assert!(v.stdout.ends_with("survived\n"), "VM output:\n{}\nstderr: {}", v.stdout, v.stderr);
+    assert!(
+        v.stdout.ends_with("survived\n"),
+        "VM output:\n{}\nstderr: {}",
+        v.stdout,
+        v.stderr
+    );
     // Layout-dependent calls: whatever Linux does with a partial buffer, the VM says EFAULT.
     for l in v.stdout.lines().filter(|l| l.starts_with("V ")) {
         assert!(l.ends_with("-1 EFAULT"), "VM answered {l:?}");
@@ -100,18 +115,25 @@ fn assert_same_lines(native: &[String], vm: &[String]) {
         .filter(|(a, b)| a != b)
         .map(|(a, b)| format!("native: {a}\n    VM: {b}"))
         .collect();
-    assert!(diffs.is_empty(), "hostile calls answered differently:\n{}", diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "hostile calls answered differently:\n{}",
+        diffs.join("\n")
+    );
 }
 
 #[test]
 fn hostile_pointers_answer_efault_like_linux() {
     let (n, v) = hostile_lines(|l| !FAST_PATH_LINES.iter().any(|p| l.starts_with(p)));
-    assert!(n.len() > 60, "the guest makes ~70 portable hostile calls: {}", n.len());
+    assert!(
+        n.len() > 60,
+        "the guest makes ~70 portable hostile calls: {}",
+        n.len()
+    );
     assert_same_lines(&n, &v);
 }
 
 #[test]
-#[ignore = "see vmm-bugs.md"]
 fn hostile_futex_wake_arguments_answer_einval() {
     let (n, v) = hostile_lines(|l| FAST_PATH_LINES.iter().any(|p| l.starts_with(p)));
     assert_eq!(n.len(), FAST_PATH_LINES.len());
@@ -134,9 +156,16 @@ fn syscall_fuzzing_neither_crashes_nor_corrupts_the_vmm() {
             "seed {seed}: the fuzzed guest must end normally; stdout {:?}",
             v.stdout
         );
-        assert!(v.stdout.contains("fuzz: 2500 calls"), "seed {seed}: {}", v.stdout);
+        assert!(
+            v.stdout.contains("fuzz: 2500 calls"),
+            "seed {seed}: {}",
+            v.stdout
+        );
         assert!(v.stdout.ends_with("fuzz done\n"));
         assert!(stats.syscalls_total >= 2500);
-        assert!(stats.enosys.values().sum::<u64>() > 0, "the fuzzer also calls unknown numbers");
+        assert!(
+            stats.enosys.values().sum::<u64>() > 0,
+            "the fuzzer also calls unknown numbers"
+        );
     }
 }

@@ -15,7 +15,11 @@ fn file_io_round_trips_match_native() {
     let bin = guest("fileio");
     let n = native(&bin, &Spec::default().dir(native_dir.path()));
     let (v, stats) = in_vm(&bin, &Spec::default().dir(vm_dir.path()));
-    assert_eq!(n.stdout, v.stdout, "VM stderr: {}; exit {:?}", v.stderr, stats.exit);
+    assert_eq!(
+        n.stdout, v.stdout,
+        "VM stderr: {}; exit {:?}",
+        v.stderr, stats.exit
+    );
     assert_eq!(n.status, v.status);
     assert_exited(&stats, 0);
     for want in [
@@ -28,7 +32,11 @@ fn file_io_round_trips_match_native() {
         "rmdir non-empty              -1 errno=ENOTEMPTY",
         "access work                  -1 errno=ENOENT",
     ] {
-        assert!(v.stdout.contains(want), "missing {want:?} in:\n{}", v.stdout);
+        assert!(
+            v.stdout.contains(want),
+            "missing {want:?} in:\n{}",
+            v.stdout
+        );
     }
     // The guest cleaned up after itself, in the root it was given.
     assert_eq!(std::fs::read_dir(vm_dir.path()).unwrap().count(), 0);
@@ -67,7 +75,11 @@ fn escape_tree() -> Tree {
     symlink(&outside, root.join("dir_link")).unwrap();
     symlink("../../../outside", root.join("deep/rel_up/up")).unwrap();
     // deep/rel_up/secret.txt -> climbs three levels: outside the root on the host.
-    symlink("../../../outside/secret.txt", root.join("deep/rel_up/secret.txt")).unwrap();
+    symlink(
+        "../../../outside/secret.txt",
+        root.join("deep/rel_up/secret.txt"),
+    )
+    .unwrap();
     symlink("loop_link", root.join("loop_link")).unwrap();
     std::fs::create_dir_all(root.join("etc")).unwrap();
     symlink("/etc/passwd", root.join("etc/passwd_link")).unwrap();
@@ -98,8 +110,14 @@ fn paths_are_confined_to_the_guest_root() {
     let (v, stats) = in_vm(&bin, &spec);
     assert_exited(&stats, 0);
     let out = &v.stdout;
-    assert!(!out.contains("SECRET"), "the guest read a file outside its root:\n{out}");
-    assert!(!out.contains("OPENED") && !out.contains("CREATED via"), "{out}");
+    assert!(
+        !out.contains("SECRET"),
+        "the guest read a file outside its root:\n{out}"
+    );
+    assert!(
+        !out.contains("OPENED") && !out.contains("CREATED via"),
+        "{out}"
+    );
     for want in [
         "open inside.txt: read \"INSIDE\"",
         "open /inside.txt: read \"INSIDE\"",
@@ -124,10 +142,16 @@ fn paths_are_confined_to_the_guest_root() {
     // Nothing outside changed: the secret is intact, no file was created, moved or removed.
     assert_eq!(std::fs::read_to_string(&t.secret).unwrap(), "SECRET\n");
     assert_eq!(listing(&t.outside), vec!["secret.txt".to_string()]);
-    assert!(t.root.join("victim.txt").exists(), "rename out of the root must fail");
+    assert!(
+        t.root.join("victim.txt").exists(),
+        "rename out of the root must fail"
+    );
     assert!(t.root.join("new_at_root.txt").exists(), "/ is the root");
     let parent = t.root.parent().unwrap();
-    assert_eq!(listing(parent), vec!["outside".to_string(), "root".to_string()]);
+    assert_eq!(
+        listing(parent),
+        vec!["outside".to_string(), "root".to_string()]
+    );
 }
 
 #[test]
@@ -140,4 +164,23 @@ fn program_is_found_relative_to_the_root() {
     let (v, stats) = in_vm(&prog, &Spec::default().dir(dir.path()));
     assert_exited(&stats, 0);
     assert!(v.stdout.contains("AT_EXECFN basename=args"), "{}", v.stdout);
+}
+
+#[test]
+fn file_system_edge_cases_match_native() {
+    let native_dir = tempdir();
+    let vm_dir = tempdir();
+    let bin = guest("fsedge");
+    let n = native(&bin, &Spec::default().dir(native_dir.path()));
+    let (v, stats) = in_vm(&bin, &Spec::default().dir(vm_dir.path()));
+    assert_exited(&stats, 0);
+    let diffs: Vec<String> = n
+        .stdout
+        .lines()
+        .zip(v.stdout.lines())
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| format!("native: {a}\n    VM: {b}"))
+        .collect();
+    assert!(diffs.is_empty(), "differences:\n{}", diffs.join("\n"));
+    assert_eq!(n.stdout, v.stdout);
 }

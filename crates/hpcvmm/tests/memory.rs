@@ -12,9 +12,22 @@ fn large_allocations_match_native_lazy() {
     let spec = Spec::default().memory(448 << 20).args(&["160"]);
     let (v, stats) = same_as_native("alloc", &spec);
     assert!(v.stdout.contains("big checksum match=1"), "{}", v.stdout);
-    assert!(v.stdout.contains("mremap ok=1 kept=1 new part zero=1 moved=1"), "{}", v.stdout);
-    assert!(!v.stdout.contains("zero=0"), "reused memory must read back zero:\n{}", v.stdout);
-    assert!(stats.memory.peak_mapped_bytes >= 160 << 20, "{}", stats.memory.peak_mapped_bytes);
+    assert!(
+        v.stdout
+            .contains("mremap ok=1 kept=1 new part zero=1 moved=1"),
+        "{}",
+        v.stdout
+    );
+    assert!(
+        !v.stdout.contains("zero=0"),
+        "reused memory must read back zero:\n{}",
+        v.stdout
+    );
+    assert!(
+        stats.memory.peak_mapped_bytes >= 160 << 20,
+        "{}",
+        stats.memory.peak_mapped_bytes
+    );
 }
 
 #[test]
@@ -44,5 +57,8 @@ fn large_allocations_match_native_on_hugetlb() {
     // Memory was prefaulted at launch with 2 MiB pages: touching 160 MiB takes (almost) no
     // shadow page faults during the run.
     let pf = stats.kvm_vcpu_delta.get("pf_taken").copied().unwrap_or(0);
-    assert!(pf < 1000, "pf_taken during the run with hugetlb backing: {pf}");
+    assert!(
+        pf < 1000,
+        "pf_taken during the run with hugetlb backing: {pf}"
+    );
 }

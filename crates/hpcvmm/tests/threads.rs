@@ -10,7 +10,10 @@ use dualstack_hpcvmm::ExitReport;
 
 fn threaded(name: &str, args: &[&str]) -> (Outcome, dualstack_hpcvmm::RunStats) {
     let dir = tempdir();
-    let spec = Spec::default().dir(dir.path()).args(args).timeout(Duration::from_secs(60));
+    let spec = Spec::default()
+        .dir(dir.path())
+        .args(args)
+        .timeout(Duration::from_secs(60));
     let (v, stats) = same_as_native(name, &spec);
     assert_exited(&stats, 0);
     (v, stats)
@@ -42,7 +45,11 @@ fn detached_threads_and_vcpu_reuse() {
 #[test]
 fn thread_local_storage() {
     let (v, _) = threaded("tls", &[]);
-    assert!(v.stdout.contains("main counter=1000 buf0=0 zeroed=0"), "{}", v.stdout);
+    assert!(
+        v.stdout.contains("main counter=1000 buf0=0 zeroed=0"),
+        "{}",
+        v.stdout
+    );
 }
 
 #[test]
@@ -58,15 +65,25 @@ fn openmp_reduction_and_parallel_for() {
 #[test]
 fn cxx_threads_with_exceptions() {
     let (v, _) = threaded("cxx_thread", &[]);
-    assert!(v.stdout.contains("future 3 threw: worker 3 failed"), "{}", v.stdout);
+    assert!(
+        v.stdout.contains("future 3 threw: worker 3 failed"),
+        "{}",
+        v.stdout
+    );
     assert!(v.stdout.contains("hits=306"), "{}", v.stdout);
 }
 
 #[test]
 fn rust_threads_with_arc_mutex() {
     let (v, _) = threaded("rust_thread", &[]);
-    assert!(v.stdout.contains("counter=6000 rets=[0, 2, 4, 6]"), "{}", v.stdout);
-    assert!(v.stdout.contains("panicking thread joined with error: true"));
+    assert!(
+        v.stdout.contains("counter=6000 rets=[0, 2, 4, 6]"),
+        "{}",
+        v.stdout
+    );
+    assert!(v
+        .stdout
+        .contains("panicking thread joined with error: true"));
 }
 
 #[test]
@@ -74,7 +91,11 @@ fn more_threads_than_cores() {
     let (v, stats) = threaded("many_threads", &["9"]);
     assert!(v.stdout.starts_with("threads=9 total="), "{}", v.stdout);
     assert_eq!(stats.max_live_threads, 10);
-    assert!(stats.oversubscribed, "10 live threads on {:?} must be reported", stats.cpus);
+    assert!(
+        stats.oversubscribed,
+        "10 live threads on {:?} must be reported",
+        stats.cpus
+    );
     assert_eq!(stats.vcpus.len(), 10);
 }
 
@@ -82,7 +103,9 @@ fn more_threads_than_cores() {
 fn exit_group_from_a_non_main_thread_ends_the_run() {
     let (v, stats) = same_as_native(
         "thread_exit",
-        &Spec::default().args(&["exit"]).timeout(Duration::from_secs(20)),
+        &Spec::default()
+            .args(&["exit"])
+            .timeout(Duration::from_secs(20)),
     );
     assert_eq!(v.stdout, "worker tid=other\n");
     assert_exited(&stats, 7);
@@ -92,13 +115,18 @@ fn exit_group_from_a_non_main_thread_ends_the_run() {
 fn a_fault_in_a_non_main_thread_names_the_thread() {
     let (v, stats) = same_as_native(
         "thread_exit",
-        &Spec::default().args(&["fault"]).timeout(Duration::from_secs(20)),
+        &Spec::default()
+            .args(&["fault"])
+            .timeout(Duration::from_secs(20)),
     );
     assert_eq!(v.status, 139);
     let ExitReport::Faulted(f) = &stats.exit else {
         panic!("expected a fault: {:?}", stats.exit)
     };
     assert_eq!(f.addr, Some(16));
-    assert_ne!(f.tid, 1000, "the worker faulted, not the main thread: {f:?}");
+    assert_ne!(
+        f.tid, 1000,
+        "the worker faulted, not the main thread: {f:?}"
+    );
     assert_ne!(f.vcpu, 0, "{f:?}");
 }

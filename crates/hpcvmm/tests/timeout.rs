@@ -10,7 +10,10 @@ use common::*;
 use dualstack_hpcvmm::ExitReport;
 
 fn vcpu_threads() -> usize {
-    thread_names().iter().filter(|n| n.starts_with("vcpu")).count()
+    thread_names()
+        .iter()
+        .filter(|n| n.starts_with("vcpu"))
+        .count()
 }
 
 fn times_out(name: &str, args: &[&str], limit: Duration) {
@@ -25,7 +28,10 @@ fn times_out(name: &str, args: &[&str], limit: Duration) {
     );
     assert_eq!(stats.exit_status, 124);
     assert!(took >= limit, "{name} ended after {took:?}");
-    assert!(took < limit + Duration::from_secs(5), "{name}: teardown took {took:?}");
+    assert!(
+        took < limit + Duration::from_secs(5),
+        "{name}: teardown took {took:?}"
+    );
     assert_eq!(vcpu_threads(), 0, "{name}: vCPU threads left behind");
     assert!(!v.stdout.is_empty(), "{name} ran before the timeout");
 }

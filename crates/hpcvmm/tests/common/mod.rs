@@ -184,8 +184,13 @@ pub fn native(bin: &Path, spec: &Spec) -> Outcome {
     }
     let dir = spec.dir.clone().unwrap_or_else(std::env::temp_dir);
     c.current_dir(dir);
-    let o = c.output().unwrap_or_else(|e| panic!("cannot run {} natively: {e}", bin.display()));
-    let status = o.status.code().unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0));
+    let o = c
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} natively: {e}", bin.display()));
+    let status = o
+        .status
+        .code()
+        .unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0));
     Outcome {
         stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
@@ -251,12 +256,19 @@ pub fn same_as_native(name: &str, spec: &Spec) -> (Outcome, RunStats) {
 
 /// Assert the run exited normally with `status`.
 pub fn assert_exited(stats: &RunStats, status: i32) {
-    assert_eq!(stats.exit, ExitReport::Exited { status }, "unexpected end of run");
+    assert_eq!(
+        stats.exit,
+        ExitReport::Exited { status },
+        "unexpected end of run"
+    );
 }
 
 /// A temporary directory tree to act as a guest root / native working directory.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("hpcvmm-test").tempdir().unwrap()
+    tempfile::Builder::new()
+        .prefix("hpcvmm-test")
+        .tempdir()
+        .unwrap()
 }
 
 /// Names of this process's threads (from /proc/self/task/*/comm).
