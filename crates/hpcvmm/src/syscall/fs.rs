@@ -17,6 +17,8 @@ use super::{err, Ctx, Errno, SysResult};
 
 const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 const RESOLVE_IN_ROOT: u64 = 0x10;
+/// How often a path lookup is retried when openat2 reports a racing rename (EAGAIN).
+const OPENAT2_RETRIES: u32 = 128;
 /// Most bytes one read/write moves (Linux's MAX_RW_COUNT).
 const MAX_RW: u64 = 0x7fff_f000;
 
@@ -242,22 +244,32 @@ impl FsRoot {
             },
             RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
         ];
-        // SAFETY: openat2 reads the path and the open_how struct of the size we pass; it
-        // returns a new fd or -1.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                self.root.as_raw_fd(),
-                c.as_ptr(),
-                how.as_ptr(),
-                std::mem::size_of_val(&how),
-            )
-        };
-        if fd < 0 {
-            return last_err();
+        // With RESOLVE_IN_ROOT the kernel answers EAGAIN when a rename anywhere on the host
+        // raced with resolving a ".." component (it cannot prove the walk stayed inside): the
+        // documented answer is to retry. Seen in practice while other processes rename files.
+        let mut tries = 0;
+        loop {
+            // SAFETY: openat2 reads the path and the open_how struct of the size we pass; it
+            // returns a new fd or -1.
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_openat2,
+                    self.root.as_raw_fd(),
+                    c.as_ptr(),
+                    how.as_ptr(),
+                    std::mem::size_of_val(&how),
+                )
+            };
+            if fd >= 0 {
+                // SAFETY: a fresh fd from the kernel, owned by us.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+            }
+            let e = std::io::Error::last_os_error();
+            tries += 1;
+            if e.raw_os_error() != Some(libc::EAGAIN) || tries >= OPENAT2_RETRIES {
+                return Err(e.into());
+            }
         }
-        // SAFETY: a fresh fd from the kernel, owned by us.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
     }
 
     /// Guest path of an fd opened inside the root (from the kernel's view of it).
