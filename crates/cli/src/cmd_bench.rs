@@ -11,8 +11,9 @@ pub enum BenchCmd {
     /// The HPC VMM's own figures: VM vs native, page faults, launch, exits per syscall,
     /// futex and barrier latency.
     Vmm(VmmArgs),
-    /// The paper's isolation experiment.
-    Isolation,
+    /// The paper's isolation experiment: HPC mini-apps in dual-stack, single-stack and native
+    /// configurations beside 0..all commodity cores of competing load (Figures 2, 4 and 5).
+    Isolation(IsolationArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -34,7 +35,7 @@ pub struct VmmArgs {
 pub fn run(cmd: BenchCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
     match cmd {
         BenchCmd::Vmm(a) => vmm(a),
-        BenchCmd::Isolation => anyhow::bail!("`dualstack bench isolation` is not implemented yet"),
+        BenchCmd::Isolation(a) => isolation(a, _global),
     }
 }
 
@@ -55,7 +56,204 @@ fn vmm(a: VmmArgs) -> anyhow::Result<i32> {
     let _ = std::fs::remove_dir_all(&opts.scratch);
     print!("{}", dualstack_eval::vmm_bench::render(&report));
     if let Some(p) = a.json {
-        std::fs::write(&p, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(&p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(0)
+}
+
+// ---- bench isolation ----
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum LoadArg {
+    /// Commodity QEMU VMs running the build workload (1 vCPU per competing core).
+    Vm,
+    /// Native stress-ng processes on the commodity cores (hosts without QEMU).
+    Stress,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum SizeArg {
+    Small,
+    Default,
+    Large,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum TasksArg {
+    Leave,
+    ProjectOnly,
+    Move,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct IsolationArgs {
+    /// Repetitions of every (app, configuration, load level).
+    #[arg(long, default_value_t = 10)]
+    pub reps: u32,
+    /// 3 repetitions of a subset of the apps (hpccg, minimd, amg, stream, fwq).
+    #[arg(long)]
+    pub quick: bool,
+    /// Apps to run (comma-separated; default all: hpccg,minife,minimd,amg,phdmesh,stream,fwq).
+    #[arg(long, value_delimiter = ',')]
+    pub apps: Option<Vec<String>>,
+    /// The apps' problem size preset.
+    #[arg(long, value_enum, default_value = "default")]
+    pub size: SizeArg,
+    /// Configurations (comma-separated): dual-stack, single-stack, native.
+    #[arg(long, value_delimiter = ',', default_value = "dual-stack,single-stack,native")]
+    pub configs: Vec<String>,
+    /// The competing load.
+    #[arg(long, value_enum, default_value = "vm")]
+    pub load: LoadArg,
+    /// Competing cores at each level (comma-separated; default 0..all commodity cores).
+    #[arg(long, value_delimiter = ',')]
+    pub levels: Option<Vec<u32>>,
+    /// Cores of the HPC zone (also every configuration's thread count); default half the
+    /// node's cores, at least 1, leaving at least one commodity core.
+    #[arg(long)]
+    pub zone_cores: Option<u32>,
+    /// Memory of the zone (huge pages) and of every VM run.
+    #[arg(long, default_value = "1G")]
+    pub memory: String,
+    /// Memory of each commodity VM of the load, MiB.
+    #[arg(long, default_value_t = 256)]
+    pub vm_memory_mib: u64,
+    /// Leave IRQ affinities and the unbound workqueue mask alone (shared test machines).
+    #[arg(long)]
+    pub no_steering: bool,
+    /// What the zone does with host tasks on its cores.
+    #[arg(long, value_enum, default_value = "leave")]
+    pub host_tasks: TasksArg,
+    /// Skip the unrecorded native warm-up run of each app.
+    #[arg(long)]
+    pub no_warmup: bool,
+    /// Results folder (default results/<timestamp>).
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue an interrupted experiment in DIR (its plan.json decides what runs).
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// Longest one run may take, seconds.
+    #[arg(long, default_value_t = 600)]
+    pub run_timeout: u64,
+}
+
+fn isolation_plan(a: &IsolationArgs) -> anyhow::Result<dualstack_eval::isolation::Plan> {
+    use dualstack_eval::isolation::{AppSize, Config, LoadKind, Plan, ALL_APPS, QUICK_APPS};
+    let cpus = dualstack_hpcvmm::host_affinity()?.len() as u32;
+    if cpus < 2 {
+        anyhow::bail!("the isolation experiment needs at least 2 CPUs (an HPC zone and a commodity core); this process may use {cpus}");
+    }
+    let zone_cores = a.zone_cores.unwrap_or((cpus / 2).max(1));
+    if zone_cores == 0 || zone_cores >= cpus {
+        anyhow::bail!("--zone-cores {zone_cores}: give between 1 and {} (one core must stay commodity)", cpus - 1);
+    }
+    let commodity = cpus - zone_cores;
+    let configs = a
+        .configs
+        .iter()
+        .map(|c| {
+            Config::parse(c).with_context(|| {
+                format!("unknown configuration {c:?}; use dual-stack, single-stack, native")
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let apps = match (&a.apps, a.quick) {
+        (Some(v), _) => v.clone(),
+        (None, true) => QUICK_APPS.map(String::from).to_vec(),
+        (None, false) => ALL_APPS.map(String::from).to_vec(),
+    };
+    Ok(Plan {
+        apps,
+        size: match a.size {
+            SizeArg::Small => AppSize::Small,
+            SizeArg::Default => AppSize::Default,
+            SizeArg::Large => AppSize::Large,
+        },
+        app_args: vec![],
+        configs,
+        load: match a.load {
+            LoadArg::Vm => LoadKind::Vm,
+            LoadArg::Stress => LoadKind::Stress,
+        },
+        levels: a.levels.clone().unwrap_or_else(|| (0..=commodity).collect()),
+        reps: if a.quick { 3 } else { a.reps.max(1) },
+        zone_cores,
+        memory_bytes: crate::common::parse_size(&a.memory).map_err(anyhow::Error::msg)?,
+        load_vm_memory_mib: a.vm_memory_mib,
+        warmup: !a.no_warmup,
+        steer: !a.no_steering,
+        host_tasks: match a.host_tasks {
+            TasksArg::Leave => "leave",
+            TasksArg::ProjectOnly => "project-only",
+            TasksArg::Move => "move",
+        }
+        .into(),
+    })
+}
+
+/// Runs an isolation plan with progress bars and prints the report; shared with `demo`.
+pub(crate) fn run_isolation(
+    plan: dualstack_eval::isolation::Plan,
+    out_dir: PathBuf,
+    resume: bool,
+    run_timeout: u64,
+    global: &GlobalOpts,
+) -> anyhow::Result<dualstack_eval::isolation::Outcome> {
+    let apps_dir = crate::common::apps_dir().context(
+        "the static mini-apps were not found next to this binary; build them with scripts/build-apps or set DUALSTACK_APPS_DIR",
+    )?;
+    let opts = dualstack_eval::isolation::Options {
+        plan,
+        out_dir,
+        resume,
+        apps_dir,
+        paths: crate::cmd_zone::paths(global)?,
+        guest_cache: None,
+        run_timeout: std::time::Duration::from_secs(run_timeout),
+    };
+    let mut bars = dualstack_eval::isolation::Bars::new();
+    let result = dualstack_eval::isolation::run(&opts, &mut bars);
+    bars.finish();
+    Ok(result?)
+}
+
+fn isolation(a: IsolationArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
+    let (plan, out, resume) = match &a.resume {
+        Some(dir) => (dualstack_eval::isolation::load_plan(dir)?, dir.clone(), true),
+        None => (
+            isolation_plan(&a)?,
+            a.out.clone().unwrap_or_else(|| {
+                PathBuf::from("results").join(dualstack_eval::isolation::timestamp())
+            }),
+            false,
+        ),
+    };
+    eprintln!(
+        "isolation: {} runs ({} apps x {} configurations x levels {:?} x {} reps, {} load) -> {}",
+        plan.total_runs(),
+        plan.apps.len(),
+        plan.configs.len(),
+        plan.levels,
+        plan.reps,
+        plan.load.as_str(),
+        out.display()
+    );
+    let o = run_isolation(plan, out, resume, a.run_timeout, global)?;
+    print!("{}", o.report_md);
+    println!(
+        "\n{} of {} runs recorded; results in {}",
+        o.runs_recorded,
+        o.runs_total,
+        o.out_dir.display()
+    );
+    if o.interrupted {
+        println!(
+            "interrupted: continue with `dualstack bench isolation --resume {}`",
+            o.out_dir.display()
+        );
+        return Ok(130);
     }
     Ok(0)
 }

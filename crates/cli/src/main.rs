@@ -2,6 +2,7 @@
 //! group is one module here that parses its arguments and calls them.
 
 mod cmd_bench;
+mod cmd_demo;
 mod cmd_node;
 mod cmd_run;
 mod cmd_vm;
@@ -38,6 +39,8 @@ enum Command {
     /// Benchmarks and the isolation experiment.
     #[command(subcommand)]
     Bench(cmd_bench::BenchCmd),
+    /// A short isolation experiment with a printed summary (the README's main job).
+    Demo(cmd_demo::DemoArgs),
 }
 
 fn main() {
@@ -59,6 +62,7 @@ fn main() {
         Command::Recover(args) => cmd_zone::recover(args, &cli.global),
         Command::Vm(cmd) => cmd_vm::run(cmd, &cli.global),
         Command::Bench(cmd) => cmd_bench::run(cmd, &cli.global),
+        Command::Demo(args) => cmd_demo::run(args, &cli.global),
     };
     match result {
         Ok(code) => std::process::exit(code),

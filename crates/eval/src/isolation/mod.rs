@@ -163,7 +163,8 @@ fn host_tasks(name: &str) -> HostTasks {
     }
 }
 
-fn qemu_available() -> bool {
+/// Whether `qemu-system-x86_64` runs on this host.
+pub fn qemu_available() -> bool {
     std::process::Command::new("qemu-system-x86_64")
         .arg("--version")
         .stdout(std::process::Stdio::null())

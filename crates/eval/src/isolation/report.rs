@@ -383,6 +383,22 @@ pub fn targets(
             worst_cv * 100.0
         ));
     }
+    let pinned: Vec<&RunRecord> = records
+        .iter()
+        .filter(|r| r.ok && r.config == Config::SingleStack)
+        .filter(|r| {
+            r.vm.as_ref()
+                .is_some_and(|v| v.vcpu_cpus.iter().any(|c| c.len() < r.cpus.len()))
+        })
+        .collect();
+    if let Some(r) = pinned.first() {
+        say.push(format!(
+            "in {} single-stack run(s) the VMM pinned the vCPU threads (e.g. to {:?}) instead of letting them float over {:?}: the HPC VMM did not honour pin_vcpus = false, so those runs show a pinned commodity-memory VM.",
+            pinned.len(),
+            r.vm.as_ref().map(|v| v.vcpu_cpus.clone()).unwrap_or_default(),
+            r.cpus
+        ));
+    }
     if has(Config::SingleStack) && has(Config::DualStack) && full != idle {
         let d = load_effect(plan, cells, Config::DualStack);
         let s = load_effect(plan, cells, Config::SingleStack);
