@@ -135,5 +135,9 @@ fn a_fault_in_a_non_main_thread_names_the_thread() {
 #[ignore = "see vmm-bugs.md"]
 fn affinity_reports_the_run_cores_and_pinning_narrows_it() {
     let (v, _) = threaded("affinity", &[]);
-    assert!(v.stdout.contains("after pin: count=1 on first=1"), "{}", v.stdout);
+    assert!(
+        v.stdout.contains("after pin: count=1 on first=1"),
+        "{}",
+        v.stdout
+    );
 }
