@@ -136,18 +136,22 @@ impl Process {
         GUEST_PID
     }
 
-    /// Host CPUs a thread with guest-CPU affinity `affinity` runs on.
-    pub fn host_cpus_for(&self, affinity: &[usize]) -> Vec<usize> {
+    /// Host CPUs a thread pinned to guest CPU `core` runs on (all of the run's CPUs when
+    /// vCPUs are not pinned).
+    pub fn host_cpus_for(&self, core: usize) -> Vec<usize> {
         if !self.pin_vcpus {
             return self.cpus.clone();
         }
-        let mut v: Vec<usize> = affinity
-            .iter()
-            .map(|&i| self.cpus[i % self.cpus.len()])
-            .collect();
-        v.sort_unstable();
-        v.dedup();
-        v
+        vec![self.cpus[core % self.cpus.len()]]
+    }
+
+    /// The guest CPU a new thread on vCPU `index` is pinned to: the next core of its
+    /// inherited affinity mask.
+    pub fn core_for(&self, index: usize, mask: &[usize]) -> usize {
+        if mask.is_empty() {
+            return index % self.cpus.len();
+        }
+        mask[index % mask.len()]
     }
 
     /// Count an -ENOSYS answer.
@@ -178,7 +182,10 @@ pub struct ThreadState {
     pub tid: i32,
     pub vcpu: usize,
     /// Guest CPU numbers (indexes into the run's cpus) this thread may use.
+    /// Guest-visible affinity mask (guest CPU numbers), inherited by threads it creates.
     pub affinity: Vec<usize>,
+    /// Guest CPU this thread's vCPU is pinned to (one of `affinity`).
+    pub core: usize,
     pub clear_child_tid: u64,
     pub robust_list: u64,
     pub sigmask: u64,

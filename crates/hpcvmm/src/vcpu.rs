@@ -362,11 +362,7 @@ enum Exit {
 /// Run one vCPU until its thread exits or the run ends. Consumes the vCPU.
 pub fn run(proc: Arc<Process>, mut vcpu: VcpuFd, mut th: ThreadState) {
     install_kick_handler();
-    let host_cpus: Vec<usize> = th
-        .affinity
-        .iter()
-        .map(|&i| proc.cpus[i % proc.cpus.len()])
-        .collect();
+    let host_cpus = proc.host_cpus_for(th.core);
     if let Err(e) = crate::sys::set_current_thread_affinity(&host_cpus) {
         proc.control.finish(ExitReport::VmmError {
             message: format!(
@@ -547,11 +543,8 @@ fn serve_syscall(proc: &Arc<Process>, vcpu: &mut VcpuFd, th: &mut ThreadState) -
     if fx.thread_exit {
         return Served::ThreadExit;
     }
-    if let Some(cpus) = fx.repin {
-        let host: Vec<usize> = cpus
-            .iter()
-            .map(|&i| proc.cpus[i % proc.cpus.len()])
-            .collect();
+    if let Some(core) = fx.repin {
+        let host = proc.host_cpus_for(core);
         if crate::sys::set_current_thread_affinity(&host).is_ok() {
             th.stats.host_cpus = host;
         }

@@ -356,7 +356,8 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
     let th = ThreadState {
         tid: GUEST_PID,
         vcpu: 0,
-        affinity: vec![0],
+        affinity: (0..cfg.cpus.len()).collect(),
+        core: 0,
         clear_child_tid: 0,
         robust_list: 0,
         sigmask: 0,

@@ -132,7 +132,7 @@ fn a_fault_in_a_non_main_thread_names_the_thread() {
 }
 
 #[test]
-#[ignore = "see vmm-bugs.md"]
+
 fn affinity_reports_the_run_cores_and_pinning_narrows_it() {
     let (v, _) = threaded("affinity", &[]);
     assert!(

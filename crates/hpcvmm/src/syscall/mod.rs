@@ -53,8 +53,8 @@ pub struct Effects {
     pub gs_base: Option<u64>,
     /// This thread exits (SYS_exit); the vCPU parks.
     pub thread_exit: bool,
-    /// Re-pin this vCPU's host thread to these host CPUs (sched_setaffinity).
-    pub repin: Option<Vec<usize>>,
+    /// Re-pin this vCPU's host thread to this guest CPU (sched_setaffinity moved it).
+    pub repin: Option<usize>,
 }
 
 /// The register state at the syscall, for calls that need more than the arguments (clone).

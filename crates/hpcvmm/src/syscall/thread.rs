@@ -148,11 +148,15 @@ fn do_clone(ctx: &mut Ctx<'_>, c: CloneArgs) -> SysResult {
     {
         return undo(libc::EFAULT);
     }
-    let core = index % ncpus;
+    // Linux: the child inherits its creator's affinity mask; the HPC VMM pins it to the next
+    // core of that mask.
+    let mask = ctx.thread.affinity.clone();
+    let core = proc.core_for(index, &mask);
     let th = ThreadState {
         tid,
         vcpu: index,
-        affinity: vec![core],
+        affinity: mask,
+        core,
         clear_child_tid: if c.flags & libc::CLONE_CHILD_CLEARTID as u64 != 0 {
             c.ctid
         } else {
@@ -161,7 +165,7 @@ fn do_clone(ctx: &mut Ctx<'_>, c: CloneArgs) -> SysResult {
         robust_list: 0,
         sigmask: ctx.thread.sigmask,
         altstack: [0, 2, 0],
-        stats: VcpuStats::new(index, tid, vec![proc.cpus[core]]),
+        stats: VcpuStats::new(index, tid, proc.host_cpus_for(core)),
     };
     let p = proc.clone();
     let spawned = std::thread::Builder::new()
@@ -293,9 +297,14 @@ pub fn sched_getaffinity(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     if len < bytes || len % 8 != 0 {
         return err(libc::EINVAL);
     }
-    let _ = own_thread(ctx, pid);
+    // Our own mask; other threads are reported with the run's full set.
+    let cpus: Vec<usize> = if own_thread(ctx, pid) {
+        ctx.thread.affinity.clone()
+    } else {
+        (0..n).collect()
+    };
     let mut words = vec![0u64; n.div_ceil(64)];
-    for i in 0..n {
+    for i in cpus {
         words[i / 64] |= 1 << (i % 64);
     }
     for (i, w) in words.iter().enumerate() {
@@ -316,8 +325,11 @@ pub fn sched_setaffinity(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
         return err(libc::EINVAL);
     }
     if own_thread(ctx, pid) {
-        ctx.thread.affinity = set.clone();
-        ctx.fx.repin = Some(set);
+        if !set.contains(&ctx.thread.core) {
+            ctx.thread.core = set[0];
+            ctx.fx.repin = Some(set[0]);
+        }
+        ctx.thread.affinity = set;
     }
     Ok(0)
 }
@@ -328,7 +340,7 @@ pub fn sched_yield(_ctx: &mut Ctx<'_>, _a: [u64; 6]) -> SysResult {
 }
 
 pub fn getcpu(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
-    let cpu = ctx.thread.affinity.first().copied().unwrap_or(0) as u32;
+    let cpu = ctx.thread.core as u32;
     if a[0] != 0 {
         ctx.put(a[0], &cpu)?;
     }
