@@ -212,6 +212,7 @@ pub(crate) fn run_isolation(
         paths: crate::cmd_zone::paths(global)?,
         guest_cache: None,
         run_timeout: std::time::Duration::from_secs(run_timeout),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
     };
     let mut bars = dualstack_eval::isolation::Bars::new();
     let result = dualstack_eval::isolation::run(&opts, &mut bars);

@@ -91,6 +91,7 @@ fn tiny_experiment_runs_stops_resumes_and_cleans_up() {
         paths: paths.clone(),
         guest_cache: None,
         run_timeout: Duration::from_secs(120),
+        command: "isolation_e2e test".into(),
     };
     let mut stopper = StopAfterFirst { runs: 0 };
     let first = isolation::run(&opts, &mut stopper).unwrap();

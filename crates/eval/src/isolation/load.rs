@@ -21,13 +21,13 @@ pub enum LoadError {
     Vm {
         name: String,
         #[source]
-        source: ManagerError,
+        source: Box<ManagerError>,
     },
     #[error("commodity VM {name} booted but its build workload reported no progress")]
     NoProgress {
         name: String,
         #[source]
-        source: ManagerError,
+        source: Box<ManagerError>,
     },
     #[error("cannot start stress-ng for the competing load (install it: scripts/install-deps, or use --load vm)")]
     Stress(#[source] std::io::Error),
@@ -37,7 +37,7 @@ pub enum LoadError {
 
 /// One competing core's worth of load.
 enum Unit {
-    Vm(BuildFleet),
+    Vm(Box<BuildFleet>),
     Stress(StressProc),
 }
 
@@ -189,14 +189,17 @@ impl LoadSet {
                     let fleet = BuildFleet::start(mgr, &name, 1, 1, self.vm_memory_mib).map_err(
                         |source| LoadError::Vm {
                             name: name.clone(),
-                            source,
+                            source: Box::new(source),
                         },
                     )?;
                     notify(&format!("waiting for {name}'s build workload to get going"));
-                    fleet
-                        .wait_for_work(self.boot_timeout)
-                        .map_err(|source| LoadError::NoProgress { name, source })?;
-                    Unit::Vm(fleet)
+                    fleet.wait_for_work(self.boot_timeout).map_err(|source| {
+                        LoadError::NoProgress {
+                            name,
+                            source: Box::new(source),
+                        }
+                    })?;
+                    Unit::Vm(Box::new(fleet))
                 }
             };
             self.started += 1;

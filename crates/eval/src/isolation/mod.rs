@@ -54,6 +54,9 @@ pub struct Options {
     pub guest_cache: Option<PathBuf>,
     /// Longest one run may take.
     pub run_timeout: Duration,
+    /// The command line that started this invocation (kept in `commands.txt`, quoted in the
+    /// folder's README).
+    pub command: String,
 }
 
 /// Failure of the experiment (runs that fail are recorded, not errors).
@@ -83,13 +86,13 @@ pub enum IsolationError {
     #[error("the competing load `vm` needs qemu-system-x86_64, which is not installed; install it (scripts/install-deps) or use --load stress")]
     NoQemu,
     #[error("building the commodity guest image for the VM load")]
-    Guest(#[source] dualstack_commodity::guest::GuestError),
+    Guest(#[source] Box<dualstack_commodity::guest::GuestError>),
     #[error("reading the node's topology")]
-    Node(#[source] dualstack_zones::StatusError),
+    Node(#[source] Box<dualstack_zones::StatusError>),
     #[error("creating the HPC zone for the experiment")]
-    Zone(#[source] dualstack_zones::ZoneError),
+    Zone(#[source] Box<dualstack_zones::ZoneError>),
     #[error("starting the competing load")]
-    Load(#[source] load::LoadError),
+    Load(#[source] Box<load::LoadError>),
     #[error("cannot read this process's CPU affinity")]
     Affinity(#[source] std::io::Error),
     #[error(transparent)]
@@ -116,6 +119,7 @@ pub struct Outcome {
 }
 
 pub const PLAN_FILE: &str = "plan.json";
+pub const COMMANDS_FILE: &str = "commands.txt";
 
 /// The plan stored in a results folder.
 pub fn load_plan(dir: &Path) -> Result<Plan, IsolationError> {
@@ -196,6 +200,14 @@ pub fn run(opts: &Options, obs: &mut dyn Observer) -> Result<Outcome, IsolationE
             });
         }
     }
+    let commands = out.join(COMMANDS_FILE);
+    let line = format!("{}  {}\n", timestamp(), opts.command);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&commands)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()))
+        .map_err(io("append to", &commands))?;
     let mut records = record::load(out)?;
     let done = record::done_keys(&records);
     let schedule = plan.schedule();
@@ -253,7 +265,9 @@ fn measure(
                     "building the commodity guest image in {} (first run only: downloading the Debian cloud kernel package, assembling a busybox initramfs)",
                     builder.dir().display()
                 ));
-                builder.ensure(false).map_err(IsolationError::Guest)?;
+                builder
+                    .ensure(false)
+                    .map_err(|e| IsolationError::Guest(Box::new(e)))?;
             }
             Some(m)
         }
@@ -267,7 +281,8 @@ fn measure(
         plan.zone_cores,
         plan.memory_bytes >> 20
     ));
-    let node = dualstack_zones::load_node(&opts.paths).map_err(IsolationError::Node)?;
+    let node =
+        dualstack_zones::load_node(&opts.paths).map_err(|e| IsolationError::Node(Box::new(e)))?;
     let request = ZoneRequest {
         cpus: CpuRequest::Cores(plan.zone_cores),
         memory_bytes: plan.memory_bytes,
@@ -281,7 +296,7 @@ fn measure(
         offline_memory: false,
     };
     let report = dualstack_zones::create(&opts.paths, &node, &zone_name, &request, &zopts)
-        .map_err(IsolationError::Zone)?;
+        .map_err(|e| IsolationError::Zone(Box::new(e)))?;
     let zone = ZoneGuard {
         paths: opts.paths.clone(),
         name: zone_name.clone(),
@@ -349,7 +364,7 @@ fn measure(
         }
         if load.level() != key.level {
             load.set_level(key.level, &mut |m| obs.phase(m))
-                .map_err(IsolationError::Load)?;
+                .map_err(|e| IsolationError::Load(Box::new(e)))?;
         }
         if interrupt::requested() {
             break;
@@ -411,6 +426,7 @@ pub fn write_outputs(
         Ok(())
     };
     write("report.md", &md)?;
+    write("README.md", &folder_readme(dir, plan, &analysis))?;
     let results = Results {
         plan,
         analysis: &analysis,
@@ -429,6 +445,70 @@ pub fn write_outputs(
     }
     files.push(dir.join(record::RUNS_FILE));
     Ok((analysis, md, files))
+}
+
+fn host_facts() -> Vec<(String, String)> {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|x| x.1.trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    let cpus = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let mem = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_string()))
+        .unwrap_or_default();
+    let kvm = ["kvm_intel", "kvm_amd", "kvm_pvm"]
+        .into_iter()
+        .filter(|m| Path::new("/sys/module").join(m).exists())
+        .collect::<Vec<_>>()
+        .join(", ");
+    vec![
+        (
+            "kernel".into(),
+            read("/proc/sys/kernel/osrelease").trim().to_string(),
+        ),
+        ("CPU".into(), format!("{model} ({cpus} CPUs)")),
+        ("memory".into(), mem),
+        (
+            "KVM modules".into(),
+            if kvm.is_empty() { "none".into() } else { kvm },
+        ),
+    ]
+}
+
+/// `README.md` of a results folder: what produced it, where, and what is in it.
+pub fn folder_readme(dir: &Path, plan: &Plan, a: &Analysis) -> String {
+    let commands = std::fs::read_to_string(dir.join(COMMANDS_FILE)).unwrap_or_default();
+    let mut s = String::from("# Isolation experiment results\n\nProduced by (UTC time, command; later lines resumed the same experiment):\n\n```\n");
+    s += &commands;
+    s += "```\n\nHost:\n\n";
+    for (k, v) in host_facts() {
+        s += &format!("- {k}: {v}\n");
+    }
+    s += &format!(
+        "\nPlan: apps {}, `--size {}`, configurations {}, {} load at {:?} competing cores, {} repetitions, a {}-core HPC zone with {} MiB of huge pages (full plan in `plan.json`).\n",
+        plan.apps.join(", "),
+        plan.size.as_str(),
+        plan.configs.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", "),
+        plan.load.as_str(),
+        plan.levels,
+        plan.reps,
+        plan.zone_cores,
+        plan.memory_bytes >> 20
+    );
+    s += "\nFiles: `report.md` (targets, Figure 5 and Figure 2 tables, FWQ noise), `figure4.png` / `figure4.svg` (runtime by competing cores), `runs.jsonl` (every run, raw), `results.json` (plan, analysis and runs together).\n\n## Targets\n\n```\n";
+    s += &report::targets_text(a);
+    s += "```\n";
+    s
 }
 
 /// `report.md`: every table and the targets.
@@ -547,6 +627,7 @@ mod tests {
             paths: HostPaths::fake(dir.path(), false),
             guest_cache: None,
             run_timeout: Duration::from_secs(1),
+            command: "test".into(),
         };
         assert!(matches!(
             run(&opts, &mut Quiet),
