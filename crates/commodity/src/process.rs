@@ -26,6 +26,9 @@ pub enum ProcessError {
         #[source]
         source: std::io::Error,
     },
+    /// SIGKILL was sent but the process did not go away in time.
+    #[error("pid {pid} still runs {secs} s after SIGKILL")]
+    Survived { pid: i32, secs: u64 },
 }
 
 /// Who a recorded process is: enough to tell it from a later process with the same pid.
@@ -158,15 +161,23 @@ impl ProcessIdentity {
         }
     }
 
-    /// SIGKILLs the process if it is still ours and waits (up to 5 s) for it to disappear.
+    /// SIGKILLs the process if it is still ours and waits (up to 30 s: a loaded host can
+    /// take a while to tear down QEMU's threads) for it to disappear.
     pub fn kill_and_wait(&self, proc_root: &Path) -> Result<(), ProcessError> {
+        const WAIT: Duration = Duration::from_secs(30);
         match self.signal(proc_root, libc::SIGKILL) {
             Ok(()) => {}
             Err(ProcessError::NotOurs { .. }) => return Ok(()),
             Err(e) => return Err(e),
         }
-        self.wait_gone(proc_root, Duration::from_secs(5));
-        Ok(())
+        if self.wait_gone(proc_root, WAIT) {
+            Ok(())
+        } else {
+            Err(ProcessError::Survived {
+                pid: self.pid,
+                secs: WAIT.as_secs(),
+            })
+        }
     }
 }
 
