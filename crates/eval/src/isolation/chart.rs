@@ -157,7 +157,7 @@ fn draw<DB: DrawingBackend>(
                     String::new()
                 }
             })
-            .y_label_formatter(&|v| format!("{v:.3}"))
+            .y_label_formatter(&|v| format!("{v:.2}"))
             .light_line_style(WHITE.mix(0.0))
             .label_style(("sans-serif", 12))
             .axis_desc_style(("sans-serif", 13))
