@@ -193,6 +193,17 @@ fn isolation_plan(a: &IsolationArgs) -> anyhow::Result<dualstack_eval::isolation
     })
 }
 
+/// This invocation as a shell line, with the DUALSTACK_* variables that steer it in front.
+fn command_line() -> String {
+    let mut parts: Vec<String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("DUALSTACK_"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    parts.sort();
+    parts.extend(std::env::args());
+    parts.join(" ")
+}
+
 /// Runs an isolation plan with progress bars and prints the report; shared with `demo`.
 pub(crate) fn run_isolation(
     plan: dualstack_eval::isolation::Plan,
@@ -212,7 +223,7 @@ pub(crate) fn run_isolation(
         paths: crate::cmd_zone::paths(global)?,
         guest_cache: None,
         run_timeout: std::time::Duration::from_secs(run_timeout),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: command_line(),
     };
     let mut bars = dualstack_eval::isolation::Bars::new();
     let result = dualstack_eval::isolation::run(&opts, &mut bars);
