@@ -101,7 +101,11 @@ pub struct IsolationArgs {
     #[arg(long, value_enum, default_value = "default")]
     pub size: SizeArg,
     /// Configurations (comma-separated): dual-stack, single-stack, native.
-    #[arg(long, value_delimiter = ',', default_value = "dual-stack,single-stack,native")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "dual-stack,single-stack,native"
+    )]
     pub configs: Vec<String>,
     /// The competing load.
     #[arg(long, value_enum, default_value = "vm")]
@@ -147,7 +151,10 @@ fn isolation_plan(a: &IsolationArgs) -> anyhow::Result<dualstack_eval::isolation
     }
     let zone_cores = a.zone_cores.unwrap_or((cpus / 2).max(1));
     if zone_cores == 0 || zone_cores >= cpus {
-        anyhow::bail!("--zone-cores {zone_cores}: give between 1 and {} (one core must stay commodity)", cpus - 1);
+        anyhow::bail!(
+            "--zone-cores {zone_cores}: give between 1 and {} (one core must stay commodity)",
+            cpus - 1
+        );
     }
     let commodity = cpus - zone_cores;
     let configs = a
@@ -177,7 +184,10 @@ fn isolation_plan(a: &IsolationArgs) -> anyhow::Result<dualstack_eval::isolation
             LoadArg::Vm => LoadKind::Vm,
             LoadArg::Stress => LoadKind::Stress,
         },
-        levels: a.levels.clone().unwrap_or_else(|| (0..=commodity).collect()),
+        levels: a
+            .levels
+            .clone()
+            .unwrap_or_else(|| (0..=commodity).collect()),
         reps: if a.quick { 3 } else { a.reps.max(1) },
         zone_cores,
         memory_bytes: crate::common::parse_size(&a.memory).map_err(anyhow::Error::msg)?,
@@ -233,7 +243,11 @@ pub(crate) fn run_isolation(
 
 fn isolation(a: IsolationArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     let (plan, out, resume) = match &a.resume {
-        Some(dir) => (dualstack_eval::isolation::load_plan(dir)?, dir.clone(), true),
+        Some(dir) => (
+            dualstack_eval::isolation::load_plan(dir)?,
+            dir.clone(),
+            true,
+        ),
         None => (
             isolation_plan(&a)?,
             a.out.clone().unwrap_or_else(|| {
