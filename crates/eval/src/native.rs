@@ -31,18 +31,9 @@ pub fn run_native(
     }
     let cpus = cpus.to_vec();
     // SAFETY: the closure runs in the forked child before exec and only calls
-    // async-signal-safe sched_setaffinity on itself.
+    // sched_setaffinity on itself (no allocation).
     unsafe {
-        cmd.pre_exec(move || {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            for &c in &cpus {
-                libc::CPU_SET(c, &mut set);
-            }
-            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || dualstack_hpcvmm::set_thread_affinity(&cpus));
     }
     let t = Instant::now();
     let o = cmd.output()?;

@@ -30,3 +30,9 @@ pub use vm::{run, RunConfig, VmmError};
 pub fn host_affinity() -> std::io::Result<Vec<usize>> {
     sys::current_affinity()
 }
+
+/// Restrict the calling thread to `cpus`. Allocates nothing, so it may run in a forked child
+/// before exec (`CommandExt::pre_exec`).
+pub fn set_thread_affinity(cpus: &[usize]) -> std::io::Result<()> {
+    sys::set_current_thread_affinity(cpus)
+}

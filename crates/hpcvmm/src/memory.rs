@@ -237,10 +237,12 @@ impl GuestMemory {
                 let needed = size / page_size.bytes();
                 let (free, pool) = free_huge_pages(sysfs, page_size, numa_node)?;
                 if free < needed {
-                    let (total, _) = free_huge_pages(sysfs, page_size, numa_node)
-                        .map(|(_, p)| (std::fs::read_to_string(&p).ok(), p))
-                        .unwrap_or((None, String::new()));
-                    let total: u64 = total.and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+                    // `pool` names the nr_hugepages file; the suggestion grows it by the
+                    // shortfall.
+                    let total: u64 = std::fs::read_to_string(&pool)
+                        .ok()
+                        .and_then(|t| t.trim().parse().ok())
+                        .unwrap_or(0);
                     return Err(MemoryError::NotEnoughHugePages {
                         size: page_size,
                         needed,

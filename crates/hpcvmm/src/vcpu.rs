@@ -4,7 +4,7 @@
 use std::sync::{Arc, Once};
 use std::time::Instant;
 
-use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, kvm_xcrs, Msrs};
+use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_xcrs, Msrs};
 use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
 
 use crate::layout::{self, *};
@@ -575,12 +575,4 @@ fn serve_syscall(proc: &Arc<Process>, vcpu: &mut VcpuFd, th: &mut ThreadState) -
         vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
     }
     Served::Resume
-}
-
-/// The sregs a fresh vCPU starts from (used by clone to copy the parent's user segments).
-pub fn user_sregs_of(base: &kvm_sregs) -> kvm_sregs {
-    let mut s = *base;
-    s.cs = user_cs();
-    s.ss = user_ds();
-    s
 }

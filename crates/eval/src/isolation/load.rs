@@ -64,14 +64,7 @@ impl StressProc {
                 if libc::setpgid(0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                for &c in &cpus {
-                    libc::CPU_SET(c, &mut set);
-                }
-                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
+                dualstack_hpcvmm::set_thread_affinity(&cpus)
             });
         }
         let mut child = cmd.spawn().map_err(LoadError::Stress)?;
