@@ -141,3 +141,17 @@ fn affinity_reports_the_run_cores_and_pinning_narrows_it() {
         v.stdout
     );
 }
+
+#[test]
+fn fortran_openmp_file_io_and_arguments() {
+    // gfortran -static -fopenmp: libgfortran's unit I/O, allocatables, an OpenMP reduction,
+    // command-line arguments and system_clock, compared with the native run.
+    let (v, stats) = threaded("fortran_omp", &["hi"]);
+    assert!(
+        v.stdout
+            .starts_with("sum=   15.0858736534 threads=2 arg=hi clock_ok=T"),
+        "{}",
+        v.stdout
+    );
+    assert_eq!(stats.enosys.len(), 0, "{:?}", stats.enosys);
+}

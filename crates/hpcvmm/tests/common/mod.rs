@@ -28,11 +28,16 @@ fn cache_dir() -> PathBuf {
     d
 }
 
-/// Extra compiler flags a guest asks for on a `// build: FLAGS` first line.
+/// Extra compiler flags a guest asks for on a `// build: FLAGS` first line (`! build:` in
+/// Fortran).
 fn build_flags(src: &str) -> Vec<String> {
     src.lines()
         .next()
-        .and_then(|l| l.trim().strip_prefix("// build:"))
+        .and_then(|l| {
+            let l = l.trim();
+            l.strip_prefix("// build:")
+                .or_else(|| l.strip_prefix("! build:"))
+        })
         .map(|f| f.split_whitespace().map(str::to_string).collect())
         .unwrap_or_default()
 }
@@ -60,6 +65,25 @@ fn compiler(src: &Path, out: &Path, link_static: bool, extra: &[String]) -> Comm
             c.arg(src).arg("-o").arg(out).args(extra);
             return c;
         }
+        "f90" => {
+            let mut c = Command::new("gfortran");
+            c.args(["-O2", "-Wall"]);
+            if link_static {
+                // Static libgfortran calls pthread functions through weak references that a
+                // static link leaves null (close_unit then jumps to 0): pull them in.
+                for sym in [
+                    "pthread_mutex_destroy",
+                    "pthread_key_create",
+                    "pthread_key_delete",
+                    "pthread_getspecific",
+                    "pthread_setspecific",
+                    "pthread_once",
+                ] {
+                    c.arg(format!("-Wl,-u,{sym}"));
+                }
+            }
+            c
+        }
         other => panic!("guest {} has unknown extension {other:?}", src.display()),
     };
     if link_static {
@@ -71,7 +95,7 @@ fn compiler(src: &Path, out: &Path, link_static: bool, extra: &[String]) -> Comm
 
 fn build(name: &str, link_static: bool) -> PathBuf {
     let dir = guests_src();
-    let src = ["c", "cpp", "rs"]
+    let src = ["c", "cpp", "rs", "f90"]
         .iter()
         .map(|e| dir.join(format!("{name}.{e}")))
         .find(|p| p.exists())
