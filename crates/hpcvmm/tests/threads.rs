@@ -147,11 +147,12 @@ fn fortran_openmp_file_io_and_arguments() {
     // gfortran -static -fopenmp: libgfortran's unit I/O, allocatables, an OpenMP reduction,
     // command-line arguments and system_clock, compared with the native run.
     let (v, stats) = threaded("fortran_omp", &["hi"]);
+    // The thread count follows the host's cores (native and VM agree, checked above).
     assert!(
-        v.stdout
-            .starts_with("sum=   15.0858736534 threads=2 arg=hi clock_ok=T"),
+        v.stdout.starts_with("sum=   15.0858736534 threads="),
         "{}",
         v.stdout
     );
+    assert!(v.stdout.contains(" arg=hi clock_ok=T"), "{}", v.stdout);
     assert_eq!(stats.enosys.len(), 0, "{:?}", stats.enosys);
 }
