@@ -406,11 +406,40 @@ impl VmManager {
         self.release_cpuset(&lock);
     }
 
+    /// Remove the commodity cpuset when nothing needs it. A QEMU we just killed can stay in
+    /// the cgroup's process list for a moment after it stopped counting as running, so when
+    /// no VM record holds a process any more, retry briefly instead of leaving it behind.
     fn release_cpuset(&self, lock: &StateLock) {
-        match commodity::release_if_unused_locked(&self.paths, lock) {
-            Ok(_) => {}
-            Err(e) => tracing::warn!("releasing the commodity cpuset: {e}"),
+        for _ in 0..40 {
+            match commodity::release_if_unused_locked(&self.paths, lock) {
+                Ok(true) => return,
+                Ok(false) => {
+                    let busy = self.locked_any_vm_with_process().unwrap_or(true);
+                    if busy {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    tracing::warn!("releasing the commodity cpuset: {e}");
+                    return;
+                }
+            }
         }
+        tracing::warn!(
+            "the commodity cpuset still holds processes after its last VM stopped; left in place"
+        );
+    }
+
+    /// Whether the commodity cpuset is still legitimately needed: a VM record with a QEMU
+    /// process, or any zone (called with the state lock held).
+    fn locked_any_vm_with_process(&self) -> Result<bool, ManagerError> {
+        let conn = dualstack_zones::open_db(&self.paths.state_dir)?;
+        let zones: i64 = conn
+            .query_row("SELECT count(*) FROM zones", [], |r| r.get(0))
+            .unwrap_or(1);
+        let store = VmStore::new(&conn)?;
+        Ok(zones > 0 || store.list()?.iter().any(|r| r.state.has_process()))
     }
 
     /// Waits until the guest is up, or returns [`ManagerError::BootFailed`].

@@ -110,7 +110,10 @@ impl ProcessIdentity {
                 // start time, so it is still our process.
                 Some(c) if c.is_empty() => Liveness::Alive,
                 Some(_) => Liveness::Replaced,
-                None => Liveness::Exited,
+                // Its stat was readable a moment ago: it is exiting, not gone. Say alive so a
+                // waiter polls again (stat then tells), rather than calling it exited while
+                // its threads still hold the cgroup.
+                None => Liveness::Alive,
             },
         }
     }
