@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use dualstack_commodity::process::thread_affinities;
 use dualstack_commodity::workload::read_progress;
 use dualstack_commodity::{CreateOptions, VmManager, VmSpec, VmState, Workload};
-use dualstack_topology::{CpuRequest, ZoneRequest};
-use dualstack_zones::{steer::HostTasks, ZoneOptions};
 
 fn commodity_cpus(host: &common::TestHost) -> Vec<u32> {
     let text = std::fs::read_to_string(host.paths().commodity_dir().join("cpuset.cpus")).unwrap();
@@ -65,22 +63,7 @@ fn builtin_guest_runs_build_workload_confined_and_cleans_up() {
 
     // An HPC zone taking one core shrinks the commodity cpuset: QEMU's threads move off the
     // zone's core at once, without a restart, and the guest keeps working.
-    let node = dualstack_topology::from_host().unwrap();
-    let request = ZoneRequest {
-        cpus: CpuRequest::Cores(1),
-        memory_bytes: 2 << 20,
-        numa_node: None,
-        hugepage_kib: 2048,
-    };
-    let zone_opts = ZoneOptions {
-        host_tasks: HostTasks::Leave,
-        steer_irqs: false,
-        narrow_workqueue: false,
-        offline_memory: false,
-    };
-    let zone = dualstack_zones::create(host.paths(), &node, "hpc1", &request, &zone_opts)
-        .unwrap()
-        .zone;
+    let zone = host.create_core_zone("hpc1");
     let zone_cpus: Vec<u32> = zone.cpus.iter().collect();
     let shrunk = commodity_cpus(&host);
     assert!(
@@ -143,16 +126,7 @@ fn builtin_guest_runs_build_workload_confined_and_cleans_up() {
 
     // Delete: no record, no files, no process, no cgroup.
     host.mgr.delete("build1").unwrap();
-    assert!(host.mgr.list().unwrap().is_empty());
     assert!(!info.serial_log.exists());
-    assert!(
-        host.our_processes().is_empty(),
-        "stray processes: {:?}",
-        host.our_processes()
-    );
-    assert!(
-        !host.paths().commodity_dir().exists(),
-        "commodity cpuset left behind"
-    );
+    host.assert_nothing_left();
     assert!(!host.instance_dir().exists(), "instance cgroup left behind");
 }

@@ -19,16 +19,7 @@ fn spec(name: &str, boot: BootSource) -> VmSpec {
 }
 
 fn assert_clean(host: &common::TestHost) {
-    assert!(host.mgr.list().unwrap().is_empty(), "stale records");
-    assert!(
-        host.our_processes().is_empty(),
-        "stray processes: {:?}",
-        host.our_processes()
-    );
-    assert!(
-        !host.paths().commodity_dir().exists(),
-        "commodity cpuset left behind"
-    );
+    host.assert_nothing_left();
     assert!(
         !host.paths().state_dir.join("vms/bad").exists(),
         "VM directory left behind"

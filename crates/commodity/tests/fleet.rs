@@ -7,8 +7,6 @@ mod common;
 use std::time::Duration;
 
 use dualstack_commodity::BuildFleet;
-use dualstack_topology::{CpuRequest, ZoneRequest};
-use dualstack_zones::{steer::HostTasks, ZoneOptions};
 
 #[test]
 fn fleet_reports_throughput_and_stops_everything() {
@@ -22,20 +20,7 @@ fn fleet_reports_throughput_and_stops_everything() {
     assert_eq!(whole.vms.len(), 2);
     assert!(whole.vms.iter().all(|v| v.jobs > 0), "{whole:?}");
 
-    let node = dualstack_topology::from_host().unwrap();
-    let request = ZoneRequest {
-        cpus: CpuRequest::Cores(1),
-        memory_bytes: 2 << 20,
-        numa_node: None,
-        hugepage_kib: 2048,
-    };
-    let opts = ZoneOptions {
-        host_tasks: HostTasks::Leave,
-        steer_irqs: false,
-        narrow_workqueue: false,
-        offline_memory: false,
-    };
-    dualstack_zones::create(host.paths(), &node, "hpc", &request, &opts).unwrap();
+    host.create_core_zone("hpc");
     let squeezed = fleet.measure(Duration::from_secs(5)).unwrap();
     dualstack_zones::release(host.paths(), "hpc").unwrap();
     println!(
@@ -46,11 +31,5 @@ fn fleet_reports_throughput_and_stops_everything() {
     );
 
     fleet.stop_all().unwrap();
-    assert!(host.mgr.list().unwrap().is_empty());
-    assert!(
-        host.our_processes().is_empty(),
-        "{:?}",
-        host.our_processes()
-    );
-    assert!(!host.paths().commodity_dir().exists());
+    host.assert_nothing_left();
 }

@@ -57,6 +57,41 @@ impl TestHost {
     pub fn instance_dir(&self) -> PathBuf {
         self.paths().instance_dir()
     }
+
+    /// Carve a 1-core HPC zone (2 MiB of huge pages; IRQs and the workqueue mask left alone,
+    /// this being a shared test host).
+    pub fn create_core_zone(&self, name: &str) -> dualstack_zones::Zone {
+        let node = dualstack_topology::from_host().unwrap();
+        let request = dualstack_topology::ZoneRequest {
+            cpus: dualstack_topology::CpuRequest::Cores(1),
+            memory_bytes: 2 << 20,
+            numa_node: None,
+            hugepage_kib: 2048,
+        };
+        let opts = dualstack_zones::ZoneOptions {
+            host_tasks: dualstack_zones::steer::HostTasks::Leave,
+            steer_irqs: false,
+            narrow_workqueue: false,
+            offline_memory: false,
+        };
+        dualstack_zones::create(self.paths(), &node, name, &request, &opts)
+            .unwrap()
+            .zone
+    }
+
+    /// Nothing of this fixture's is left: no VM record, no process, no commodity cpuset.
+    pub fn assert_nothing_left(&self) {
+        assert!(self.mgr.list().unwrap().is_empty(), "stale records");
+        assert!(
+            self.our_processes().is_empty(),
+            "stray processes: {:?}",
+            self.our_processes()
+        );
+        assert!(
+            !self.paths().commodity_dir().exists(),
+            "commodity cpuset left behind"
+        );
+    }
 }
 
 impl Drop for TestHost {
