@@ -424,7 +424,7 @@ pub fn run(proc: Arc<Process>, mut vcpu: VcpuFd, mut th: ThreadState) {
             }
             Exit::Other(what, reason) => {
                 th.stats.exit(reason);
-                let rip = vcpu.sync_regs().regs.rip;
+                let rip = vcpu.sync_regs_mut().regs.rip;
                 let mut r = exception_report(13, None, 0, rip, &th);
                 if reason == "mmio" {
                     r.signal = libc::SIGBUS;
@@ -436,7 +436,7 @@ pub fn run(proc: Arc<Process>, mut vcpu: VcpuFd, mut th: ThreadState) {
                 break;
             }
             Exit::Io(port) => {
-                let rip = vcpu.sync_regs().regs.rip;
+                let rip = vcpu.sync_regs_mut().regs.rip;
                 if port == LAUNCH_PORT && rip == LAUNCH_EXIT_RIP && th.vcpu == 0 {
                     // The program starts now: what KVM counted so far belongs to launch.
                     th.stats.exit("launch");
@@ -507,7 +507,8 @@ enum Served {
 
 /// Serve one system call and set up the return to the guest.
 fn serve_syscall(proc: &Arc<Process>, vcpu: &mut VcpuFd, th: &mut ThreadState) -> Served {
-    let s = vcpu.sync_regs();
+    // Borrow the registers in kvm_run in place: sync_regs() would copy the whole 2 KiB block.
+    let s = vcpu.sync_regs_mut();
     let r = s.regs;
     let frame = Frame {
         rip: r.rcx,
