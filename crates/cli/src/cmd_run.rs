@@ -37,9 +37,9 @@ pub struct RunArgs {
     /// Run inside this HPC zone: its cores and its huge pages.
     #[arg(long)]
     pub zone: Option<String>,
-    /// Guest memory, e.g. 512M, 4G.
-    #[arg(long, default_value = "512M", value_parser = parse_size)]
-    pub memory: u64,
+    /// Guest memory, e.g. 512M, 4G [default: 512M, or all of the zone's memory with --zone].
+    #[arg(long, value_parser = parse_size)]
+    pub memory: Option<u64>,
     /// Huge page size of the hugetlb backing.
     #[arg(long, value_enum, default_value = "2M")]
     pub hugepages: PageSizeArg,
@@ -82,6 +82,9 @@ pub struct RunArgs {
     pub program: Vec<String>,
 }
 
+/// Guest memory when neither --memory nor a zone says otherwise.
+const DEFAULT_MEMORY: u64 = 512 << 20;
+
 /// Resolve a program name: a path, or the name of a bundled mini-app.
 pub fn resolve_program(name: &str) -> PathBuf {
     let p = PathBuf::from(name);
@@ -97,7 +100,7 @@ pub fn resolve_program(name: &str) -> PathBuf {
 pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
     let program = resolve_program(&args.program[0]);
     let mut cfg = RunConfig::new(program, args.program.clone());
-    cfg.memory = args.memory;
+    cfg.memory = args.memory.unwrap_or(DEFAULT_MEMORY);
     let page_size = match args.hugepages {
         PageSizeArg::G1 => HugePageSize::Size1G,
         PageSizeArg::M2 => HugePageSize::Size2M,
@@ -158,7 +161,7 @@ pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
 pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     let cfg = build_config(&args)?;
     let stats = match &args.zone {
-        Some(zone) => crate::cmd_zone::run_in_zone(zone, cfg, global)?,
+        Some(zone) => crate::cmd_zone::run_in_zone(zone, cfg, args.memory, global)?,
         None => dualstack_hpcvmm::run(&cfg)?,
     };
     report(&stats, args.stats.as_deref(), args.summary)?;

@@ -426,10 +426,12 @@ fn bench(paths: &HostPaths, a: &BenchArgs) -> anyhow::Result<i32> {
 }
 
 /// Run the HPC VMM inside a zone: vCPUs on the zone's CPUs, guest memory from the zone's huge
-/// pages on its NUMA node, the process inside the zone's cpuset for the run.
+/// pages on its NUMA node, the process inside the zone's cpuset for the run. `memory` is what
+/// the user asked for (default: all of the zone's memory); more than the zone holds is refused.
 pub fn run_in_zone(
     zone: &str,
     mut cfg: dualstack_hpcvmm::RunConfig,
+    memory: Option<u64>,
     global: &GlobalOpts,
 ) -> anyhow::Result<dualstack_hpcvmm::RunStats> {
     let paths = paths(global)?;
@@ -440,7 +442,15 @@ pub fn run_in_zone(
     } else {
         dualstack_hpcvmm::HugePageSize::Size2M
     };
-    cfg.memory = z.memory_bytes();
+    cfg.memory = match memory {
+        Some(m) if m > z.memory_bytes() => anyhow::bail!(
+            "--memory {} MiB is more than zone {zone} holds ({} MiB); create the zone with more --memory or ask for less",
+            m >> 20,
+            z.memory_bytes() >> 20
+        ),
+        Some(m) => m,
+        None => z.memory_bytes(),
+    };
     cfg.backing = dualstack_hpcvmm::Backing::Hugetlb {
         page_size,
         numa_node: Some(z.numa_node()),
