@@ -43,10 +43,10 @@ fn allocation_beyond_guest_memory_is_enomem_not_a_crash() {
 #[test]
 fn large_allocations_match_native_on_hugetlb() {
     // 256 MiB guest = 128 huge pages, given back when the test ends, even on failure.
-    let Some(_pages) = HugePages::reserve(130) else {
-        eprintln!("skipped: the host could not supply 130 more 2 MiB huge pages");
+    let pages = HugePages::reserve(130);
+    if !require("130 free 2 MiB huge pages", pages.is_some()) {
         return;
-    };
+    }
     let mut spec = Spec::default().memory(256 << 20).args(&["160"]);
     spec.backing = Backing::Hugetlb {
         page_size: HugePageSize::Size2M,

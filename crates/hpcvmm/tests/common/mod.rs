@@ -126,6 +126,23 @@ fn build(name: &str, link_static: bool) -> PathBuf {
     out
 }
 
+/// Whether a test may go on: `available` says whether the resource `what` (root, KVM, huge
+/// pages, a compiler...) is there. When it is missing the test is skipped with a loud SKIP line,
+/// unless `DUALSTACK_REQUIRE_ALL=1` is set (CI): then the test fails, so a machine lacking
+/// something cannot pass without testing.
+pub fn require(what: &str, available: bool) -> bool {
+    if available {
+        return true;
+    }
+    let required = std::env::var("DUALSTACK_REQUIRE_ALL").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "DUALSTACK_REQUIRE_ALL=1 but this test needs {what}, which this host lacks"
+    );
+    eprintln!("SKIP: this test needs {what}, which this host lacks (set DUALSTACK_REQUIRE_ALL=1 to fail instead)");
+    false
+}
+
 /// The statically linked guest `tests/guests/<name>.{c,cpp,rs}`, built if its source changed.
 pub fn guest(name: &str) -> PathBuf {
     build(name, true)
