@@ -8,11 +8,19 @@
 //! println!("{}", stats.summary());
 //! ```
 
-pub mod addrspace;
+//!
+//! Layers, each depending only on the ones above it:
+//! - [`memory`], [`layout`], [`elf`], [`stack`], [`vdso`]: guest memory and what goes in it;
+//! - [`kernel`]: the objects system calls act on (run, thread group, task);
+//! - [`syscall`]: the system call table and handlers, acting on `kernel`;
+//! - [`stats`]: run statistics (names calls through the syscall table);
+//! - [`vcpu`]: vCPU set-up and the vCPU thread loop, serving exits through `syscall`;
+//! - `vm`: building a run in named phases and running it ([`run`], [`run_with`]).
+
 pub mod elf;
+pub mod kernel;
 pub mod layout;
 pub mod memory;
-pub mod process;
 pub mod stack;
 pub mod stats;
 mod sys;
@@ -23,8 +31,8 @@ mod vm;
 
 pub use layout::GuestPageSize;
 pub use memory::{Backing, HugePageSize};
-pub use stats::{ExitReport, RunStats};
-pub use vm::{run, RunConfig, VmmError};
+pub use stats::{ExitReport, FaultReport, RunStats};
+pub use vm::{run, run_with, RunConfig, RunHooks, ThreadStartHook, VmmError};
 
 /// Host CPUs the calling thread may run on (the default core set of a run).
 pub fn host_affinity() -> std::io::Result<Vec<usize>> {

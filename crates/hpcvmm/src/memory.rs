@@ -308,6 +308,11 @@ impl GuestMemory {
         self.region.as_ptr()
     }
 
+    /// `[lo, hi)`: where guest-originated accesses may go (see [`GuestMemory::restrict_to`]).
+    pub fn user_bounds(&self) -> (u64, u64) {
+        (self.user_lo, self.user_hi)
+    }
+
     /// From now on, guest-originated accesses must lie inside `[lo, hi)`.
     pub fn restrict_to(&mut self, lo: u64, hi: u64) {
         self.user_lo = lo.min(self.size);
@@ -451,6 +456,60 @@ impl GuestMemory {
             }
             cur += avail;
         }
+    }
+}
+
+/// One host mapping that backs a contiguous range of guest physical memory: one KVM memory
+/// slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryRegion {
+    /// KVM memory slot number.
+    pub slot: u32,
+    pub guest_phys_addr: u64,
+    pub size: u64,
+    /// Host virtual address of the region's first byte.
+    pub host_addr: u64,
+}
+
+/// The regions guest physical memory is made of, in guest address order and without overlap.
+/// Today the HPC VMM builds one (all of RAM at GPA 0); shared regions between VMs will add
+/// slots here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionList(Vec<MemoryRegion>);
+
+impl RegionList {
+    /// A list from regions; panics if they overlap or are out of order (a VMM bug).
+    pub fn new(regions: Vec<MemoryRegion>) -> Self {
+        for w in regions.windows(2) {
+            assert!(
+                w[0].guest_phys_addr + w[0].size <= w[1].guest_phys_addr && w[0].slot != w[1].slot,
+                "guest memory regions overlap or share a slot: {w:?}"
+            );
+        }
+        RegionList(regions)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &MemoryRegion> {
+        self.0.iter()
+    }
+
+    /// The region holding guest physical address `gpa`.
+    pub fn find(&self, gpa: u64) -> Option<&MemoryRegion> {
+        self.0
+            .iter()
+            .find(|r| gpa >= r.guest_phys_addr && gpa - r.guest_phys_addr < r.size)
+    }
+}
+
+impl GuestMemory {
+    /// The KVM memory slots this memory is registered as.
+    pub fn regions(&self) -> RegionList {
+        RegionList::new(vec![MemoryRegion {
+            slot: 0,
+            guest_phys_addr: 0,
+            size: self.size,
+            host_addr: self.host_base() as u64,
+        }])
     }
 }
 

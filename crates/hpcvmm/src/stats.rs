@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::syscall::names;
+use crate::syscall::table as names;
 
 vmm_sys_util::ioctl_io_nr!(KVM_GET_STATS_FD, kvm_bindings::KVMIO, 0xce);
 
@@ -160,6 +160,24 @@ pub struct MemoryStats {
     pub peak_mapped_bytes: u64,
 }
 
+/// Where and why the guest faulted.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FaultReport {
+    /// Linux signal number the fault maps to (SIGSEGV, SIGILL, SIGFPE...).
+    pub signal: i32,
+    pub signal_name: String,
+    /// What happened, e.g. "page fault (#PF) writing a not-present page".
+    pub what: String,
+    /// Guest thread id and vCPU index that faulted.
+    pub tid: i32,
+    pub vcpu: usize,
+    /// Guest instruction pointer at the fault.
+    pub rip: u64,
+    /// Faulting address (CR2 for #PF), when the fault has one.
+    pub addr: Option<u64>,
+    pub error_code: Option<u64>,
+}
+
 /// How the run ended.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -167,7 +185,7 @@ pub enum ExitReport {
     /// The program exited with this status.
     Exited { status: i32 },
     /// The guest took a fault or a fatal signal.
-    Faulted(crate::process::FaultReport),
+    Faulted(FaultReport),
     /// --timeout expired.
     TimedOut { after_s: f64 },
     /// The VMM itself failed while the guest ran.

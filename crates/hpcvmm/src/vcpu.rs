@@ -1,16 +1,21 @@
 //! vCPU setup (64-bit user mode on the VMM's GDT/IDT/TSS and page tables) and the vCPU run
 //! loop: one host thread per vCPU, pinned before the guest's first instruction.
 
-use std::sync::{Arc, Once};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, Once};
 use std::time::Instant;
 
-use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_xcrs, Msrs};
-use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
+use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_xcrs, CpuId, Msrs};
+use kvm_ioctls::{Kvm, SyncReg, VcpuExit, VcpuFd, VmFd};
 
+use crate::kernel::task::Task;
+use crate::kernel::Kernel;
 use crate::layout::{self, *};
-use crate::process::{FaultReport, Process, ThreadState};
-use crate::stats::{ExitReport, KvmStatsFile};
-use crate::syscall::{self, Ctx, Errno, Frame};
+use crate::memory::GuestMemory;
+use crate::stats::{ExitReport, FaultReport, KvmStatsFile, VcpuStats};
+use crate::syscall::threads::NewThread;
+use crate::syscall::{self, Args, Ctx, Frame, SysOutcome};
 
 /// Failure to set up a vCPU.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +58,12 @@ const EFER_LMA: u64 = 1 << 10;
 
 /// RFLAGS bits user code may keep across a system call (no IOPL, VM, RF, IF changes).
 const USER_RFLAGS: u64 = 0x24_0dd5; // CF PF AF ZF SF TF DF OF AC ID
+
+/// The RFLAGS a user thread runs with, from the value the guest had (R11 at `syscall`):
+/// used both when resuming after a system call and when starting a cloned thread.
+pub fn user_rflags(guest: u64) -> u64 {
+    (guest & USER_RFLAGS) | 0x2
+}
 
 /// The signal used to kick vCPU threads out of KVM_RUN and blocking host calls.
 pub fn kick_signal() -> i32 {
@@ -124,18 +135,13 @@ pub fn cpu_features(cpuid: &kvm_bindings::CpuId) -> CpuFeatures {
 /// Put a vCPU into 64-bit user mode, with its own TSS and CPUID identity. `fresh` is false
 /// for a parked vCPU being reused: it keeps its CPUID (KVM refuses to change CPUID once a
 /// vCPU has run).
-pub fn configure(
-    proc: &Process,
-    vcpu: &VcpuFd,
-    index: usize,
-    fresh: bool,
-) -> Result<(), VcpuError> {
+pub fn configure(m: &Machine, vcpu: &VcpuFd, index: usize, fresh: bool) -> Result<(), VcpuError> {
     if index >= MAX_VCPUS {
         return Err(VcpuError::TooMany);
     }
-    let feat = cpu_features(&proc.cpuid);
+    let feat = cpu_features(&m.cpuid);
     if fresh {
-        let mut cpuid = proc.cpuid.clone();
+        let mut cpuid = m.cpuid.clone();
         for e in cpuid.as_mut_slice() {
             match e.function {
                 1 => e.ebx = (e.ebx & 0x00ff_ffff) | ((index as u32) << 24),
@@ -187,7 +193,7 @@ pub fn configure(
         .get_sregs()
         .map_err(kvm_err("read the initial sregs"))?;
     sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
-    sregs.cr3 = proc.paging.pml4;
+    sregs.cr3 = m.pml4;
     sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
     if feat.xsave {
         sregs.cr4 |= CR4_OSXSAVE;
@@ -230,7 +236,7 @@ pub fn configure(
             ..Default::default()
         };
         xcrs.xcrs[0].xcr = 0;
-        xcrs.xcrs[0].value = proc.xcr0;
+        xcrs.xcrs[0].value = m.xcr0;
         vcpu.set_xcrs(&xcrs).map_err(kvm_err("set XCR0"))?;
     }
     let fpu = kvm_fpu {
@@ -299,7 +305,8 @@ fn exception_report(
     err: Option<u64>,
     cr2: u64,
     rip: u64,
-    th: &ThreadState,
+    tid: i32,
+    vcpu: usize,
 ) -> FaultReport {
     let (sig, what) = match vector {
         0 => (libc::SIGFPE, "divide error (#DE)".to_string()),
@@ -344,236 +351,601 @@ fn exception_report(
         signal: sig,
         signal_name: signal_name(sig).to_string(),
         what,
-        tid: th.tid,
-        vcpu: th.vcpu,
+        tid,
+        vcpu,
         rip,
         addr: (vector == 14).then_some(cr2),
         error_code: err,
     }
 }
 
-enum Exit {
-    Io(u16),
-    Interrupted,
-    Other(String, &'static str),
-    Fatal(String),
+/// A per-vCPU-thread hook, run first on every vCPU thread before its guest code runs (where a
+/// seccomp filter is installed). Gets the vCPU index; an error ends the run.
+pub type ThreadStartHook = Arc<dyn Fn(usize) -> Result<(), String> + Send + Sync>;
+
+/// What a finished vCPU thread reports.
+pub struct Finished {
+    pub stats: VcpuStats,
 }
 
-/// Run one vCPU until its thread exits or the run ends. Consumes the vCPU.
-pub fn run(proc: Arc<Process>, mut vcpu: VcpuFd, mut th: ThreadState) {
-    install_kick_handler();
-    let host_cpus = proc.host_cpus_for(th.core);
-    if let Err(e) = crate::sys::set_current_thread_affinity(&host_cpus) {
-        proc.control.finish(ExitReport::VmmError {
-            message: format!(
-                "cannot pin vCPU {} to host CPUs {host_cpus:?}: {e}",
-                th.vcpu
-            ),
-        });
-    }
-    th.stats.host_cpus = host_cpus;
-    proc.threads
-        .lock()
-        .unwrap()
-        .host_tids
-        .insert(th.vcpu, crate::sys::gettid());
-    vcpu.set_sync_valid_reg(SyncReg::Register);
-    vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
-    let stats_file = KvmStatsFile::open(&vcpu);
-    let mut before = stats_file.as_ref().map(|f| f.read()).unwrap_or_default();
-    let mut parked = false;
+/// The vCPU layer's view of a run: KVM handles, the host side of each vCPU thread and the run
+/// statistics, around the [`Kernel`] the guest's system calls act on.
+pub struct Machine {
+    pub kernel: Kernel,
+    /// Keeps /dev/kvm open as long as the VM.
+    _kvm: Kvm,
+    vm: VmFd,
+    cpuid: CpuId,
+    xcr0: u64,
+    pml4: u64,
+    /// The guest memory KVM maps (the kernel's `mem` is the same memory, seen as `GuestRam`).
+    pub mem: Arc<GuestMemory>,
+    /// Host CPUs the run owns; vCPU i runs on cpus[i % len].
+    cpus: Vec<usize>,
+    /// Whether vCPUs are pinned one per core (else they float over `cpus`).
+    pin_vcpus: bool,
+    pool: Mutex<VcpuPool>,
+    outcome: Mutex<Option<ExitReport>>,
+    /// KVM's vCPU statistics accumulated before the program's first instruction.
+    launch_kvm: Mutex<BTreeMap<String, u64>>,
+    /// ENOSYS answers by system call number.
+    enosys: Mutex<BTreeMap<u64, u64>>,
+    done_tx: Mutex<mpsc::Sender<Finished>>,
+    thread_start: Option<ThreadStartHook>,
+    hook_failed: AtomicBool,
+}
 
-    loop {
-        if proc.control.exiting() {
-            break;
-        }
-        let t0 = Instant::now();
-        let exit = match vcpu.run() {
-            Ok(VcpuExit::IoOut(port, _)) => Exit::Io(port),
-            Ok(VcpuExit::IoIn(port, _)) => Exit::Io(port),
-            Ok(VcpuExit::Hlt) => Exit::Other("hlt".into(), "hlt"),
-            Ok(VcpuExit::Shutdown) => Exit::Other("triple fault (shutdown)".into(), "shutdown"),
-            Ok(VcpuExit::InternalError) => Exit::Other(
-                "KVM internal error (instruction emulation failed)".into(),
-                "internal_error",
-            ),
-            Ok(VcpuExit::MmioRead(a, _)) | Ok(VcpuExit::MmioWrite(a, _)) => Exit::Other(
-                format!("access to unbacked guest physical address {a:#x}"),
-                "mmio",
-            ),
-            Ok(VcpuExit::FailEntry(reason, cpu)) => Exit::Fatal(format!(
-                "VM entry failed (hardware reason {reason:#x} on cpu {cpu})"
-            )),
-            Ok(VcpuExit::Intr) => Exit::Interrupted,
-            Ok(other) => Exit::Fatal(format!("unexpected VM exit {other:?}")),
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Exit::Interrupted,
-            Err(e) => Exit::Fatal(format!("KVM_RUN failed: {e}")),
+/// Host-side bookkeeping of the vCPU threads.
+#[derive(Default)]
+struct VcpuPool {
+    next_vcpu: usize,
+    /// Host thread ids of running vCPU threads (to kick them out of KVM_RUN).
+    host_tids: BTreeMap<usize, i32>,
+    /// vCPU threads started (each reports once through the done channel).
+    started: usize,
+    handles: Vec<std::thread::JoinHandle<()>>,
+    /// vCPUs of exited threads, kept for reuse by later clones (KVM never frees a vCPU id).
+    parked: Vec<(usize, VcpuFd)>,
+}
+
+/// What [`Machine::new`] is built from.
+pub struct MachineParts {
+    pub kernel: Kernel,
+    pub kvm: Kvm,
+    pub vm: VmFd,
+    pub cpuid: CpuId,
+    pub xcr0: u64,
+    pub pml4: u64,
+    pub mem: Arc<GuestMemory>,
+    pub cpus: Vec<usize>,
+    pub pin_vcpus: bool,
+    pub thread_start: Option<ThreadStartHook>,
+}
+
+impl Machine {
+    /// The machine and the receiving end of its "vCPU thread finished" channel.
+    pub fn new(p: MachineParts) -> (Arc<Self>, mpsc::Receiver<Finished>) {
+        let (tx, rx) = mpsc::channel();
+        let m = Machine {
+            kernel: p.kernel,
+            _kvm: p.kvm,
+            vm: p.vm,
+            cpuid: p.cpuid,
+            xcr0: p.xcr0,
+            pml4: p.pml4,
+            mem: p.mem,
+            cpus: p.cpus,
+            pin_vcpus: p.pin_vcpus,
+            pool: Mutex::new(VcpuPool {
+                next_vcpu: 1,
+                ..Default::default()
+            }),
+            outcome: Mutex::new(None),
+            launch_kvm: Mutex::new(BTreeMap::new()),
+            enosys: Mutex::new(BTreeMap::new()),
+            done_tx: Mutex::new(tx),
+            thread_start: p.thread_start,
+            hook_failed: AtomicBool::new(false),
         };
-        let t1 = Instant::now();
-        th.stats.guest_time_s += (t1 - t0).as_secs_f64();
-        match exit {
-            Exit::Interrupted => {
-                th.stats.exit("interrupted");
+        (Arc::new(m), rx)
+    }
+
+    pub fn vm(&self) -> &VmFd {
+        &self.vm
+    }
+
+    /// Record how the run ends (the first report wins) and start tearing down.
+    pub fn finish(&self, report: ExitReport) {
+        {
+            let mut o = self.outcome.lock().unwrap();
+            if o.is_none() {
+                *o = Some(report);
+            }
+        }
+        self.kernel.run.end();
+    }
+
+    /// End the run and make every vCPU thread notice.
+    pub fn finish_all(&self, report: ExitReport) {
+        self.finish(report);
+        self.kick_all();
+    }
+
+    pub fn outcome(&self) -> Option<ExitReport> {
+        self.outcome.lock().unwrap().clone()
+    }
+
+    pub fn launch_kvm(&self) -> BTreeMap<String, u64> {
+        self.launch_kvm.lock().unwrap().clone()
+    }
+
+    pub fn enosys(&self) -> BTreeMap<u64, u64> {
+        self.enosys.lock().unwrap().clone()
+    }
+
+    /// vCPU threads started so far.
+    pub fn started_threads(&self) -> usize {
+        self.pool.lock().unwrap().started
+    }
+
+    /// Join handles of the vCPU threads (taken; joined by the caller at teardown).
+    pub fn take_handles(&self) -> Vec<std::thread::JoinHandle<()>> {
+        std::mem::take(&mut self.pool.lock().unwrap().handles)
+    }
+
+    /// Host CPUs a thread pinned to guest CPU `core` runs on (all of the run's CPUs when
+    /// vCPUs are not pinned).
+    pub fn host_cpus_for(&self, core: usize) -> Vec<usize> {
+        if !self.pin_vcpus {
+            return self.cpus.clone();
+        }
+        vec![self.cpus[core % self.cpus.len()]]
+    }
+
+    /// The guest CPU a new thread on vCPU `index` is pinned to: the next core of its
+    /// inherited affinity mask.
+    fn core_for(&self, index: usize, mask: &[usize]) -> usize {
+        if mask.is_empty() {
+            return index % self.cpus.len();
+        }
+        mask[index % mask.len()]
+    }
+
+    /// Ask every running vCPU thread to leave KVM_RUN (and any blocking host call) now.
+    pub fn kick_all(&self) {
+        let tids: Vec<i32> = self
+            .pool
+            .lock()
+            .unwrap()
+            .host_tids
+            .values()
+            .copied()
+            .collect();
+        for t in tids {
+            let _ = crate::sys::tgkill_self(t, kick_signal());
+        }
+        self.kernel.group.futexes.wake_everyone();
+    }
+
+    /// Start a vCPU thread running `task` on `vcpu` (index `index`, already configured and
+    /// with its entry registers set).
+    pub fn spawn(self: &Arc<Self>, index: usize, vcpu: VcpuFd, task: Task) -> std::io::Result<()> {
+        let m = self.clone();
+        let stats = VcpuStats::new(index, task.tid, self.host_cpus_for(task.core));
+        let mut pool = self.pool.lock().unwrap();
+        let h = std::thread::Builder::new()
+            .name(format!("vcpu{index}"))
+            .spawn(move || {
+                let t = VcpuThread {
+                    index,
+                    fd: vcpu,
+                    task,
+                    stats,
+                };
+                t.run(&m);
+            })?;
+        pool.started += 1;
+        pool.handles.push(h);
+        Ok(())
+    }
+
+    /// Create (or reuse) a vCPU for a thread the guest cloned and start it. Returns its tid,
+    /// or the errno clone fails with.
+    fn start_clone(self: &Arc<Self>, mut new: NewThread) -> Result<u64, i32> {
+        let tg = &self.kernel.group;
+        let fail = |e: i32, new: &NewThread| {
+            new.cancel(tg);
+            Err(e)
+        };
+        let (index, parked) = {
+            let mut pool = self.pool.lock().unwrap();
+            match pool.parked.pop() {
+                Some((i, fd)) => (i, Some(fd)),
+                None => {
+                    if pool.next_vcpu >= MAX_VCPUS {
+                        drop(pool);
+                        return fail(libc::EAGAIN, &new);
+                    }
+                    pool.next_vcpu += 1;
+                    (pool.next_vcpu - 1, None)
+                }
+            }
+        };
+        let fresh = parked.is_none();
+        let vcpu = match parked {
+            Some(v) => v,
+            None => match self.vm.create_vcpu(index as u64) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!("clone: cannot create vCPU {index}: {e}");
+                    return fail(libc::EAGAIN, &new);
+                }
+            },
+        };
+        let set_up = configure(self, &vcpu, index, fresh).and_then(|()| {
+            let mut regs = new.regs;
+            regs.rflags = user_rflags(regs.rflags);
+            set_entry(&vcpu, &regs, new.fs_base, new.gs_base)
+        });
+        if let Err(e) = set_up {
+            tracing::warn!("clone: cannot set up vCPU {index}: {e}");
+            return fail(libc::EAGAIN, &new);
+        }
+        if new.publish_tid(&*tg.mem).is_err() {
+            return fail(libc::EFAULT, &new);
+        }
+        new.task.core = self.core_for(index, &new.task.affinity);
+        let tid = new.task.tid;
+        match self.spawn(index, vcpu, new.task.clone()) {
+            Ok(()) => Ok(tid as u64),
+            Err(_) => fail(libc::EAGAIN, &new),
+        }
+    }
+}
+
+/// Why KVM_RUN returned, decoded once.
+#[derive(Debug)]
+enum VmExit {
+    /// The launch stub finished prefaulting: the program starts now.
+    Launch,
+    /// The syscall stub's `out`: serve a system call.
+    Syscall,
+    /// An exception stub's `out`: the guest faulted with this vector.
+    Exception(u8),
+    /// Port I/O anywhere else (user code executing `in`/`out`).
+    StrayPortIo(u16),
+    Halt,
+    Shutdown,
+    InternalError,
+    /// Access to guest physical memory with no backing.
+    Mmio(u64),
+    FailEntry {
+        reason: u64,
+        cpu: u32,
+    },
+    /// A signal (the kick) interrupted KVM_RUN.
+    Interrupted,
+    Unexpected(String),
+    RunFailed(kvm_ioctls::Error),
+}
+
+impl VmExit {
+    /// The key this exit is counted under in the statistics.
+    fn stat_name(&self) -> &'static str {
+        match self {
+            VmExit::Launch => "launch",
+            VmExit::Syscall => "syscall",
+            VmExit::Exception(_) => "exception",
+            VmExit::StrayPortIo(_) => "io_other",
+            VmExit::Halt => "hlt",
+            VmExit::Shutdown => "shutdown",
+            VmExit::InternalError => "internal_error",
+            VmExit::Mmio(_) => "mmio",
+            VmExit::Interrupted => "interrupted",
+            VmExit::FailEntry { .. } | VmExit::Unexpected(_) | VmExit::RunFailed(_) => "fatal",
+        }
+    }
+}
+
+/// What the loop does after an exit.
+enum Next {
+    Resume,
+    /// The thread is done; park its vCPU for reuse by a later clone.
+    Park,
+    /// The run is ending.
+    Stop,
+}
+
+/// One guest thread on its vCPU and host thread.
+struct VcpuThread {
+    index: usize,
+    fd: VcpuFd,
+    task: Task,
+    stats: VcpuStats,
+}
+
+impl VcpuThread {
+    /// Run until the thread exits or the run ends, then report.
+    fn run(mut self, m: &Arc<Machine>) {
+        let parked = self.start(m) && self.run_loop(m);
+        self.report(m, parked);
+    }
+
+    /// The per-thread start: kick handler, hook, pinning, registration. False if the thread
+    /// must not run.
+    fn start(&mut self, m: &Arc<Machine>) -> bool {
+        install_kick_handler();
+        m.pool
+            .lock()
+            .unwrap()
+            .host_tids
+            .insert(self.index, crate::sys::gettid());
+        if let Some(hook) = &m.thread_start {
+            if let Err(e) = hook(self.index) {
+                if !m.hook_failed.swap(true, Ordering::AcqRel) {
+                    m.finish_all(ExitReport::VmmError {
+                        message: format!("vCPU {} thread start hook failed: {e}", self.index),
+                    });
+                }
+                return false;
+            }
+        }
+        let host_cpus = m.host_cpus_for(self.task.core);
+        if let Err(e) = crate::sys::set_current_thread_affinity(&host_cpus) {
+            m.finish(ExitReport::VmmError {
+                message: format!(
+                    "cannot pin vCPU {} to host CPUs {host_cpus:?}: {e}",
+                    self.index
+                ),
+            });
+        }
+        self.stats.host_cpus = host_cpus;
+        self.fd.set_sync_valid_reg(SyncReg::Register);
+        self.fd.set_sync_valid_reg(SyncReg::SystemRegister);
+        true
+    }
+
+    /// KVM_RUN until the thread is done. True if the vCPU should be parked for reuse.
+    fn run_loop(&mut self, m: &Arc<Machine>) -> bool {
+        let stats_file = KvmStatsFile::open(&self.fd);
+        let mut before = stats_file.as_ref().map(|f| f.read()).unwrap_or_default();
+        let mut parked = false;
+        while !m.kernel.run.ending() {
+            let t0 = Instant::now();
+            let exit = self.enter();
+            let t1 = Instant::now();
+            self.stats.guest_time_s += (t1 - t0).as_secs_f64();
+            self.stats.exit(exit.stat_name());
+            if let VmExit::Launch = exit {
+                // The program starts now: what KVM counted so far belongs to launch.
+                if let Some(f) = &stats_file {
+                    let now = f.read();
+                    *m.launch_kvm.lock().unwrap() = crate::stats::delta(&before, &now);
+                    before = now;
+                }
+                m.kernel.run.mark_started();
+                self.stats.guest_time_s = 0.0;
                 continue;
             }
-            Exit::Fatal(message) => {
-                th.stats.exit("fatal");
-                proc.control.finish(ExitReport::VmmError { message });
-                proc.kick_all();
-                break;
+            let is_syscall = matches!(exit, VmExit::Syscall);
+            let next = self.handle(m, exit);
+            if is_syscall {
+                self.stats.vmm_time_s += t1.elapsed().as_secs_f64();
             }
-            Exit::Other(what, reason) => {
-                th.stats.exit(reason);
-                let rip = vcpu.sync_regs_mut().regs.rip;
-                let mut r = exception_report(13, None, 0, rip, &th);
-                if reason == "mmio" {
-                    r.signal = libc::SIGBUS;
-                    r.signal_name = "SIGBUS".into();
+            match next {
+                Next::Resume => {}
+                Next::Stop => break,
+                Next::Park => {
+                    parked = true;
+                    break;
                 }
-                r.what = what;
-                proc.control.finish(ExitReport::Faulted(r));
-                proc.kick_all();
-                break;
             }
-            Exit::Io(port) => {
-                let rip = vcpu.sync_regs_mut().regs.rip;
-                if port == LAUNCH_PORT && rip == LAUNCH_EXIT_RIP && th.vcpu == 0 {
-                    // The program starts now: what KVM counted so far belongs to launch.
-                    th.stats.exit("launch");
-                    if let Some(f) = &stats_file {
-                        let now = f.read();
-                        *proc.launch_kvm.lock().unwrap() = crate::stats::delta(&before, &now);
-                        before = now;
-                    }
-                    *proc.guest_start.lock().unwrap() = Some(Instant::now());
-                    th.stats.guest_time_s = 0.0;
+        }
+        if let Some(f) = &stats_file {
+            self.stats.kvm = crate::stats::delta(&before, &f.read());
+        }
+        parked
+    }
+
+    /// One KVM_RUN, decoded.
+    fn enter(&mut self) -> VmExit {
+        let index = self.index;
+        let exit = match self.fd.run() {
+            Ok(VcpuExit::IoOut(port, _)) | Ok(VcpuExit::IoIn(port, _)) => Err(port),
+            Ok(VcpuExit::Hlt) => Ok(VmExit::Halt),
+            Ok(VcpuExit::Shutdown) => Ok(VmExit::Shutdown),
+            Ok(VcpuExit::InternalError) => Ok(VmExit::InternalError),
+            Ok(VcpuExit::MmioRead(a, _)) | Ok(VcpuExit::MmioWrite(a, _)) => Ok(VmExit::Mmio(a)),
+            Ok(VcpuExit::FailEntry(reason, cpu)) => Ok(VmExit::FailEntry { reason, cpu }),
+            Ok(VcpuExit::Intr) => Ok(VmExit::Interrupted),
+            Ok(other) => Ok(VmExit::Unexpected(format!("{other:?}"))),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                Ok(VmExit::Interrupted)
+            }
+            Err(e) => Ok(VmExit::RunFailed(e)),
+        };
+        match exit {
+            Ok(e) => e,
+            Err(port) => {
+                let rip = self.fd.sync_regs_mut().regs.rip;
+                if port == LAUNCH_PORT && rip == LAUNCH_EXIT_RIP && index == 0 {
+                    VmExit::Launch
                 } else if port == SYSCALL_PORT && rip == SYSCALL_EXIT_RIP {
-                    th.stats.exit("syscall");
-                    let done = serve_syscall(&proc, &mut vcpu, &mut th);
-                    th.stats.vmm_time_s += t1.elapsed().as_secs_f64();
-                    match done {
-                        Served::Resume => {}
-                        Served::RunEnding => break,
-                        Served::ThreadExit => {
-                            parked = true;
-                            break;
-                        }
-                    }
-                } else if let (EXCEPTION_PORT, Some(vector)) = (port, layout::exception_vector(rip))
-                {
-                    th.stats.exit("exception");
-                    let s = vcpu.sync_regs();
-                    let mem = &proc.mem;
-                    let sp = s.regs.rsp;
-                    let (err, frame) = if layout::has_error_code(vector) {
-                        (mem.system_read_u64(sp).ok(), sp + 8)
-                    } else {
-                        (None, sp)
-                    };
-                    let fault_rip = mem.system_read_u64(frame).unwrap_or(0);
-                    let report = exception_report(vector, err, s.sregs.cr2, fault_rip, &th);
-                    proc.control.finish(ExitReport::Faulted(report));
-                    proc.kick_all();
-                    break;
+                    VmExit::Syscall
+                } else if let (EXCEPTION_PORT, Some(v)) = (port, layout::exception_vector(rip)) {
+                    VmExit::Exception(v)
                 } else {
-                    // User code executing port I/O: a #GP on real hardware (IOPL is 0).
-                    th.stats.exit("io_other");
-                    let mut r = exception_report(13, Some(0), 0, rip.wrapping_sub(2), &th);
-                    r.what = format!("port I/O from user mode (port {port:#x})");
-                    proc.control.finish(ExitReport::Faulted(r));
-                    proc.kick_all();
-                    break;
+                    VmExit::StrayPortIo(port)
                 }
             }
         }
     }
 
-    if let Some(f) = &stats_file {
-        th.stats.kvm = crate::stats::delta(&before, &f.read());
+    /// Handle one exit.
+    fn handle(&mut self, m: &Arc<Machine>, exit: VmExit) -> Next {
+        let (tid, index) = (self.task.tid, self.index);
+        let fault = |rip: u64, signal: i32, what: String| {
+            let mut r = exception_report(13, None, 0, rip, tid, index);
+            if signal == libc::SIGBUS {
+                r.signal = libc::SIGBUS;
+                r.signal_name = "SIGBUS".into();
+            }
+            r.what = what;
+            ExitReport::Faulted(r)
+        };
+        let report = match exit {
+            VmExit::Launch | VmExit::Interrupted => return Next::Resume,
+            VmExit::Syscall => return self.serve_syscall(m),
+            VmExit::Exception(vector) => {
+                let s = self.fd.sync_regs();
+                let mem = &m.mem;
+                let sp = s.regs.rsp;
+                let (err, frame) = if layout::has_error_code(vector) {
+                    (mem.system_read_u64(sp).ok(), sp + 8)
+                } else {
+                    (None, sp)
+                };
+                let fault_rip = mem.system_read_u64(frame).unwrap_or(0);
+                ExitReport::Faulted(exception_report(
+                    vector,
+                    err,
+                    s.sregs.cr2,
+                    fault_rip,
+                    tid,
+                    index,
+                ))
+            }
+            VmExit::StrayPortIo(port) => {
+                // User code executing port I/O: a #GP on real hardware (IOPL is 0).
+                let rip = self.fd.sync_regs_mut().regs.rip;
+                let mut r = exception_report(13, Some(0), 0, rip.wrapping_sub(2), tid, index);
+                r.what = format!("port I/O from user mode (port {port:#x})");
+                ExitReport::Faulted(r)
+            }
+            VmExit::Halt => fault(self.rip(), libc::SIGSEGV, "hlt".into()),
+            VmExit::Shutdown => fault(self.rip(), libc::SIGSEGV, "triple fault (shutdown)".into()),
+            VmExit::InternalError => fault(
+                self.rip(),
+                libc::SIGSEGV,
+                "KVM internal error (instruction emulation failed)".into(),
+            ),
+            VmExit::Mmio(a) => fault(
+                self.rip(),
+                libc::SIGBUS,
+                format!("access to unbacked guest physical address {a:#x}"),
+            ),
+            VmExit::FailEntry { reason, cpu } => ExitReport::VmmError {
+                message: format!("VM entry failed (hardware reason {reason:#x} on cpu {cpu})"),
+            },
+            VmExit::Unexpected(what) => ExitReport::VmmError {
+                message: format!("unexpected VM exit {what}"),
+            },
+            VmExit::RunFailed(e) => ExitReport::VmmError {
+                message: format!("KVM_RUN failed: {e}"),
+            },
+        };
+        m.finish_all(report);
+        Next::Stop
     }
-    let mut t = proc.threads.lock().unwrap();
-    t.host_tids.remove(&th.vcpu);
-    t.finished.push(std::mem::take(&mut th.stats));
-    if parked && !proc.control.exiting() {
-        proc.parked.lock().unwrap().push((th.vcpu, vcpu));
-    }
-}
 
-enum Served {
-    Resume,
-    ThreadExit,
-    RunEnding,
-}
+    fn rip(&mut self) -> u64 {
+        self.fd.sync_regs_mut().regs.rip
+    }
 
-/// Serve one system call and set up the return to the guest.
-fn serve_syscall(proc: &Arc<Process>, vcpu: &mut VcpuFd, th: &mut ThreadState) -> Served {
-    // Borrow the registers in kvm_run in place: sync_regs() would copy the whole 2 KiB block.
-    let s = vcpu.sync_regs_mut();
-    let r = s.regs;
-    let frame = Frame {
-        rip: r.rcx,
-        rflags: r.r11,
-        rsp: r.rsp,
-        fs_base: s.sregs.fs.base,
-        gs_base: s.sregs.gs.base,
-        regs: r,
-    };
-    let kernel_mode = s.sregs.cs.dpl != 3;
-    let nr = r.rax;
-    let args = [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9];
-    let t = Instant::now();
-    let mut ctx = Ctx {
-        proc,
-        thread: th,
-        frame: &frame,
-        fx: Default::default(),
-    };
-    let ret = match syscall::dispatch(&mut ctx, nr, args) {
-        Some(Ok(v)) => v,
-        Some(Err(Errno(e))) => (-(e as i64)) as u64,
-        None => {
-            proc.note_enosys(nr);
-            (-(libc::ENOSYS as i64)) as u64
+    /// Serve one system call and set up the return to the guest.
+    fn serve_syscall(&mut self, m: &Arc<Machine>) -> Next {
+        // Borrow the registers in kvm_run in place: sync_regs() would copy the whole 2 KiB block.
+        let s = self.fd.sync_regs_mut();
+        let r = s.regs;
+        let frame = Frame {
+            rip: r.rcx,
+            rflags: r.r11,
+            rsp: r.rsp,
+            fs_base: s.sregs.fs.base,
+            gs_base: s.sregs.gs.base,
+            regs: r,
+        };
+        let kernel_mode = s.sregs.cs.dpl != 3;
+        let nr = r.rax;
+        let args = Args::new([r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9]);
+        let t = Instant::now();
+        let k = &m.kernel;
+        let mut ctx = Ctx::new(&k.run, &k.group, &mut self.task, &frame);
+        let outcome = syscall::dispatch(&mut ctx, nr, &args);
+        let fx = std::mem::take(&mut ctx.fx);
+        if ctx.unsupported {
+            *m.enosys.lock().unwrap().entry(nr).or_default() += 1;
         }
-    };
-    let fx = std::mem::take(&mut ctx.fx);
-    th.stats.syscall(nr, t.elapsed().as_secs_f64());
-    if proc.control.exiting() {
-        return Served::RunEnding;
-    }
-    if fx.thread_exit {
-        return Served::ThreadExit;
-    }
-    if let Some(core) = fx.repin {
-        let host = proc.host_cpus_for(core);
-        if crate::sys::set_current_thread_affinity(&host).is_ok() {
-            th.stats.host_cpus = host;
+        let ret = match outcome {
+            SysOutcome::Return(v) => Some(v),
+            SysOutcome::Clone(new) => Some(match m.start_clone(*new) {
+                Ok(tid) => tid,
+                Err(e) => (-(e as i64)) as u64,
+            }),
+            SysOutcome::ExitThread => None,
+            SysOutcome::ExitGroup(status) => {
+                m.finish_all(ExitReport::Exited { status });
+                None
+            }
+            SysOutcome::Deliver(sig) => {
+                let r = signal_report(sig, self.task.tid, self.index, frame.rip);
+                m.finish_all(ExitReport::Faulted(r));
+                None
+            }
+        };
+        self.stats.syscall(nr, t.elapsed().as_secs_f64());
+        if k.run.ending() {
+            return Next::Stop;
         }
+        let Some(ret) = ret else {
+            return Next::Park;
+        };
+        if let Some(core) = fx.repin {
+            let host = m.host_cpus_for(core);
+            if crate::sys::set_current_thread_affinity(&host).is_ok() {
+                self.stats.host_cpus = host;
+            }
+        }
+        // Resume the guest after its `syscall` instruction: RAX = result, RIP = RCX, RFLAGS = R11.
+        // On a VMX host `syscall` entered CPL0, so also return to the user segments; on hosts where
+        // it stays at CPL3 (PVM) the segments are already right and stay untouched.
+        let sync = self.fd.sync_regs_mut();
+        sync.regs.rax = ret;
+        sync.regs.rip = frame.rip;
+        sync.regs.rflags = user_rflags(frame.rflags);
+        let mut sregs_dirty = false;
+        if kernel_mode {
+            sync.sregs.cs = user_cs();
+            sync.sregs.ss = user_ds();
+            sregs_dirty = true;
+        }
+        if let Some(b) = fx.fs_base {
+            sync.sregs.fs.base = b;
+            sregs_dirty = true;
+        }
+        if let Some(b) = fx.gs_base {
+            sync.sregs.gs.base = b;
+            sregs_dirty = true;
+        }
+        self.fd.set_sync_dirty_reg(SyncReg::Register);
+        if sregs_dirty {
+            self.fd.set_sync_dirty_reg(SyncReg::SystemRegister);
+        }
+        Next::Resume
     }
-    // Resume the guest after its `syscall` instruction: RAX = result, RIP = RCX, RFLAGS = R11.
-    // On a VMX host `syscall` entered CPL0, so also return to the user segments; on hosts where
-    // it stays at CPL3 (PVM) the segments are already right and stay untouched.
-    let sync = vcpu.sync_regs_mut();
-    sync.regs.rax = ret;
-    sync.regs.rip = frame.rip;
-    sync.regs.rflags = (frame.rflags & USER_RFLAGS) | 0x2;
-    let mut sregs_dirty = false;
-    if kernel_mode {
-        sync.sregs.cs = user_cs();
-        sync.sregs.ss = user_ds();
-        sregs_dirty = true;
+
+    /// Leave: unregister, park the vCPU if the thread merely exited, report the statistics.
+    fn report(mut self, m: &Arc<Machine>, parked: bool) {
+        self.stats.futex_waits = self.task.counters.futex_waits;
+        self.stats.futex_wait_s = self.task.counters.futex_wait_s;
+        let tx = m.done_tx.lock().unwrap().clone();
+        {
+            let mut pool = m.pool.lock().unwrap();
+            pool.host_tids.remove(&self.index);
+            if parked && !m.kernel.run.ending() {
+                pool.parked.push((self.index, self.fd));
+            }
+        }
+        let _ = tx.send(Finished { stats: self.stats });
     }
-    if let Some(b) = fx.fs_base {
-        sync.sregs.fs.base = b;
-        sregs_dirty = true;
-    }
-    if let Some(b) = fx.gs_base {
-        sync.sregs.gs.base = b;
-        sregs_dirty = true;
-    }
-    vcpu.set_sync_dirty_reg(SyncReg::Register);
-    if sregs_dirty {
-        vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
-    }
-    Served::Resume
 }

@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use dualstack_hpcvmm::process::FaultReport;
 use dualstack_hpcvmm::ExitReport;
+use dualstack_hpcvmm::FaultReport;
 
 fn fault_of(stats: &dualstack_hpcvmm::RunStats) -> FaultReport {
     match &stats.exit {

@@ -4,11 +4,11 @@
 //! bookkeeping and give the guest zeroed memory where Linux would. Protection changes are
 //! accepted but not enforced (user memory is mapped RWX with large pages).
 
-use super::{err, Ctx, SysResult};
-use crate::addrspace::MmError;
+use super::{err, Args, Ctx, SysResult};
+use crate::kernel::mm::MmError;
 
-fn mm_errno(e: MmError) -> super::Errno {
-    super::Errno(match e {
+fn mm_errno(e: MmError) -> crate::kernel::Errno {
+    crate::kernel::Errno(match e {
         MmError::NoMem => libc::ENOMEM,
         MmError::Inval => libc::EINVAL,
         MmError::Exists => libc::EEXIST,
@@ -21,38 +21,43 @@ const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 /// `len` rounded up to whole pages, if that neither wraps nor leaves user space from `addr`.
 /// Linux answers EINVAL for such ranges in munmap, madvise and mremap (before anything else
 /// happens: a wrapped length must not turn into "unmap everything above addr").
-fn user_len(addr: u64, len: u64) -> Result<u64, super::Errno> {
+fn user_len(addr: u64, len: u64) -> Result<u64, crate::kernel::Errno> {
     let l = len
         .checked_next_multiple_of(4096)
-        .ok_or(super::Errno(libc::EINVAL))?;
+        .ok_or(crate::kernel::Errno(libc::EINVAL))?;
     if l > TASK_SIZE || addr > TASK_SIZE - l {
         return err(libc::EINVAL);
     }
     Ok(l)
 }
 
-fn zero(ctx: &Ctx<'_>, ranges: &[(u64, u64)]) -> Result<(), super::Errno> {
+fn zero(ctx: &Ctx<'_>, ranges: &[(u64, u64)]) -> Result<(), crate::kernel::Errno> {
     for &(s, e) in ranges {
-        ctx.proc.mem.zero(s, e - s)?;
+        ctx.mem.zero(s, e - s)?;
     }
     Ok(())
 }
 
-pub fn brk(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
-    let mut mm = ctx.proc.mm.lock().unwrap();
-    if a[0] == 0 {
+pub fn brk(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let mut mm = ctx.tg.mm.lock().unwrap();
+    if a.ptr(0) == 0 {
         return Ok(mm.brk());
     }
-    let (b, z) = mm.set_brk(a[0]);
+    let (b, z) = mm.set_brk(a.ptr(0));
     drop(mm);
     zero(ctx, &z)?;
     Ok(b)
 }
 
-pub fn mmap(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
-    let [addr, len, _prot, flags, fd, off] = a;
-    let flags = flags as i32;
-    let fd = fd as i32;
+pub fn mmap(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let (addr, len, prot, flags, fd, off) = (
+        a.ptr(0),
+        a.usize(1),
+        a.i32(2),
+        a.flags::<i32>(3),
+        a.fd(4),
+        a.u64(5),
+    );
     if len == 0 {
         return err(libc::EINVAL);
     }
@@ -65,15 +70,15 @@ pub fn mmap(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     let file = if anon {
         None
     } else {
-        if shared && _prot & libc::PROT_WRITE as u64 != 0 {
+        if shared && prot & libc::PROT_WRITE != 0 {
             return err(libc::ENODEV);
         }
-        Some(ctx.proc.files.lock().unwrap().host_fd(fd)?)
+        Some(ctx.file(fd)?)
     };
     let fixed = flags & (libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE) != 0;
     let noreplace = flags & libc::MAP_FIXED_NOREPLACE != 0;
     let (at, z) = ctx
-        .proc
+        .tg
         .mm
         .lock()
         .unwrap()
@@ -82,7 +87,7 @@ pub fn mmap(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     zero(ctx, &z)?;
     if let Some(f) = file {
         let len = len.next_multiple_of(4096);
-        let p = ctx.proc.mem.host_ptr(at, len)?;
+        let p = ctx.mem.host_ptr(at, len)?;
         let mut done = 0u64;
         while done < len {
             // SAFETY: `p..p+len` is checked guest memory; pread writes at most len-done bytes.
@@ -96,7 +101,7 @@ pub fn mmap(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
             };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
-                let _ = ctx.proc.mm.lock().unwrap().unmap(at, len);
+                let _ = ctx.tg.mm.lock().unwrap().unmap(at, len);
                 return Err(e.into());
             }
             if n == 0 {
@@ -108,20 +113,25 @@ pub fn mmap(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     Ok(at)
 }
 
-pub fn munmap(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
-    user_len(a[0], a[1])?;
-    ctx.proc
+pub fn munmap(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    user_len(a.ptr(0), a.usize(1))?;
+    ctx.tg
         .mm
         .lock()
         .unwrap()
-        .unmap(a[0], a[1])
+        .unmap(a.ptr(0), a.usize(1))
         .map_err(mm_errno)?;
     Ok(0)
 }
 
-pub fn mremap(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
-    let [old, old_len, new_len, flags, new_addr, _] = a;
-    let flags = flags as i32;
+pub fn mremap(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let (old, old_len, new_len, flags, new_addr) = (
+        a.ptr(0),
+        a.usize(1),
+        a.usize(2),
+        a.flags::<i32>(3),
+        a.ptr(4),
+    );
     if new_len == 0 {
         return err(libc::EINVAL);
     }
@@ -132,15 +142,15 @@ pub fn mremap(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
         if flags & libc::MREMAP_MAYMOVE == 0 {
             return err(libc::EINVAL);
         }
-        let mut mm = ctx.proc.mm.lock().unwrap();
+        let mut mm = ctx.tg.mm.lock().unwrap();
         if !mm.is_mapped(old, old_len.max(1)) {
             return err(libc::EFAULT);
         }
         let (at, z) = mm.map(new_addr, new_len, true, false).map_err(mm_errno)?;
         drop(mm);
         zero(ctx, &z)?;
-        ctx.proc.mem.copy_within(old, at, old_len.min(new_len))?;
-        ctx.proc
+        ctx.mem.copy_within(old, at, old_len.min(new_len))?;
+        ctx.tg
             .mm
             .lock()
             .unwrap()
@@ -149,7 +159,7 @@ pub fn mremap(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
         return Ok(at);
     }
     let (at, z, copy) = ctx
-        .proc
+        .tg
         .mm
         .lock()
         .unwrap()
@@ -159,38 +169,44 @@ pub fn mremap(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
     // that range, and zeroing afterwards would wipe the contents just moved.
     zero(ctx, &z)?;
     if let Some((from, to, len)) = copy {
-        ctx.proc.mem.copy_within(from, to, len)?;
+        ctx.mem.copy_within(from, to, len)?;
     }
     Ok(at)
 }
 
-pub fn mprotect(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
-    if a[0] % 4096 != 0 {
+pub fn mprotect(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    if a.ptr(0) % 4096 != 0 {
         return err(libc::EINVAL);
     }
-    if !ctx.proc.mm.lock().unwrap().is_mapped(a[0], a[1].max(1)) {
+    if !ctx
+        .tg
+        .mm
+        .lock()
+        .unwrap()
+        .is_mapped(a.ptr(0), a.usize(1).max(1))
+    {
         return err(libc::ENOMEM);
     }
     Ok(0)
 }
 
-pub fn madvise(ctx: &mut Ctx<'_>, a: [u64; 6]) -> SysResult {
-    let [addr, len, advice, ..] = a;
+pub fn madvise(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let (addr, len, advice) = (a.ptr(0), a.usize(1), a.i32(2));
     if addr % 4096 != 0 {
         return err(libc::EINVAL);
     }
     let len = user_len(addr, len)?;
-    if advice as i32 == libc::MADV_DONTNEED {
+    if advice == libc::MADV_DONTNEED {
         // Anonymous private memory reads back as zero afterwards.
-        if !ctx.proc.mm.lock().unwrap().is_mapped(addr, len.max(1)) {
+        if !ctx.tg.mm.lock().unwrap().is_mapped(addr, len.max(1)) {
             return err(libc::ENOMEM);
         }
-        ctx.proc.mem.zero(addr, len)?;
+        ctx.mem.zero(addr, len)?;
     }
     Ok(0)
 }
 
 /// Calls that need no work: all guest memory is already resident and locked.
-pub fn accept(_ctx: &mut Ctx<'_>, _a: [u64; 6]) -> SysResult {
+pub fn accept(_ctx: &mut Ctx<'_>, _a: &Args) -> SysResult {
     Ok(0)
 }

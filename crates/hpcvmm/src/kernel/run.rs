@@ -1,0 +1,76 @@
+//! The run: objects shared by everything inside one HPC VMM run.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Run-level kernel state: whether the run is ending (every blocking call gives up), the
+/// guest-visible CPUs, and when the program started (uptime).
+#[derive(Debug)]
+pub struct Run {
+    ending: AtomicBool,
+    lock: Mutex<()>,
+    cv: Condvar,
+    ncpus: usize,
+    started: Mutex<Option<Instant>>,
+}
+
+impl Run {
+    /// A run whose guest sees `ncpus` CPUs (numbered 0..ncpus).
+    pub fn new(ncpus: usize) -> Self {
+        assert!(ncpus > 0, "a run has at least one CPU");
+        Run {
+            ending: AtomicBool::new(false),
+            lock: Mutex::new(()),
+            cv: Condvar::new(),
+            ncpus,
+            started: Mutex::new(None),
+        }
+    }
+
+    pub fn ncpus(&self) -> usize {
+        self.ncpus
+    }
+
+    /// True once the run is ending: blocking calls return EINTR, no thread is created.
+    pub fn ending(&self) -> bool {
+        self.ending.load(Ordering::Acquire)
+    }
+
+    /// Start ending the run and wake every sleeper.
+    pub fn end(&self) {
+        let _g = self.lock.lock().unwrap();
+        self.ending.store(true, Ordering::Release);
+        self.cv.notify_all();
+    }
+
+    /// Sleep up to `d`, waking early when the run ends. Returns true if the run is ending.
+    pub fn sleep(&self, d: Duration) -> bool {
+        let deadline = Instant::now().checked_add(d);
+        let mut g = self.lock.lock().unwrap();
+        loop {
+            if self.ending() {
+                return true;
+            }
+            match deadline {
+                Some(dl) => {
+                    let now = Instant::now();
+                    if now >= dl {
+                        return false;
+                    }
+                    g = self.cv.wait_timeout(g, dl - now).unwrap().0;
+                }
+                None => g = self.cv.wait(g).unwrap(),
+            }
+        }
+    }
+
+    /// The program's first instruction runs now.
+    pub fn mark_started(&self) {
+        *self.started.lock().unwrap() = Some(Instant::now());
+    }
+
+    pub fn started(&self) -> Option<Instant> {
+        *self.started.lock().unwrap()
+    }
+}

@@ -1,0 +1,57 @@
+//! One guest thread's kernel state.
+
+/// `stack_t` of sigaltstack: ss_sp, ss_flags (SS_DISABLE = 2 by default), ss_size.
+pub const NO_ALTSTACK: [u64; 3] = [0, 2, 0];
+
+/// What a task did that the kernel accounts per thread.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TaskCounters {
+    pub futex_waits: u64,
+    /// Seconds blocked in futex waits.
+    pub futex_wait_s: f64,
+}
+
+/// A guest thread.
+#[derive(Clone, Debug)]
+pub struct Task {
+    pub tid: i32,
+    /// Guest-visible affinity mask (guest CPU numbers), inherited by threads it creates.
+    pub affinity: Vec<usize>,
+    /// Guest CPU this thread runs on (one of `affinity`).
+    pub core: usize,
+    pub clear_child_tid: u64,
+    pub robust_list: u64,
+    pub sigmask: u64,
+    pub altstack: [u64; 3],
+    pub counters: TaskCounters,
+}
+
+impl Task {
+    /// The main thread: tid = pid, may run on all `ncpus` guest CPUs, on CPU 0.
+    pub fn main(tid: i32, ncpus: usize) -> Self {
+        Task {
+            tid,
+            affinity: (0..ncpus).collect(),
+            core: 0,
+            clear_child_tid: 0,
+            robust_list: 0,
+            sigmask: 0,
+            altstack: NO_ALTSTACK,
+            counters: TaskCounters::default(),
+        }
+    }
+
+    /// A thread created by `self` (clone): inherits the mask and affinity.
+    pub fn child(&self, tid: i32, clear_child_tid: u64) -> Self {
+        Task {
+            tid,
+            affinity: self.affinity.clone(),
+            core: 0,
+            clear_child_tid,
+            robust_list: 0,
+            sigmask: self.sigmask,
+            altstack: NO_ALTSTACK,
+            counters: TaskCounters::default(),
+        }
+    }
+}

@@ -1,0 +1,613 @@
+//! The one x86-64 system call table: for every number its name, handler and how completely
+//! the HPC VMM supports it. Numbers and names are checked against the host's
+//! `asm/unistd_64.h` by a unit test. To add a call: write the handler in its area module and
+//! replace the `unsupported(...)` line of its number here.
+
+use super::{files, futex, memory, signals, system, threads, time};
+use super::{Args, Ctx, Errno, SysOutcome, SysResult};
+
+/// How completely a system call is implemented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Support {
+    /// As Linux does it.
+    Supported,
+    /// Works for what programs use; the string says what is missing or different.
+    Partial(&'static str),
+    /// Not implemented: the call fails with this errno (and is counted as such in the stats).
+    Unsupported(i32),
+}
+
+/// A system call handler.
+#[derive(Clone, Copy)]
+pub enum Handler {
+    /// No handler (an unsupported call).
+    None,
+    /// Returns a value (or errno) for RAX.
+    Value(fn(&mut Ctx<'_>, &Args) -> SysResult),
+    /// Returns what the vCPU loop does next (exit, clone, signal...).
+    Control(fn(&mut Ctx<'_>, &Args) -> Result<SysOutcome, Errno>),
+}
+
+/// One table entry.
+#[derive(Clone, Copy)]
+pub struct Entry {
+    pub nr: u16,
+    pub name: &'static str,
+    pub support: Support,
+    pub handler: Handler,
+}
+
+/// Highest system call number in the table.
+pub const MAX_NR: usize = TABLE.len() - 1;
+
+/// The entry of system call `nr`, if the number exists on x86-64.
+pub fn lookup(nr: u64) -> Option<&'static Entry> {
+    TABLE.get(nr as usize).and_then(Option::as_ref)
+}
+
+/// Name of system call `nr`, if it has one.
+pub fn name(nr: u64) -> Option<&'static str> {
+    lookup(nr).map(|e| e.name)
+}
+
+/// Every entry, in number order.
+pub fn entries() -> impl Iterator<Item = &'static Entry> {
+    TABLE.iter().flatten()
+}
+
+const fn value(
+    nr: u16,
+    name: &'static str,
+    support: Support,
+    f: fn(&mut Ctx<'_>, &Args) -> SysResult,
+) -> Option<Entry> {
+    Some(Entry {
+        nr,
+        name,
+        support,
+        handler: Handler::Value(f),
+    })
+}
+
+const fn control(
+    nr: u16,
+    name: &'static str,
+    support: Support,
+    f: fn(&mut Ctx<'_>, &Args) -> Result<SysOutcome, Errno>,
+) -> Option<Entry> {
+    Some(Entry {
+        nr,
+        name,
+        support,
+        handler: Handler::Control(f),
+    })
+}
+
+const fn unsupported(nr: u16, name: &'static str, errno: i32) -> Option<Entry> {
+    Some(Entry {
+        nr,
+        name,
+        support: Support::Unsupported(errno),
+        handler: Handler::None,
+    })
+}
+
+use Support::{Partial, Supported};
+
+#[rustfmt::skip]
+static TABLE: [Option<Entry>; 451] = [
+    value(0, "read", Supported, files::read),
+    value(1, "write", Supported, files::write),
+    value(2, "open", Supported, files::open),
+    value(3, "close", Supported, files::close),
+    value(4, "stat", Supported, files::stat),
+    value(5, "fstat", Supported, files::fstat),
+    value(6, "lstat", Supported, files::lstat),
+    value(7, "poll", Supported, files::poll),
+    value(8, "lseek", Supported, files::lseek),
+    value(9, "mmap", Partial("file mappings are private copies; writable MAP_SHARED file mappings are ENODEV"), memory::mmap),
+    value(10, "mprotect", Partial("recorded, not enforced: user memory is mapped RWX with large pages"), memory::mprotect),
+    value(11, "munmap", Supported, memory::munmap),
+    value(12, "brk", Supported, memory::brk),
+    value(13, "rt_sigaction", Partial("recorded; handlers are never run"), signals::rt_sigaction),
+    value(14, "rt_sigprocmask", Supported, signals::rt_sigprocmask),
+    unsupported(15, "rt_sigreturn", libc::ENOSYS),
+    value(16, "ioctl", Partial("no terminal or device ioctls: every request is ENOTTY"), files::ioctl),
+    value(17, "pread64", Supported, files::pread64),
+    value(18, "pwrite64", Supported, files::pwrite64),
+    value(19, "readv", Supported, files::readv),
+    value(20, "writev", Supported, files::writev),
+    value(21, "access", Supported, files::access),
+    value(22, "pipe", Supported, files::pipe),
+    unsupported(23, "select", libc::ENOSYS),
+    value(24, "sched_yield", Supported, threads::sched_yield),
+    value(25, "mremap", Supported, memory::mremap),
+    value(26, "msync", Partial("file mappings are copies: nothing is written back"), memory::accept),
+    unsupported(27, "mincore", libc::ENOSYS),
+    value(28, "madvise", Partial("only MADV_DONTNEED acts (zeroes); other advice is accepted and ignored"), memory::madvise),
+    unsupported(29, "shmget", libc::ENOSYS),
+    unsupported(30, "shmat", libc::ENOSYS),
+    unsupported(31, "shmctl", libc::ENOSYS),
+    value(32, "dup", Supported, files::dup),
+    value(33, "dup2", Supported, files::dup2),
+    unsupported(34, "pause", libc::ENOSYS),
+    value(35, "nanosleep", Supported, time::nanosleep),
+    unsupported(36, "getitimer", libc::ENOSYS),
+    unsupported(37, "alarm", libc::ENOSYS),
+    unsupported(38, "setitimer", libc::ENOSYS),
+    value(39, "getpid", Supported, system::getpid),
+    unsupported(40, "sendfile", libc::ENOSYS),
+    unsupported(41, "socket", libc::ENOSYS),
+    unsupported(42, "connect", libc::ENOSYS),
+    unsupported(43, "accept", libc::ENOSYS),
+    unsupported(44, "sendto", libc::ENOSYS),
+    unsupported(45, "recvfrom", libc::ENOSYS),
+    unsupported(46, "sendmsg", libc::ENOSYS),
+    unsupported(47, "recvmsg", libc::ENOSYS),
+    unsupported(48, "shutdown", libc::ENOSYS),
+    unsupported(49, "bind", libc::ENOSYS),
+    unsupported(50, "listen", libc::ENOSYS),
+    unsupported(51, "getsockname", libc::ENOSYS),
+    unsupported(52, "getpeername", libc::ENOSYS),
+    unsupported(53, "socketpair", libc::ENOSYS),
+    unsupported(54, "setsockopt", libc::ENOSYS),
+    unsupported(55, "getsockopt", libc::ENOSYS),
+    control(56, "clone", Partial("threads only (CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD); processes are ENOSYS"), threads::clone),
+    unsupported(57, "fork", libc::ENOSYS),
+    unsupported(58, "vfork", libc::ENOSYS),
+    unsupported(59, "execve", libc::ENOSYS),
+    control(60, "exit", Supported, threads::exit),
+    unsupported(61, "wait4", libc::ENOSYS),
+    control(62, "kill", Partial("only the guest itself; no handlers run"), signals::kill),
+    value(63, "uname", Supported, system::uname),
+    unsupported(64, "semget", libc::ENOSYS),
+    unsupported(65, "semop", libc::ENOSYS),
+    unsupported(66, "semctl", libc::ENOSYS),
+    unsupported(67, "shmdt", libc::ENOSYS),
+    unsupported(68, "msgget", libc::ENOSYS),
+    unsupported(69, "msgsnd", libc::ENOSYS),
+    unsupported(70, "msgrcv", libc::ENOSYS),
+    unsupported(71, "msgctl", libc::ENOSYS),
+    value(72, "fcntl", Supported, files::fcntl),
+    unsupported(73, "flock", libc::ENOSYS),
+    value(74, "fsync", Supported, files::fsync),
+    value(75, "fdatasync", Partial("a full fsync"), files::fsync),
+    unsupported(76, "truncate", libc::ENOSYS),
+    value(77, "ftruncate", Supported, files::ftruncate),
+    unsupported(78, "getdents", libc::ENOSYS),
+    value(79, "getcwd", Supported, files::getcwd),
+    value(80, "chdir", Supported, files::chdir),
+    value(81, "fchdir", Supported, files::fchdir),
+    value(82, "rename", Supported, files::rename),
+    value(83, "mkdir", Supported, files::mkdir),
+    value(84, "rmdir", Supported, files::rmdir),
+    value(85, "creat", Supported, files::creat),
+    unsupported(86, "link", libc::ENOSYS),
+    value(87, "unlink", Supported, files::unlink),
+    unsupported(88, "symlink", libc::ENOSYS),
+    value(89, "readlink", Supported, files::readlink),
+    unsupported(90, "chmod", libc::ENOSYS),
+    unsupported(91, "fchmod", libc::ENOSYS),
+    unsupported(92, "chown", libc::ENOSYS),
+    unsupported(93, "fchown", libc::ENOSYS),
+    unsupported(94, "lchown", libc::ENOSYS),
+    value(95, "umask", Supported, files::umask),
+    value(96, "gettimeofday", Supported, time::gettimeofday),
+    value(97, "getrlimit", Supported, system::getrlimit),
+    value(98, "getrusage", Partial("the VMM host process's figures"), time::getrusage),
+    value(99, "sysinfo", Partial("memory figures only; no load averages or swap"), system::sysinfo),
+    value(100, "times", Partial("the VMM host process's figures"), time::times),
+    unsupported(101, "ptrace", libc::ENOSYS),
+    value(102, "getuid", Supported, system::getuid),
+    unsupported(103, "syslog", libc::ENOSYS),
+    value(104, "getgid", Supported, system::getgid),
+    unsupported(105, "setuid", libc::ENOSYS),
+    unsupported(106, "setgid", libc::ENOSYS),
+    value(107, "geteuid", Supported, system::geteuid),
+    value(108, "getegid", Supported, system::getegid),
+    unsupported(109, "setpgid", libc::ENOSYS),
+    value(110, "getppid", Supported, system::getppid),
+    value(111, "getpgrp", Supported, system::getpid),
+    unsupported(112, "setsid", libc::ENOSYS),
+    unsupported(113, "setreuid", libc::ENOSYS),
+    unsupported(114, "setregid", libc::ENOSYS),
+    unsupported(115, "getgroups", libc::ENOSYS),
+    unsupported(116, "setgroups", libc::ENOSYS),
+    unsupported(117, "setresuid", libc::ENOSYS),
+    unsupported(118, "getresuid", libc::ENOSYS),
+    unsupported(119, "setresgid", libc::ENOSYS),
+    unsupported(120, "getresgid", libc::ENOSYS),
+    value(121, "getpgid", Supported, system::getpid),
+    unsupported(122, "setfsuid", libc::ENOSYS),
+    unsupported(123, "setfsgid", libc::ENOSYS),
+    value(124, "getsid", Supported, system::getpid),
+    unsupported(125, "capget", libc::ENOSYS),
+    unsupported(126, "capset", libc::ENOSYS),
+    unsupported(127, "rt_sigpending", libc::ENOSYS),
+    unsupported(128, "rt_sigtimedwait", libc::ENOSYS),
+    unsupported(129, "rt_sigqueueinfo", libc::ENOSYS),
+    unsupported(130, "rt_sigsuspend", libc::ENOSYS),
+    value(131, "sigaltstack", Partial("recorded; no signal is delivered on it"), signals::sigaltstack),
+    unsupported(132, "utime", libc::ENOSYS),
+    unsupported(133, "mknod", libc::ENOSYS),
+    unsupported(134, "uselib", libc::ENOSYS),
+    unsupported(135, "personality", libc::ENOSYS),
+    unsupported(136, "ustat", libc::ENOSYS),
+    unsupported(137, "statfs", libc::ENOSYS),
+    unsupported(138, "fstatfs", libc::ENOSYS),
+    unsupported(139, "sysfs", libc::ENOSYS),
+    unsupported(140, "getpriority", libc::ENOSYS),
+    unsupported(141, "setpriority", libc::ENOSYS),
+    unsupported(142, "sched_setparam", libc::ENOSYS),
+    unsupported(143, "sched_getparam", libc::ENOSYS),
+    unsupported(144, "sched_setscheduler", libc::ENOSYS),
+    unsupported(145, "sched_getscheduler", libc::ENOSYS),
+    unsupported(146, "sched_get_priority_max", libc::ENOSYS),
+    unsupported(147, "sched_get_priority_min", libc::ENOSYS),
+    unsupported(148, "sched_rr_get_interval", libc::ENOSYS),
+    value(149, "mlock", Partial("all guest memory is already resident and locked"), memory::accept),
+    value(150, "munlock", Partial("all guest memory stays resident and locked"), memory::accept),
+    value(151, "mlockall", Partial("all guest memory is already resident and locked"), memory::accept),
+    value(152, "munlockall", Partial("all guest memory stays resident and locked"), memory::accept),
+    unsupported(153, "vhangup", libc::ENOSYS),
+    unsupported(154, "modify_ldt", libc::ENOSYS),
+    unsupported(155, "pivot_root", libc::ENOSYS),
+    unsupported(156, "_sysctl", libc::ENOSYS),
+    unsupported(157, "prctl", libc::ENOSYS),
+    value(158, "arch_prctl", Partial("ARCH_SET/GET_FS/GS only"), system::arch_prctl),
+    unsupported(159, "adjtimex", libc::ENOSYS),
+    value(160, "setrlimit", Supported, system::setrlimit),
+    unsupported(161, "chroot", libc::ENOSYS),
+    unsupported(162, "sync", libc::ENOSYS),
+    unsupported(163, "acct", libc::ENOSYS),
+    unsupported(164, "settimeofday", libc::ENOSYS),
+    unsupported(165, "mount", libc::ENOSYS),
+    unsupported(166, "umount2", libc::ENOSYS),
+    unsupported(167, "swapon", libc::ENOSYS),
+    unsupported(168, "swapoff", libc::ENOSYS),
+    unsupported(169, "reboot", libc::ENOSYS),
+    unsupported(170, "sethostname", libc::ENOSYS),
+    unsupported(171, "setdomainname", libc::ENOSYS),
+    unsupported(172, "iopl", libc::ENOSYS),
+    unsupported(173, "ioperm", libc::ENOSYS),
+    unsupported(174, "create_module", libc::ENOSYS),
+    unsupported(175, "init_module", libc::ENOSYS),
+    unsupported(176, "delete_module", libc::ENOSYS),
+    unsupported(177, "get_kernel_syms", libc::ENOSYS),
+    unsupported(178, "query_module", libc::ENOSYS),
+    unsupported(179, "quotactl", libc::ENOSYS),
+    unsupported(180, "nfsservctl", libc::ENOSYS),
+    unsupported(181, "getpmsg", libc::ENOSYS),
+    unsupported(182, "putpmsg", libc::ENOSYS),
+    unsupported(183, "afs_syscall", libc::ENOSYS),
+    unsupported(184, "tuxcall", libc::ENOSYS),
+    unsupported(185, "security", libc::ENOSYS),
+    value(186, "gettid", Supported, threads::gettid),
+    unsupported(187, "readahead", libc::ENOSYS),
+    unsupported(188, "setxattr", libc::ENOSYS),
+    unsupported(189, "lsetxattr", libc::ENOSYS),
+    unsupported(190, "fsetxattr", libc::ENOSYS),
+    unsupported(191, "getxattr", libc::ENOSYS),
+    unsupported(192, "lgetxattr", libc::ENOSYS),
+    unsupported(193, "fgetxattr", libc::ENOSYS),
+    unsupported(194, "listxattr", libc::ENOSYS),
+    unsupported(195, "llistxattr", libc::ENOSYS),
+    unsupported(196, "flistxattr", libc::ENOSYS),
+    unsupported(197, "removexattr", libc::ENOSYS),
+    unsupported(198, "lremovexattr", libc::ENOSYS),
+    unsupported(199, "fremovexattr", libc::ENOSYS),
+    control(200, "tkill", Partial("no handlers run: a default-fatal signal ends the run, others are dropped"), signals::tkill),
+    value(201, "time", Supported, time::time),
+    value(202, "futex", Partial("no PI futexes (FUTEX_LOCK_PI...): ENOSYS"), futex::futex),
+    value(203, "sched_setaffinity", Partial("other threads' masks cannot be changed"), threads::sched_setaffinity),
+    value(204, "sched_getaffinity", Supported, threads::sched_getaffinity),
+    unsupported(205, "set_thread_area", libc::ENOSYS),
+    unsupported(206, "io_setup", libc::ENOSYS),
+    unsupported(207, "io_destroy", libc::ENOSYS),
+    unsupported(208, "io_getevents", libc::ENOSYS),
+    unsupported(209, "io_submit", libc::ENOSYS),
+    unsupported(210, "io_cancel", libc::ENOSYS),
+    unsupported(211, "get_thread_area", libc::ENOSYS),
+    unsupported(212, "lookup_dcookie", libc::ENOSYS),
+    unsupported(213, "epoll_create", libc::ENOSYS),
+    unsupported(214, "epoll_ctl_old", libc::ENOSYS),
+    unsupported(215, "epoll_wait_old", libc::ENOSYS),
+    unsupported(216, "remap_file_pages", libc::ENOSYS),
+    value(217, "getdents64", Supported, files::getdents64),
+    value(218, "set_tid_address", Supported, threads::set_tid_address),
+    unsupported(219, "restart_syscall", libc::ENOSYS),
+    unsupported(220, "semtimedop", libc::ENOSYS),
+    unsupported(221, "fadvise64", libc::ENOSYS),
+    unsupported(222, "timer_create", libc::ENOSYS),
+    unsupported(223, "timer_settime", libc::ENOSYS),
+    unsupported(224, "timer_gettime", libc::ENOSYS),
+    unsupported(225, "timer_getoverrun", libc::ENOSYS),
+    unsupported(226, "timer_delete", libc::ENOSYS),
+    unsupported(227, "clock_settime", libc::ENOSYS),
+    value(228, "clock_gettime", Supported, time::clock_gettime),
+    value(229, "clock_getres", Supported, time::clock_getres),
+    value(230, "clock_nanosleep", Supported, time::clock_nanosleep),
+    control(231, "exit_group", Supported, threads::exit_group),
+    unsupported(232, "epoll_wait", libc::ENOSYS),
+    unsupported(233, "epoll_ctl", libc::ENOSYS),
+    control(234, "tgkill", Partial("no handlers run: a default-fatal signal ends the run, others are dropped"), signals::tgkill),
+    unsupported(235, "utimes", libc::ENOSYS),
+    unsupported(236, "vserver", libc::ENOSYS),
+    unsupported(237, "mbind", libc::ENOSYS),
+    unsupported(238, "set_mempolicy", libc::ENOSYS),
+    unsupported(239, "get_mempolicy", libc::ENOSYS),
+    unsupported(240, "mq_open", libc::ENOSYS),
+    unsupported(241, "mq_unlink", libc::ENOSYS),
+    unsupported(242, "mq_timedsend", libc::ENOSYS),
+    unsupported(243, "mq_timedreceive", libc::ENOSYS),
+    unsupported(244, "mq_notify", libc::ENOSYS),
+    unsupported(245, "mq_getsetattr", libc::ENOSYS),
+    unsupported(246, "kexec_load", libc::ENOSYS),
+    unsupported(247, "waitid", libc::ENOSYS),
+    unsupported(248, "add_key", libc::ENOSYS),
+    unsupported(249, "request_key", libc::ENOSYS),
+    unsupported(250, "keyctl", libc::ENOSYS),
+    unsupported(251, "ioprio_set", libc::ENOSYS),
+    unsupported(252, "ioprio_get", libc::ENOSYS),
+    unsupported(253, "inotify_init", libc::ENOSYS),
+    unsupported(254, "inotify_add_watch", libc::ENOSYS),
+    unsupported(255, "inotify_rm_watch", libc::ENOSYS),
+    unsupported(256, "migrate_pages", libc::ENOSYS),
+    value(257, "openat", Supported, files::openat),
+    value(258, "mkdirat", Supported, files::mkdirat),
+    unsupported(259, "mknodat", libc::ENOSYS),
+    unsupported(260, "fchownat", libc::ENOSYS),
+    unsupported(261, "futimesat", libc::ENOSYS),
+    value(262, "newfstatat", Supported, files::newfstatat),
+    value(263, "unlinkat", Supported, files::unlinkat),
+    value(264, "renameat", Supported, files::renameat),
+    unsupported(265, "linkat", libc::ENOSYS),
+    unsupported(266, "symlinkat", libc::ENOSYS),
+    value(267, "readlinkat", Supported, files::readlinkat),
+    unsupported(268, "fchmodat", libc::ENOSYS),
+    value(269, "faccessat", Supported, files::faccessat),
+    unsupported(270, "pselect6", libc::ENOSYS),
+    value(271, "ppoll", Partial("the signal mask argument is ignored (no signal delivery)"), files::ppoll),
+    unsupported(272, "unshare", libc::ENOSYS),
+    value(273, "set_robust_list", Supported, threads::set_robust_list),
+    value(274, "get_robust_list", Partial("only the calling thread"), threads::get_robust_list),
+    unsupported(275, "splice", libc::ENOSYS),
+    unsupported(276, "tee", libc::ENOSYS),
+    unsupported(277, "sync_file_range", libc::ENOSYS),
+    unsupported(278, "vmsplice", libc::ENOSYS),
+    unsupported(279, "move_pages", libc::ENOSYS),
+    unsupported(280, "utimensat", libc::ENOSYS),
+    unsupported(281, "epoll_pwait", libc::ENOSYS),
+    unsupported(282, "signalfd", libc::ENOSYS),
+    unsupported(283, "timerfd_create", libc::ENOSYS),
+    unsupported(284, "eventfd", libc::ENOSYS),
+    unsupported(285, "fallocate", libc::ENOSYS),
+    unsupported(286, "timerfd_settime", libc::ENOSYS),
+    unsupported(287, "timerfd_gettime", libc::ENOSYS),
+    unsupported(288, "accept4", libc::ENOSYS),
+    unsupported(289, "signalfd4", libc::ENOSYS),
+    unsupported(290, "eventfd2", libc::ENOSYS),
+    unsupported(291, "epoll_create1", libc::ENOSYS),
+    value(292, "dup3", Supported, files::dup3),
+    value(293, "pipe2", Supported, files::pipe2),
+    unsupported(294, "inotify_init1", libc::ENOSYS),
+    unsupported(295, "preadv", libc::ENOSYS),
+    unsupported(296, "pwritev", libc::ENOSYS),
+    unsupported(297, "rt_tgsigqueueinfo", libc::ENOSYS),
+    unsupported(298, "perf_event_open", libc::ENOSYS),
+    unsupported(299, "recvmmsg", libc::ENOSYS),
+    unsupported(300, "fanotify_init", libc::ENOSYS),
+    unsupported(301, "fanotify_mark", libc::ENOSYS),
+    value(302, "prlimit64", Supported, system::prlimit64),
+    unsupported(303, "name_to_handle_at", libc::ENOSYS),
+    unsupported(304, "open_by_handle_at", libc::ENOSYS),
+    unsupported(305, "clock_adjtime", libc::ENOSYS),
+    unsupported(306, "syncfs", libc::ENOSYS),
+    unsupported(307, "sendmmsg", libc::ENOSYS),
+    unsupported(308, "setns", libc::ENOSYS),
+    value(309, "getcpu", Supported, threads::getcpu),
+    unsupported(310, "process_vm_readv", libc::ENOSYS),
+    unsupported(311, "process_vm_writev", libc::ENOSYS),
+    unsupported(312, "kcmp", libc::ENOSYS),
+    unsupported(313, "finit_module", libc::ENOSYS),
+    unsupported(314, "sched_setattr", libc::ENOSYS),
+    unsupported(315, "sched_getattr", libc::ENOSYS),
+    value(316, "renameat2", Supported, files::renameat2),
+    unsupported(317, "seccomp", libc::ENOSYS),
+    value(318, "getrandom", Supported, system::getrandom),
+    unsupported(319, "memfd_create", libc::ENOSYS),
+    unsupported(320, "kexec_file_load", libc::ENOSYS),
+    unsupported(321, "bpf", libc::ENOSYS),
+    unsupported(322, "execveat", libc::ENOSYS),
+    unsupported(323, "userfaultfd", libc::ENOSYS),
+    unsupported(324, "membarrier", libc::ENOSYS),
+    unsupported(325, "mlock2", libc::ENOSYS),
+    unsupported(326, "copy_file_range", libc::ENOSYS),
+    unsupported(327, "preadv2", libc::ENOSYS),
+    unsupported(328, "pwritev2", libc::ENOSYS),
+    unsupported(329, "pkey_mprotect", libc::ENOSYS),
+    unsupported(330, "pkey_alloc", libc::ENOSYS),
+    unsupported(331, "pkey_free", libc::ENOSYS),
+    value(332, "statx", Supported, files::statx),
+    unsupported(333, "io_pgetevents", libc::ENOSYS),
+    value(334, "rseq", Partial("answered ENOSYS on purpose: glibc works without restartable sequences"), system::rseq),
+    None, // 335: no system call
+    None, // 336: no system call
+    None, // 337: no system call
+    None, // 338: no system call
+    None, // 339: no system call
+    None, // 340: no system call
+    None, // 341: no system call
+    None, // 342: no system call
+    None, // 343: no system call
+    None, // 344: no system call
+    None, // 345: no system call
+    None, // 346: no system call
+    None, // 347: no system call
+    None, // 348: no system call
+    None, // 349: no system call
+    None, // 350: no system call
+    None, // 351: no system call
+    None, // 352: no system call
+    None, // 353: no system call
+    None, // 354: no system call
+    None, // 355: no system call
+    None, // 356: no system call
+    None, // 357: no system call
+    None, // 358: no system call
+    None, // 359: no system call
+    None, // 360: no system call
+    None, // 361: no system call
+    None, // 362: no system call
+    None, // 363: no system call
+    None, // 364: no system call
+    None, // 365: no system call
+    None, // 366: no system call
+    None, // 367: no system call
+    None, // 368: no system call
+    None, // 369: no system call
+    None, // 370: no system call
+    None, // 371: no system call
+    None, // 372: no system call
+    None, // 373: no system call
+    None, // 374: no system call
+    None, // 375: no system call
+    None, // 376: no system call
+    None, // 377: no system call
+    None, // 378: no system call
+    None, // 379: no system call
+    None, // 380: no system call
+    None, // 381: no system call
+    None, // 382: no system call
+    None, // 383: no system call
+    None, // 384: no system call
+    None, // 385: no system call
+    None, // 386: no system call
+    None, // 387: no system call
+    None, // 388: no system call
+    None, // 389: no system call
+    None, // 390: no system call
+    None, // 391: no system call
+    None, // 392: no system call
+    None, // 393: no system call
+    None, // 394: no system call
+    None, // 395: no system call
+    None, // 396: no system call
+    None, // 397: no system call
+    None, // 398: no system call
+    None, // 399: no system call
+    None, // 400: no system call
+    None, // 401: no system call
+    None, // 402: no system call
+    None, // 403: no system call
+    None, // 404: no system call
+    None, // 405: no system call
+    None, // 406: no system call
+    None, // 407: no system call
+    None, // 408: no system call
+    None, // 409: no system call
+    None, // 410: no system call
+    None, // 411: no system call
+    None, // 412: no system call
+    None, // 413: no system call
+    None, // 414: no system call
+    None, // 415: no system call
+    None, // 416: no system call
+    None, // 417: no system call
+    None, // 418: no system call
+    None, // 419: no system call
+    None, // 420: no system call
+    None, // 421: no system call
+    None, // 422: no system call
+    None, // 423: no system call
+    unsupported(424, "pidfd_send_signal", libc::ENOSYS),
+    unsupported(425, "io_uring_setup", libc::ENOSYS),
+    unsupported(426, "io_uring_enter", libc::ENOSYS),
+    unsupported(427, "io_uring_register", libc::ENOSYS),
+    unsupported(428, "open_tree", libc::ENOSYS),
+    unsupported(429, "move_mount", libc::ENOSYS),
+    unsupported(430, "fsopen", libc::ENOSYS),
+    unsupported(431, "fsconfig", libc::ENOSYS),
+    unsupported(432, "fsmount", libc::ENOSYS),
+    unsupported(433, "fspick", libc::ENOSYS),
+    unsupported(434, "pidfd_open", libc::ENOSYS),
+    control(435, "clone3", Partial("threads only; processes are ENOSYS"), threads::clone3),
+    unsupported(436, "close_range", libc::ENOSYS),
+    unsupported(437, "openat2", libc::ENOSYS),
+    unsupported(438, "pidfd_getfd", libc::ENOSYS),
+    value(439, "faccessat2", Supported, files::faccessat2),
+    unsupported(440, "process_madvise", libc::ENOSYS),
+    unsupported(441, "epoll_pwait2", libc::ENOSYS),
+    unsupported(442, "mount_setattr", libc::ENOSYS),
+    unsupported(443, "quotactl_fd", libc::ENOSYS),
+    unsupported(444, "landlock_create_ruleset", libc::ENOSYS),
+    unsupported(445, "landlock_add_rule", libc::ENOSYS),
+    unsupported(446, "landlock_restrict_self", libc::ENOSYS),
+    unsupported(447, "memfd_secret", libc::ENOSYS),
+    unsupported(448, "process_mrelease", libc::ENOSYS),
+    unsupported(449, "futex_waitv", libc::ENOSYS),
+    unsupported(450, "set_mempolicy_home_node", libc::ENOSYS),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h";
+
+    #[test]
+    fn numbers_and_names_match_the_system_header() {
+        let text = std::fs::read_to_string(HEADER)
+            .unwrap_or_else(|e| panic!("{HEADER} is needed to check the syscall table: {e}"));
+        let mut from_header = std::collections::BTreeMap::new();
+        for line in text.lines() {
+            let mut w = line.split_whitespace();
+            if let (Some("#define"), Some(sym), Some(num)) = (w.next(), w.next(), w.next()) {
+                if let (Some(name), Ok(nr)) = (sym.strip_prefix("__NR_"), num.parse::<u64>()) {
+                    from_header.insert(nr, name.to_string());
+                }
+            }
+        }
+        assert!(
+            from_header.len() > 300,
+            "parsed too few entries from {HEADER}"
+        );
+        for (nr, name) in &from_header {
+            if *nr as usize > MAX_NR {
+                continue; // newer than this table: unknown numbers answer ENOSYS
+            }
+            assert_eq!(
+                lookup(*nr).map(|e| e.name),
+                Some(name.as_str()),
+                "syscall {nr}"
+            );
+        }
+        for e in entries() {
+            assert_eq!(
+                from_header.get(&u64::from(e.nr)),
+                Some(&e.name.to_string()),
+                "entry {}",
+                e.nr
+            );
+        }
+    }
+
+    #[test]
+    fn entries_are_in_number_order_and_consistent() {
+        for (i, e) in TABLE.iter().enumerate() {
+            if let Some(e) = e {
+                assert_eq!(e.nr as usize, i);
+                let unsupported = matches!(e.support, Support::Unsupported(_));
+                assert_eq!(
+                    unsupported,
+                    matches!(e.handler, Handler::None),
+                    "{}",
+                    e.name
+                );
+            }
+        }
+        assert_eq!(name(0), Some("read"));
+        assert_eq!(name(231), Some("exit_group"));
+        assert_eq!(name(100_000), None);
+    }
+}
