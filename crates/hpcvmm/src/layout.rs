@@ -435,6 +435,46 @@ mod tests {
         }
     }
 
+    /// The hand-written stub bytes and the addresses the VMM matches exits against must agree:
+    /// each constant is checked against the instruction it names.
+    #[test]
+    fn stub_offsets_match_the_stub_bytes() {
+        let mem = GuestMemory::new(64 << 20, Backing::Lazy).unwrap();
+        build(&mem, GuestPageSize::Size2M).unwrap();
+        let at = |addr: u64, n: u64| mem.read_vec(addr, n).unwrap();
+        // The syscall exit: `out SYSCALL_PORT, al` ends right at SYSCALL_EXIT_RIP, then ud2.
+        assert_eq!(at(SYSCALL_EXIT_RIP - 2, 2), [0xe6, SYSCALL_PORT as u8]);
+        assert_eq!(at(SYSCALL_EXIT_RIP, 2), [0x0f, 0x0b]);
+        // The `jne slow` at the top lands on that `out`.
+        let jne = at(SYSCALL_STUB + 5, 2);
+        assert_eq!(jne[0], 0x75);
+        assert_eq!(SYSCALL_STUB + 7 + u64::from(jne[1]), SYSCALL_EXIT_RIP - 2);
+        // The fast path's `lock inc [rip+disp]` addresses FAST_COUNTERS.
+        let inc = at(SYSCALL_STUB + 82, 7);
+        assert_eq!(inc[..3], [0xf0, 0xff, 0x05]);
+        let disp = i32::from_le_bytes(inc[3..7].try_into().unwrap());
+        assert_eq!(
+            (SYSCALL_STUB + 89).wrapping_add_signed(i64::from(disp)),
+            FAST_COUNTERS
+        );
+        // The launch stub: skipping the prefault loop lands on `out LAUNCH_PORT`, whose end
+        // is LAUNCH_EXIT_RIP; the final `jmp [rip+0]` reads LAUNCH_ENTRY_SLOT.
+        assert_eq!(at(LAUNCH_STUB_NO_PREFAULT, 2), [0xe6, LAUNCH_PORT as u8]);
+        assert_eq!(LAUNCH_EXIT_RIP, LAUNCH_STUB_NO_PREFAULT + 2);
+        assert_eq!(at(LAUNCH_ENTRY_SLOT - 6, 6), [0xff, 0x25, 0, 0, 0, 0]);
+        // The prefault loop's `jb` goes back to its `or byte [rdi], 0`.
+        let jb = at(LAUNCH_STUB_NO_PREFAULT - 2, 2);
+        assert_eq!(jb[0], 0x72);
+        let target = LAUNCH_STUB_NO_PREFAULT.wrapping_add_signed(i64::from(jb[1] as i8));
+        assert_eq!(at(target, 3), [0x80, 0x0f, 0x00]);
+        // Every exception stub: `out EXCEPTION_PORT, al; hlt`, decoded back to its vector.
+        for v in 0..256u64 {
+            let stub = EXCEPTION_STUBS + v * EXCEPTION_STUB_SIZE;
+            assert_eq!(at(stub, 3), [0xe6, EXCEPTION_PORT as u8, 0xf4]);
+            assert_eq!(exception_vector(stub + 2), Some(v as u8));
+        }
+    }
+
     #[test]
     fn exception_vectors_decode_from_stub_addresses() {
         assert_eq!(exception_vector(EXCEPTION_STUBS + 2), Some(0));
