@@ -23,7 +23,7 @@ use crate::elf::{ElfError, LoadedImage, Program};
 use crate::kernel::files::FdTable;
 use crate::kernel::fsroot::FsRoot;
 use crate::kernel::group::{Credentials, GroupParts, Limits, ThreadGroup, Uts};
-use crate::kernel::mm::AddressSpace;
+use crate::kernel::mm::{AddressSpace, VmaAttrs};
 use crate::kernel::run::Run;
 use crate::kernel::task::Task;
 use crate::kernel::{Kernel, GUEST_PID};
@@ -481,7 +481,11 @@ fn build_kernel(
         stack_top,
         (loaded.image.start, loaded.image.end),
     );
-    mm.map(stack_top - MAIN_STACK, MAIN_STACK, true, false)
+    let stack = VmaAttrs {
+        label: Some("[stack]"),
+        ..VmaAttrs::anonymous()
+    };
+    mm.map_with(stack_top - MAIN_STACK, MAIN_STACK, true, false, stack)
         .map_err(|_| VmmError::Setup("no room for the stack".into()))?;
     mem.restrict_to(USER_START, stack_top);
     let mem = Arc::new(mem);

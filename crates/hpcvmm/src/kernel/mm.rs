@@ -1,5 +1,6 @@
 //! The guest's virtual address space bookkeeping: which page ranges are mapped (image, heap,
-//! mmap areas, stacks), where brk is, and which free memory is already known to be zero.
+//! mmap areas, stacks) as [`Vma`]s with their protection and backing, where brk is, and which
+//! free memory is already known to be zero.
 //!
 //! Guest virtual addresses equal guest physical ones, so "mapping" is only bookkeeping: the
 //! page tables always map all of usable memory. What matters is handing out non-overlapping
@@ -102,6 +103,156 @@ impl RangeSet {
     }
 }
 
+/// What a mapping's pages are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmaBacking {
+    /// Private anonymous memory (heap, stacks, MAP_ANONYMOUS).
+    Anonymous,
+    /// A private copy of a file's bytes from `offset`, read at mmap time (the program image,
+    /// MAP_PRIVATE file mappings, read-only MAP_SHARED ones).
+    FileCopy { path: Option<String>, offset: u64 },
+    /// A shared mapping of a host file or memfd. Not created yet: writable MAP_SHARED file
+    /// mappings are ENODEV until shared regions exist.
+    SharedFile { path: Option<String>, offset: u64 },
+    /// Memory in its own KVM memory slot (a region shared between VMs). Not created yet.
+    Region { slot: u32 },
+}
+
+/// The attributes of a mapping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmaAttrs {
+    /// PROT_READ | PROT_WRITE | PROT_EXEC bits, as the guest asked. Recorded, not enforced:
+    /// user memory is mapped RWX with large pages.
+    pub prot: i32,
+    pub backing: VmaBacking,
+    /// What /proc/self/maps would name it ("[heap]", "[stack]").
+    pub label: Option<&'static str>,
+}
+
+impl VmaAttrs {
+    /// Private anonymous read-write memory.
+    pub fn anonymous() -> Self {
+        VmaAttrs {
+            prot: libc::PROT_READ | libc::PROT_WRITE,
+            backing: VmaBacking::Anonymous,
+            label: None,
+        }
+    }
+}
+
+/// One mapping: `[start, end)` with its attributes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    pub attrs: VmaAttrs,
+}
+
+impl Vma {
+    /// The part `[from, to)` of this mapping (file offsets follow the cut).
+    fn slice(&self, from: u64, to: u64) -> Vma {
+        let mut attrs = self.attrs.clone();
+        match &mut attrs.backing {
+            VmaBacking::FileCopy { offset, .. } | VmaBacking::SharedFile { offset, .. } => {
+                *offset += from - self.start
+            }
+            VmaBacking::Anonymous | VmaBacking::Region { .. } => {}
+        }
+        Vma {
+            start: from,
+            end: to,
+            attrs,
+        }
+    }
+}
+
+/// The mappings of an address space, disjoint, keyed by start.
+#[derive(Clone, Debug, Default)]
+pub struct VmaMap {
+    map: BTreeMap<u64, Vma>,
+}
+
+impl VmaMap {
+    /// Forget every mapping inside `[start, end)`, splitting the ones that straddle it.
+    pub fn clear(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        let hit: Vec<u64> = self
+            .map
+            .range(..end)
+            .rev()
+            .take_while(|(_, v)| v.end > start)
+            .map(|(&s, _)| s)
+            .collect();
+        for s in hit {
+            let v = self.map.remove(&s).expect("key just listed");
+            if v.start < start {
+                self.map.insert(v.start, v.slice(v.start, start));
+            }
+            if v.end > end {
+                self.map.insert(end, v.slice(end, v.end));
+            }
+        }
+    }
+
+    /// Map `[start, end)` with `attrs`, replacing what was there; adjacent anonymous
+    /// mappings with equal attributes merge.
+    pub fn set(&mut self, start: u64, end: u64, attrs: VmaAttrs) {
+        if start >= end {
+            return;
+        }
+        self.clear(start, end);
+        let mut v = Vma { start, end, attrs };
+        if v.attrs.backing == VmaBacking::Anonymous {
+            if let Some((&ls, l)) = self.map.range(..start).next_back() {
+                if l.end == start && l.attrs == v.attrs {
+                    v.start = ls;
+                    self.map.remove(&ls);
+                }
+            }
+            if let Some(r) = self.map.get(&end) {
+                if r.attrs == v.attrs {
+                    v.end = r.end;
+                    self.map.remove(&end);
+                }
+            }
+        }
+        self.map.insert(v.start, v);
+    }
+
+    /// The mapping containing `addr`.
+    pub fn get(&self, addr: u64) -> Option<&Vma> {
+        self.map
+            .range(..=addr)
+            .next_back()
+            .map(|(_, v)| v)
+            .filter(|v| addr < v.end)
+    }
+
+    /// Record protection `prot` on `[start, end)`, which must be fully mapped.
+    pub fn protect(&mut self, start: u64, end: u64, prot: i32) -> Result<(), MmError> {
+        let mut at = start;
+        let mut parts = Vec::new();
+        while at < end {
+            let v = self.get(at).ok_or(MmError::NoMem)?;
+            let to = v.end.min(end);
+            let mut p = v.slice(at, to);
+            p.attrs.prot = prot;
+            parts.push(p);
+            at = to;
+        }
+        for p in parts {
+            self.set(p.start, p.end, p.attrs);
+        }
+        Ok(())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Vma> {
+        self.map.values()
+    }
+}
+
 /// Errors of address-space operations, as the errno the guest sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MmError {
@@ -116,6 +267,8 @@ pub struct AddressSpace {
     low: u64,
     high: u64,
     mapped: RangeSet,
+    /// The same ranges as `mapped`, with protection and backing.
+    vmas: VmaMap,
     /// Free memory whose contents may be non-zero (was used, then unmapped).
     dirty: RangeSet,
     brk_start: u64,
@@ -129,10 +282,24 @@ impl AddressSpace {
     pub fn new(low: u64, high: u64, image: (u64, u64)) -> Self {
         let mut mapped = RangeSet::default();
         mapped.insert(image.0, image.1);
+        let mut vmas = VmaMap::default();
+        vmas.set(
+            image.0,
+            image.1,
+            VmaAttrs {
+                prot: libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+                backing: VmaBacking::FileCopy {
+                    path: None,
+                    offset: 0,
+                },
+                label: None,
+            },
+        );
         AddressSpace {
             low,
             high,
             mapped,
+            vmas,
             dirty: RangeSet::default(),
             brk_start: image.1,
             brk: image.1,
@@ -164,9 +331,54 @@ impl AddressSpace {
         parts
     }
 
-    /// Map `len` bytes of fresh anonymous memory; returns the address and the ranges the caller
-    /// must zero.
+    /// The mappings, in address order.
+    pub fn vmas(&self) -> &VmaMap {
+        &self.vmas
+    }
+
+    /// Map `len` bytes of fresh anonymous read-write memory; returns the address and the
+    /// ranges the caller must zero.
     pub fn map(
+        &mut self,
+        hint: u64,
+        len: u64,
+        fixed: bool,
+        noreplace: bool,
+    ) -> Result<(u64, Vec<(u64, u64)>), MmError> {
+        self.map_with(hint, len, fixed, noreplace, VmaAttrs::anonymous())
+    }
+
+    /// [`AddressSpace::map`] with the mapping's protection and backing.
+    pub fn map_with(
+        &mut self,
+        hint: u64,
+        len: u64,
+        fixed: bool,
+        noreplace: bool,
+        attrs: VmaAttrs,
+    ) -> Result<(u64, Vec<(u64, u64)>), MmError> {
+        let (at, z) = self.place(hint, len, fixed, noreplace)?;
+        self.vmas.set(at, at + len.next_multiple_of(PAGE), attrs);
+        Ok((at, z))
+    }
+
+    /// Record a protection change on `[addr, addr+len)` (mprotect); ENOMEM unless all of it
+    /// is mapped.
+    pub fn protect(&mut self, addr: u64, len: u64, prot: i32) -> Result<(), MmError> {
+        if addr % PAGE != 0 {
+            return Err(MmError::Inval);
+        }
+        let end = addr
+            .checked_add(len.max(1).next_multiple_of(PAGE))
+            .ok_or(MmError::NoMem)?;
+        if !self.mapped.contains(addr, end) {
+            return Err(MmError::NoMem);
+        }
+        self.vmas.protect(addr, end, prot)
+    }
+
+    /// Find room for `len` bytes and mark it mapped.
+    fn place(
         &mut self,
         hint: u64,
         len: u64,
@@ -247,6 +459,7 @@ impl AddressSpace {
             self.dirty.insert(s, e);
         }
         self.mapped.remove(addr, end);
+        self.vmas.clear(addr, end);
         Ok(())
     }
 
@@ -279,8 +492,25 @@ impl AddressSpace {
             return Ok((old, Vec::new(), None));
         }
         let grow_end = old.checked_add(new_len).ok_or(MmError::NoMem)?;
+        let attrs = self
+            .vmas
+            .get(old)
+            .map(|v| v.slice(old, v.end).attrs)
+            .unwrap_or_else(VmaAttrs::anonymous);
         if grow_end <= self.high && !self.mapped.intersects(old + old_len, grow_end) {
             self.mapped.insert(old + old_len, grow_end);
+            let mut tail = Vma {
+                start: old,
+                end: grow_end,
+                attrs: attrs.clone(),
+            }
+            .slice(old + old_len, grow_end)
+            .attrs;
+            if tail.backing != VmaBacking::Anonymous {
+                // Growing a file copy past its end: the new pages are zero-filled memory.
+                tail.backing = VmaBacking::Anonymous;
+            }
+            self.vmas.set(old + old_len, grow_end, tail);
             let z = self.take_dirty(old + old_len, grow_end);
             self.note_peak();
             return Ok((old, z, None));
@@ -288,9 +518,16 @@ impl AddressSpace {
         if !may_move {
             return Err(MmError::NoMem);
         }
-        let (at, z) = self.map(0, new_len, false, false)?;
+        let (at, z) = self.map_with(0, new_len, false, false, attrs)?;
         self.unmap(old, old_len)?;
         Ok((at, z, Some((old, at, old_len))))
+    }
+
+    fn heap() -> VmaAttrs {
+        VmaAttrs {
+            label: Some("[heap]"),
+            ..VmaAttrs::anonymous()
+        }
     }
 
     pub fn brk(&self) -> u64 {
@@ -313,6 +550,7 @@ impl AddressSpace {
                 return (self.brk, Vec::new());
             }
             self.mapped.insert(cur_end, new_end);
+            self.vmas.set(cur_end, new_end, Self::heap());
             let z = self.take_dirty(cur_end, new_end);
             self.brk = want;
             self.note_peak();
@@ -320,6 +558,7 @@ impl AddressSpace {
         }
         if new_end < cur_end {
             self.mapped.remove(new_end, cur_end);
+            self.vmas.clear(new_end, cur_end);
             self.dirty.insert(new_end, cur_end);
         }
         self.brk = want;
@@ -385,6 +624,66 @@ mod tests {
         let (b, z) = a.set_brk(0x50_2000);
         assert_eq!(b, 0x50_2000);
         assert_eq!(z, vec![(0x50_0000, 0x50_2000)]);
+    }
+
+    /// The VMAs cover exactly the mapped ranges.
+    fn vmas_match(a: &AddressSpace) {
+        let mut from_vmas = RangeSet::default();
+        let mut last_end = 0;
+        for v in a.vmas().iter() {
+            assert!(v.start < v.end && v.start >= last_end, "{v:?}");
+            last_end = v.end;
+            from_vmas.insert(v.start, v.end);
+        }
+        assert_eq!(
+            from_vmas.iter().collect::<Vec<_>>(),
+            a.mapped.iter().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn vmas_record_protection_and_backing_through_every_operation() {
+        let mut a = AddressSpace::new(0x20_0000, 0x100_0000, (0x40_0000, 0x50_0000));
+        vmas_match(&a);
+        let file = VmaAttrs {
+            prot: libc::PROT_READ,
+            backing: VmaBacking::FileCopy {
+                path: Some("/lib.so".into()),
+                offset: 0x1000,
+            },
+            label: None,
+        };
+        let (p, _) = a.map_with(0x80_0000, 0x4000, true, false, file).unwrap();
+        vmas_match(&a);
+        // mprotect the middle page: three VMAs, file offsets following the cuts.
+        a.protect(p + 0x1000, 0x1000, libc::PROT_NONE).unwrap();
+        let v: Vec<_> = a.vmas().iter().filter(|v| v.start >= p).cloned().collect();
+        assert_eq!(v.len(), 3, "{v:?}");
+        assert_eq!(v[1].attrs.prot, libc::PROT_NONE);
+        assert_eq!(
+            v[2].attrs.backing,
+            VmaBacking::FileCopy {
+                path: Some("/lib.so".into()),
+                offset: 0x3000
+            }
+        );
+        assert_eq!(a.protect(0x90_0000, 0x1000, 0), Err(MmError::NoMem));
+        // munmap splits; brk makes a [heap] VMA; anonymous neighbours merge.
+        a.unmap(p + 0x1000, 0x1000).unwrap();
+        vmas_match(&a);
+        a.set_brk(0x50_3000);
+        assert_eq!(a.vmas().get(0x50_1000).unwrap().attrs.label, Some("[heap]"));
+        a.set_brk(0x50_6000);
+        assert_eq!(a.vmas().get(0x50_1000).unwrap().end, 0x50_6000);
+        vmas_match(&a);
+        // mremap keeps the attributes when it moves a mapping.
+        let (q, _) = a.map(0xa0_0000, 0x1000, true, false).unwrap();
+        a.protect(q, 0x1000, libc::PROT_READ).unwrap();
+        a.map(0xa0_1000, 0x1000, true, false).unwrap();
+        let (r, _, mv) = a.remap(q, 0x1000, 0x3000, true).unwrap();
+        assert!(mv.is_some());
+        assert_eq!(a.vmas().get(r).unwrap().attrs.prot, libc::PROT_READ);
+        vmas_match(&a);
     }
 
     #[test]

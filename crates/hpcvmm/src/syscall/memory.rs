@@ -5,7 +5,7 @@
 //! accepted but not enforced (user memory is mapped RWX with large pages).
 
 use super::{err, Args, Ctx, SysResult};
-use crate::kernel::mm::MmError;
+use crate::kernel::mm::{MmError, VmaAttrs, VmaBacking};
 
 fn mm_errno(e: MmError) -> crate::kernel::Errno {
     crate::kernel::Errno(match e {
@@ -77,12 +77,23 @@ pub fn mmap(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     };
     let fixed = flags & (libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE) != 0;
     let noreplace = flags & libc::MAP_FIXED_NOREPLACE != 0;
+    let attrs = VmaAttrs {
+        prot,
+        backing: match &file {
+            None => VmaBacking::Anonymous,
+            Some(f) => VmaBacking::FileCopy {
+                path: f.path().map(str::to_string),
+                offset: off,
+            },
+        },
+        label: None,
+    };
     let (at, z) = ctx
         .tg
         .mm
         .lock()
         .unwrap()
-        .map(addr, len, fixed, noreplace)
+        .map_with(addr, len, fixed, noreplace, attrs)
         .map_err(mm_errno)?;
     zero(ctx, &z)?;
     if let Some(f) = file {
@@ -174,19 +185,19 @@ pub fn mremap(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     Ok(at)
 }
 
+/// Records the new protection on the VMAs; not enforced (user memory is mapped RWX with
+/// large pages, see the table's support level).
 pub fn mprotect(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
-    if a.ptr(0) % 4096 != 0 {
+    let (addr, len, prot) = (a.ptr(0), a.usize(1), a.i32(2));
+    if addr % 4096 != 0 {
         return err(libc::EINVAL);
     }
-    if !ctx
-        .tg
+    ctx.tg
         .mm
         .lock()
         .unwrap()
-        .is_mapped(a.ptr(0), a.usize(1).max(1))
-    {
-        return err(libc::ENOMEM);
-    }
+        .protect(addr, len, prot)
+        .map_err(mm_errno)?;
     Ok(0)
 }
 
