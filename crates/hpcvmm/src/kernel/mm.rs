@@ -368,8 +368,10 @@ impl AddressSpace {
         if addr % PAGE != 0 {
             return Err(MmError::Inval);
         }
-        let end = addr
-            .checked_add(len.max(1).next_multiple_of(PAGE))
+        let end = len
+            .max(1)
+            .checked_next_multiple_of(PAGE)
+            .and_then(|l| addr.checked_add(l))
             .ok_or(MmError::NoMem)?;
         if !self.mapped.contains(addr, end) {
             return Err(MmError::NoMem);
@@ -668,6 +670,11 @@ mod tests {
             }
         );
         assert_eq!(a.protect(0x90_0000, 0x1000, 0), Err(MmError::NoMem));
+        assert_eq!(
+            a.protect(p, u64::MAX, 0),
+            Err(MmError::NoMem),
+            "length wraps"
+        );
         // munmap splits; brk makes a [heap] VMA; anonymous neighbours merge.
         a.unmap(p + 0x1000, 0x1000).unwrap();
         vmas_match(&a);
