@@ -41,7 +41,7 @@ pub fn run(cmd: BenchCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
 
 fn vmm(a: VmmArgs) -> anyhow::Result<i32> {
     let cpus = match &a.cpuset_cpus {
-        Some(l) => crate::common::parse_cpu_list(l)?,
+        Some(l) => crate::common::cpus_arg("--cpuset-cpus", l)?,
         None => dualstack_hpcvmm::host_affinity()?,
     };
     let opts = dualstack_eval::vmm_bench::Options {
@@ -190,7 +190,8 @@ fn isolation_plan(a: &IsolationArgs) -> anyhow::Result<dualstack_eval::isolation
             .unwrap_or_else(|| (0..=commodity).collect()),
         reps: if a.quick { 3 } else { a.reps.max(1) },
         zone_cores,
-        memory_bytes: crate::common::parse_size(&a.memory).map_err(anyhow::Error::msg)?,
+        memory_bytes: dualstack_topology::parse_size(&a.memory)
+            .with_context(|| format!("--memory {}", a.memory))?,
         load_vm_memory_mib: a.vm_memory_mib,
         warmup: !a.no_warmup,
         steer: !a.no_steering,

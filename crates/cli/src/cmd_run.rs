@@ -1,19 +1,28 @@
-//! `dualstack run`: one static program in the HPC VMM. (Issue 2.)
+//! `dualstack run`: one static program in the HPC VMM. (Issue 2.) Argument parsing and
+//! printing only: the job is resolved, checked and run by `dualstack-jobs`.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::Context;
-use dualstack_hpcvmm::{Backing, GuestPageSize, HugePageSize, RunConfig};
+use dualstack_hpcvmm::{GuestPageSize, HugePageSize};
+use dualstack_jobs::{Host, JobSpec, MemoryBacking, ZoneSel};
+use dualstack_topology::CpuList;
 
-use crate::common::{parse_cpu_list, parse_size, GlobalOpts};
+use crate::common::GlobalOpts;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MemoryBacking {
+pub enum BackingArg {
     /// Preallocated, locked hugetlbfs pages (the HPC VMM's way).
     Hugetlb,
     /// Anonymous 4 KiB pages faulted on demand (a commodity VMM's way).
     Lazy,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HugePagesArg {
+    #[value(name = "2M")]
+    M2,
+    #[value(name = "1G")]
+    G1,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,24 +37,24 @@ pub enum PageSizeArg {
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Number of host cores for the run (the first N the caller may use).
+    /// Number of host cores for the run (the first N the caller may use, or of the zone's).
     #[arg(long, conflicts_with = "cpuset_cpus")]
     pub cpus: Option<usize>,
     /// Exact host cores for the run, e.g. "2-5,8".
-    #[arg(long, value_name = "LIST")]
-    pub cpuset_cpus: Option<String>,
+    #[arg(long, value_name = "LIST", value_parser = CpuList::parse_list)]
+    pub cpuset_cpus: Option<CpuList>,
     /// Run inside this HPC zone: its cores and its huge pages.
     #[arg(long)]
     pub zone: Option<String>,
     /// Guest memory, e.g. 512M, 4G [default: 512M, or all of the zone's memory with --zone].
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = dualstack_topology::parse_size)]
     pub memory: Option<u64>,
-    /// Huge page size of the hugetlb backing.
-    #[arg(long, value_enum, default_value = "2M")]
-    pub hugepages: PageSizeArg,
+    /// Huge page size of the hugetlb backing [default: 2M, or the zone's with --zone].
+    #[arg(long, value_enum)]
+    pub hugepages: Option<HugePagesArg>,
     /// How guest memory is backed.
     #[arg(long, value_enum, default_value = "hugetlb")]
-    pub memory_backing: MemoryBacking,
+    pub memory_backing: BackingArg,
     /// Page size of the guest's page tables (default: 2M/1G with hugetlb, 4K with lazy).
     #[arg(long, value_enum)]
     pub guest_pages: Option<PageSizeArg>,
@@ -82,98 +91,50 @@ pub struct RunArgs {
     pub program: Vec<String>,
 }
 
-/// Guest memory when neither --memory nor a zone says otherwise.
-const DEFAULT_MEMORY: u64 = 512 << 20;
-
-/// Resolve a program name: a path, or the name of a bundled mini-app.
-pub fn resolve_program(name: &str) -> PathBuf {
-    let p = PathBuf::from(name);
-    if name.contains('/') || p.exists() {
-        return p;
+/// The job these options ask for. The guest inherits this process's environment unless
+/// `--clear-env`; `--env` entries come last, so they win.
+pub fn job_spec(args: &RunArgs) -> JobSpec {
+    let mut spec = JobSpec::new(args.program[0].clone(), args.program[1..].to_vec());
+    if !args.clear_env {
+        spec.env = std::env::vars_os()
+            .filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, v.to_str()?)))
+            .collect();
     }
-    crate::common::apps_dir()
-        .map(|d| d.join(name))
-        .filter(|c| c.exists())
-        .unwrap_or(p)
-}
-
-pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
-    let program = resolve_program(&args.program[0]);
-    let mut cfg = RunConfig::new(program, args.program.clone());
-    cfg.memory = args.memory.unwrap_or(DEFAULT_MEMORY);
-    let page_size = match args.hugepages {
-        PageSizeArg::G1 => HugePageSize::Size1G,
-        PageSizeArg::M2 => HugePageSize::Size2M,
-        PageSizeArg::K4 => anyhow::bail!("--hugepages takes 2M or 1G"),
+    spec.env.extend(args.env.iter().cloned());
+    spec.root = args.root.clone();
+    spec.zone = ZoneSel::from_option(args.zone.as_deref());
+    spec.cpus = args.cpus;
+    spec.cpuset_cpus = args.cpuset_cpus.clone();
+    spec.memory = args.memory;
+    spec.hugepages = args.hugepages.map(|h| match h {
+        HugePagesArg::M2 => HugePageSize::Size2M,
+        HugePagesArg::G1 => HugePageSize::Size1G,
+    });
+    spec.memory_backing = match args.memory_backing {
+        BackingArg::Hugetlb => MemoryBacking::Hugetlb,
+        BackingArg::Lazy => MemoryBacking::Lazy,
     };
-    cfg.backing = match args.memory_backing {
-        MemoryBacking::Hugetlb => Backing::Hugetlb {
-            page_size,
-            numa_node: args.numa_node,
-        },
-        MemoryBacking::Lazy => Backing::Lazy,
-    };
-    cfg.guest_page_size = args.guest_pages.map(|p| match p {
+    spec.guest_pages = args.guest_pages.map(|p| match p {
         PageSizeArg::K4 => GuestPageSize::Size4K,
         PageSizeArg::M2 => GuestPageSize::Size2M,
         PageSizeArg::G1 => GuestPageSize::Size1G,
     });
-    let allowed =
-        dualstack_hpcvmm::host_affinity().context("reading this process's CPU affinity")?;
-    cfg.cpus = match (&args.cpuset_cpus, args.cpus) {
-        (Some(list), _) => {
-            let cpus = parse_cpu_list(list)?;
-            if let Some(bad) = cpus.iter().find(|c| !allowed.contains(c)) {
-                anyhow::bail!("--cpuset-cpus {list}: CPU {bad} is not available to this process (allowed: {allowed:?})");
-            }
-            cpus
-        }
-        (None, Some(n)) => {
-            if n == 0 || n > allowed.len() {
-                anyhow::bail!(
-                    "--cpus {n}: this process may use {} CPUs ({allowed:?})",
-                    allowed.len()
-                );
-            }
-            allowed[..n].to_vec()
-        }
-        (None, None) => allowed,
-    };
-    cfg.root = args.root.clone();
-    if !args.clear_env {
-        cfg.env = std::env::vars_os()
-            .filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, v.to_str()?)))
-            .collect();
-    }
-    for e in &args.env {
-        if !e.contains('=') {
-            anyhow::bail!("--env {e}: expected KEY=VALUE");
-        }
-        let key = e.split('=').next().unwrap_or_default();
-        cfg.env.retain(|x| x.split('=').next() != Some(key));
-        cfg.env.push(e.clone());
-    }
-    cfg.timeout = args.timeout.map(Duration::from_secs_f64);
-    cfg.vdso = !args.no_vdso;
-    Ok(cfg)
+    spec.numa_node = args.numa_node;
+    spec.timeout_s = args.timeout;
+    spec.vdso = !args.no_vdso;
+    spec.stats = args.stats.clone();
+    spec
 }
 
 pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
-    let cfg = build_config(&args)?;
-    let stats = match &args.zone {
-        Some(zone) => crate::cmd_zone::run_in_zone(zone, cfg, args.memory, global)?,
-        None => dualstack_hpcvmm::run(&cfg)?,
-    };
-    report(&stats, args.stats.as_deref(), args.summary)?;
-    Ok(stats.exit_status)
+    let host = Host::from_env(&global.state_dir).with_apps_dir(crate::common::apps_dir());
+    let result = dualstack_jobs::run(&job_spec(&args), &host)?;
+    report(&result.stats, args.summary);
+    Ok(result.exit_status)
 }
 
-/// Print the fault/timeout report, the summary, and write the JSON statistics.
-pub fn report(
-    stats: &dualstack_hpcvmm::RunStats,
-    json: Option<&std::path::Path>,
-    summary: bool,
-) -> anyhow::Result<()> {
+/// Print the fault/timeout report and the summary.
+pub fn report(stats: &dualstack_hpcvmm::RunStats, summary: bool) {
     use dualstack_hpcvmm::ExitReport;
     match &stats.exit {
         ExitReport::Faulted(f) => {
@@ -202,10 +163,4 @@ pub fn report(
     if summary {
         eprintln!("{}", stats.summary());
     }
-    if let Some(path) = json {
-        let text = serde_json::to_string_pretty(stats)?;
-        std::fs::write(path, text)
-            .with_context(|| format!("writing statistics to {}", path.display()))?;
-    }
-    Ok(())
 }

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use dualstack_commodity::manager::tail;
-use dualstack_commodity::util::parse_size_mib;
 use dualstack_commodity::{
     AccelChoice, BootSource, CreateOptions, GuestBuilder, HostPaths, VmInfo, VmManager, VmSpec,
     Workload,
 };
+use dualstack_topology::parse_size_mib;
 
 use crate::common::GlobalOpts;
 
@@ -266,7 +266,7 @@ fn create(a: CreateArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     let spec = VmSpec {
         name: a.name,
         vcpus: a.vcpus,
-        memory_mib: parse_size_mib(&a.memory)?,
+        memory_mib: parse_size_mib(&a.memory).with_context(|| format!("--memory {}", a.memory))?,
         boot,
         workload: a.workload,
         cmdline: a.cmdline,
@@ -302,7 +302,7 @@ fn print_created(info: &VmInfo, verb: &str) {
         eprintln!(
             "warning: {} vCPUs on {} commodity CPUs ({}): the VM is overcommitted",
             info.vcpus,
-            info.commodity_cpus.split(',').map(cpu_count).sum::<usize>(),
+            dualstack_topology::CpuList::parse_list(&info.commodity_cpus).map_or(0, |l| l.len()),
             info.commodity_cpus
         );
     }
@@ -311,18 +311,6 @@ fn print_created(info: &VmInfo, verb: &str) {
         info.name,
         info.serial_log.display()
     );
-}
-
-fn cpu_count(range: &str) -> usize {
-    match range.split_once('-') {
-        Some((a, b)) => {
-            b.parse::<usize>()
-                .unwrap_or(0)
-                .saturating_sub(a.parse().unwrap_or(0))
-                + 1
-        }
-        None => usize::from(!range.is_empty()),
-    }
 }
 
 fn print_table(vms: &[VmInfo]) {

@@ -117,31 +117,6 @@ pub struct RecoverArgs {
     pub json: bool,
 }
 
-/// Parse a size: bytes, or with K/M/G/T (binary; "MiB" and "MB" mean the same here).
-pub fn parse_size(text: &str) -> anyhow::Result<u64> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().with_context(|| {
-        format!("size {text:?}: expected a number with K, M, G or T (e.g. 256M)")
-    })?;
-    let shift = match unit
-        .trim()
-        .to_ascii_uppercase()
-        .trim_end_matches('B')
-        .trim_end_matches('I')
-    {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        _ => anyhow::bail!("size {text:?}: unknown unit {unit:?}; use K, M, G or T"),
-    };
-    n.checked_mul(1 << shift)
-        .with_context(|| format!("size {text:?} is too large"))
-}
-
 pub(crate) fn paths(global: &GlobalOpts) -> anyhow::Result<HostPaths> {
     Ok(HostPaths::from_env(&global.state_dir)?)
 }
@@ -165,7 +140,8 @@ fn request(
     };
     Ok(ZoneRequest {
         cpus,
-        memory_bytes: parse_size(memory)?,
+        memory_bytes: dualstack_topology::parse_size(memory)
+            .with_context(|| format!("--memory {memory}"))?,
         numa_node: numa,
         hugepage_kib,
     })
@@ -423,55 +399,4 @@ fn bench(paths: &HostPaths, a: &BenchArgs) -> anyhow::Result<i32> {
         );
     }
     Ok(0)
-}
-
-/// Run the HPC VMM inside a zone: vCPUs on the zone's CPUs, guest memory from the zone's huge
-/// pages on its NUMA node, the process inside the zone's cpuset for the run. `memory` is what
-/// the user asked for (default: all of the zone's memory); more than the zone holds is refused.
-pub fn run_in_zone(
-    zone: &str,
-    mut cfg: dualstack_hpcvmm::RunConfig,
-    memory: Option<u64>,
-    global: &GlobalOpts,
-) -> anyhow::Result<dualstack_hpcvmm::RunStats> {
-    let paths = paths(global)?;
-    let z = dualstack_zones::get(&paths, zone)?;
-    cfg.cpus = z.cpus().iter().map(|c| c as usize).collect();
-    let page_size = if z.hugepage_size() == HUGEPAGE_1G_KIB * 1024 {
-        dualstack_hpcvmm::HugePageSize::Size1G
-    } else {
-        dualstack_hpcvmm::HugePageSize::Size2M
-    };
-    cfg.memory = match memory {
-        Some(m) if m > z.memory_bytes() => anyhow::bail!(
-            "--memory {} MiB is more than zone {zone} holds ({} MiB); create the zone with more --memory or ask for less",
-            m >> 20,
-            z.memory_bytes() >> 20
-        ),
-        Some(m) => m,
-        None => z.memory_bytes(),
-    };
-    cfg.backing = dualstack_hpcvmm::Backing::Hugetlb {
-        page_size,
-        numa_node: Some(z.numa_node()),
-    };
-    let entry = dualstack_zones::enter(&paths, &z)?;
-    let result = dualstack_hpcvmm::run(&cfg);
-    entry.leave()?;
-    Ok(result?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("256M").unwrap(), 256 << 20);
-        assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
-        assert_eq!(parse_size("4G").unwrap(), 4 << 30);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert!(parse_size("4Q").is_err());
-        assert!(parse_size("M").is_err());
-    }
 }

@@ -35,50 +35,15 @@ pub fn print_error(err: &anyhow::Error) {
     }
 }
 
-/// Parse a size such as `512M`, `4G`, `1048576`, `64MiB`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size (examples: 512M, 4G)"))?;
-    let mul: u64 = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "K" | "KB" | "KIB" => 1 << 10,
-        "M" | "MB" | "MIB" => 1 << 20,
-        "G" | "GB" | "GIB" => 1 << 30,
-        "T" | "TB" | "TIB" => 1 << 40,
-        _ => return Err(format!("'{s}': unknown unit '{unit}' (use K, M, G or T)")),
-    };
-    n.checked_mul(mul)
-        .ok_or_else(|| format!("'{s}' is too large"))
-}
-
-/// Parse a CPU list such as `0-3,8,10-11`.
-pub fn parse_cpu_list(s: &str) -> anyhow::Result<Vec<usize>> {
-    let mut out = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (a, b) = match part.split_once('-') {
-            Some((a, b)) => (a.trim().parse::<usize>()?, b.trim().parse::<usize>()?),
-            None => {
-                let v = part
-                    .parse::<usize>()
-                    .map_err(|_| anyhow::anyhow!("'{s}' is not a CPU list (example: 0-3,8)"))?;
-                (v, v)
-            }
-        };
-        if a > b || b > 4095 {
-            anyhow::bail!("'{part}' in CPU list '{s}' is not a valid range");
-        }
-        out.extend(a..=b);
+/// A non-empty CPU list given with `flag` (e.g. `0-3,8`), as the CPU numbers the VMM takes.
+/// Parsed by the workspace's one CPU-list parser, [`dualstack_topology::CpuList`].
+pub fn cpus_arg(flag: &str, text: &str) -> anyhow::Result<Vec<usize>> {
+    let list = dualstack_topology::CpuList::parse_list(text)
+        .map_err(|e| anyhow::anyhow!("{flag} {text}: {e}"))?;
+    if list.is_empty() {
+        anyhow::bail!("{flag} {text:?}: the CPU list is empty (example: 0-3,8)");
     }
-    out.sort_unstable();
-    out.dedup();
-    if out.is_empty() {
-        anyhow::bail!("CPU list '{s}' is empty");
-    }
-    Ok(out)
+    Ok(list.iter().map(|c| c as usize).collect())
 }
 
 /// Where the bundled static mini-apps live: $DUALSTACK_APPS_DIR, or the static build next to

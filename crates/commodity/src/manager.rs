@@ -35,6 +35,9 @@ pub enum ManagerError {
     /// The shared state directory, lock or database.
     #[error(transparent)]
     ZonesState(#[from] dualstack_zones::state::StateError),
+    /// The zones recorded in the state database could not be read.
+    #[error("reading the HPC zones recorded in the state database")]
+    Zones(#[from] Box<dualstack_zones::ZoneError>),
     /// The commodity cpuset.
     #[error("commodity cpuset")]
     Commodity(#[from] CommodityError),
@@ -414,9 +417,16 @@ impl VmManager {
             match commodity::release_if_unused_locked(&self.paths, lock) {
                 Ok(true) => return,
                 Ok(false) => {
-                    let busy = self.locked_any_vm_with_process().unwrap_or(true);
-                    if busy {
-                        return;
+                    match self.locked_any_vm_with_process() {
+                        Ok(false) => {}
+                        Ok(true) => return,
+                        Err(e) => {
+                            tracing::warn!(
+                                "cannot tell whether the commodity cpuset is still needed ({}); left in place",
+                                crate::util::error_chain(&e)
+                            );
+                            return;
+                        }
                     }
                     std::thread::sleep(Duration::from_millis(50));
                 }
@@ -434,10 +444,8 @@ impl VmManager {
     /// Whether the commodity cpuset is still legitimately needed: a VM record with a QEMU
     /// process, or any zone (called with the state lock held).
     fn locked_any_vm_with_process(&self) -> Result<bool, ManagerError> {
+        let zones = dualstack_zones::zone_count(&self.paths).map_err(Box::new)?;
         let conn = dualstack_zones::open_db(&self.paths.state_dir)?;
-        let zones: i64 = conn
-            .query_row("SELECT count(*) FROM zones", [], |r| r.get(0))
-            .unwrap_or(1);
         let store = VmStore::new(&conn)?;
         Ok(zones > 0 || store.list()?.iter().any(|r| r.state.has_process()))
     }

@@ -247,7 +247,9 @@ pub fn thread_affinities(proc_root: &Path, pid: i32) -> std::io::Result<Vec<Thre
             if let Some(v) = line.strip_prefix("Name:") {
                 name = v.trim().to_string();
             } else if let Some(v) = line.strip_prefix("Cpus_allowed_list:") {
-                cpus = crate::util::parse_cpulist(v.trim()).ok();
+                cpus = dualstack_topology::CpuList::parse_list(v)
+                    .ok()
+                    .map(|l| l.iter().collect());
             }
         }
         if let Some(cpus_allowed) = cpus {

@@ -13,7 +13,10 @@ use dualstack_commodity::{CreateOptions, VmManager, VmSpec, VmState, Workload};
 
 fn commodity_cpus(host: &common::TestHost) -> Vec<u32> {
     let text = std::fs::read_to_string(host.paths().commodity_dir().join("cpuset.cpus")).unwrap();
-    dualstack_commodity::util::parse_cpulist(&text).unwrap()
+    dualstack_topology::CpuList::parse_list(&text)
+        .unwrap()
+        .iter()
+        .collect()
 }
 
 #[test]

@@ -17,10 +17,17 @@ pub enum CpuListError {
     /// A range runs backwards.
     #[error("bad CPU list {text:?}: range {element:?} runs backwards")]
     Backwards { text: String, element: String },
+    /// A CPU number at or above [`MAX_CPUS`] (Linux's largest `NR_CPUS`).
+    #[error("bad CPU list {text:?}: {element:?} goes beyond CPU {max} (Linux supports at most {limit} CPUs)", max = MAX_CPUS - 1, limit = MAX_CPUS)]
+    TooLarge { text: String, element: String },
     /// A hex mask contains a non-hex digit.
     #[error("bad CPU mask {text:?}: expected hex digits in comma-separated groups (example: 00000000,000000ff)")]
     BadMask { text: String },
 }
+
+/// CPU numbers in a list are below this (Linux's largest `CONFIG_NR_CPUS`), so a typo such as
+/// `0-4000000000` is an error instead of a four-billion-element set.
+pub const MAX_CPUS: u32 = 8192;
 
 /// An ordered set of CPU (or NUMA node) numbers.
 #[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,17 +39,21 @@ impl CpuList {
         Self::default()
     }
 
-    /// Parse the list format (`0-3,8`). Whitespace and a trailing newline are ignored; an empty
-    /// string is the empty set.
+    /// Parse the list format (`0-3,8`). Whitespace, a trailing newline and empty elements
+    /// (`0-3,`) are ignored; an empty string is the empty set. Numbers must be below
+    /// [`MAX_CPUS`].
     pub fn parse_list(text: &str) -> Result<Self, CpuListError> {
         let mut set = BTreeSet::new();
         let trimmed = text.trim();
         if trimmed.is_empty() {
             return Ok(Self(set));
         }
-        for element in trimmed.split(',') {
-            let element = element.trim();
+        for element in trimmed.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let bad = || CpuListError::BadElement {
+                text: text.to_string(),
+                element: element.to_string(),
+            };
+            let too_large = || CpuListError::TooLarge {
                 text: text.to_string(),
                 element: element.to_string(),
             };
@@ -56,10 +67,17 @@ impl CpuList {
                             element: element.to_string(),
                         });
                     }
+                    if b >= MAX_CPUS {
+                        return Err(too_large());
+                    }
                     set.extend(a..=b);
                 }
                 None => {
-                    set.insert(element.parse().map_err(|_| bad())?);
+                    let cpu: u32 = element.parse().map_err(|_| bad())?;
+                    if cpu >= MAX_CPUS {
+                        return Err(too_large());
+                    }
+                    set.insert(cpu);
                 }
             }
         }
@@ -226,6 +244,35 @@ mod tests {
             CpuList::parse_list("a"),
             Err(CpuListError::BadElement { .. })
         ));
+    }
+
+    /// What the former CPU-list parsers of the CLI (`--cpuset-cpus`) and of the commodity
+    /// crate (`Cpus_allowed_list`) accepted and refused; callers that need a non-empty list
+    /// check [`CpuList::is_empty`] themselves.
+    #[test]
+    fn list_accepts_and_refuses_what_the_former_parsers_did() {
+        let list = |t: &str| CpuList::parse_list(t).map(|l| l.iter().collect::<Vec<_>>());
+        assert_eq!(list("0-3,8,10-11").unwrap(), [0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(list("0-3,6\n").unwrap(), [0, 1, 2, 3, 6]);
+        assert_eq!(list(" 3 , 1 - 2 ").unwrap(), [1, 2, 3]);
+        assert_eq!(list("5,5,4-5").unwrap(), [4, 5]);
+        assert_eq!(list("0-3,").unwrap(), [0, 1, 2, 3]);
+        assert_eq!(list("8191").unwrap(), [8191]);
+        assert!(list("").unwrap().is_empty());
+        for bad in ["a", "3-1", "1-", "-1", "1.5", "0-3;5", "1--2"] {
+            assert!(CpuList::parse_list(bad).is_err(), "{bad} was accepted");
+        }
+        for huge in ["8192", "0-4000000000", "4096-99999"] {
+            assert!(
+                matches!(
+                    CpuList::parse_list(huge),
+                    Err(CpuListError::TooLarge { .. })
+                ),
+                "{huge}"
+            );
+        }
+        let e = CpuList::parse_list("0-x").unwrap_err().to_string();
+        assert!(e.contains("example: 0-3,8"), "{e}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `dualstack-topology`: the node model (from hwloc: packages, NUMA nodes, cores, SMT siblings,
-//! memory and huge page pools per NUMA node) and the HPC zone planner.
+//! memory and huge page pools per NUMA node) and the HPC zone planner, plus the workspace's one
+//! CPU-list type ([`CpuList`]) and one size parser ([`parse_size`]).
 //!
 //! ```
 //! use dualstack_topology::{from_synthetic, plan, CpuRequest, ZoneRequest, PAPER_NODE};
@@ -13,11 +14,13 @@ pub mod cpulist;
 pub mod hwloc;
 pub mod model;
 pub mod planner;
+pub mod units;
 
-pub use cpulist::{CpuList, CpuListError};
+pub use cpulist::{CpuList, CpuListError, MAX_CPUS};
 pub use hwloc::{from_host, from_synthetic, from_xml, HwlocError};
 pub use model::{Core, HugePagePool, Node, NumaNode, Package, HUGEPAGE_1G_KIB, HUGEPAGE_2M_KIB};
 pub use planner::{plan, CpuRequest, Held, Plan, PlanError, ZoneRequest};
+pub use units::{parse_size, parse_size_mib, SizeError};
 
 /// The paper's node (Kocoloski et al., SoCC 2012): 2 sockets x 6-core Opteron 4174, 2 NUMA nodes
 /// x 8 GiB, no SMT.

@@ -123,7 +123,7 @@ pub(crate) fn zones_cpus(conn: &Connection) -> Result<CpuList, rusqlite::Error> 
     Ok(cpus)
 }
 
-fn zone_count(conn: &Connection) -> Result<i64, rusqlite::Error> {
+pub(crate) fn zone_count(conn: &Connection) -> Result<i64, rusqlite::Error> {
     conn.query_row("SELECT count(*) FROM zones", [], |r| r.get(0))
 }
 

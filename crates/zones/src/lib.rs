@@ -25,6 +25,6 @@ pub use state::{open_db, StateError, StateLock};
 pub use status::{load_node, node_status, NodeStatus, StatusError};
 pub use steer::HostTasks;
 pub use zone::{
-    create, enter, get, list, recover, recover_locked, release, CreateReport, RecoverReport,
-    ReleaseReport, Zone, ZoneEntry, ZoneError, ZoneOptions,
+    create, enter, get, list, recover, recover_locked, release, zone_count, CreateReport,
+    RecoverReport, ReleaseReport, Zone, ZoneEntry, ZoneError, ZoneOptions,
 };

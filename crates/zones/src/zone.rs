@@ -49,6 +49,8 @@ pub enum ZoneError {
     Journal(#[from] StepError),
     #[error("bad zone name {0:?}: use 1-64 letters, digits, '-' or '_'")]
     BadName(String),
+    #[error("zone name {0:?} is reserved (a job's `zone: auto` asks for a zone made for it); pick another name")]
+    ReservedName(String),
     #[error("zone {name:?} already exists (CPUs {cpus}, state {state}); release it first or pick another name")]
     Duplicate {
         name: String,
@@ -183,6 +185,9 @@ impl RecoverReport {
     }
 }
 
+/// Names a zone cannot have: they mean something else where a job names its zone.
+pub const RESERVED_NAMES: &[&str] = &["auto"];
+
 fn check_name(name: &str) -> Result<(), ZoneError> {
     if name.is_empty()
         || name.len() > 64
@@ -191,6 +196,9 @@ fn check_name(name: &str) -> Result<(), ZoneError> {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         return Err(ZoneError::BadName(name.to_string()));
+    }
+    if RESERVED_NAMES.contains(&name) {
+        return Err(ZoneError::ReservedName(name.to_string()));
     }
     Ok(())
 }
@@ -262,6 +270,16 @@ fn forget(conn: &Connection, name: &str) -> Result<(), ZoneError> {
 pub fn list(paths: &HostPaths) -> Result<Vec<Zone>, ZoneError> {
     let conn = open_db(&paths.state_dir)?;
     Ok(load_all(&conn)?.into_iter().map(|(z, _)| z).collect())
+}
+
+/// How many zones are recorded, whatever their state: a zone being created, active or being
+/// released (or left half-done by a crash, until recovery) still holds CPUs, so the commodity
+/// cpuset is needed while this is non-zero. The query other crates use instead of reading the
+/// `zones` table themselves.
+pub fn zone_count(paths: &HostPaths) -> Result<usize, ZoneError> {
+    let conn = open_db(&paths.state_dir)?;
+    let n = commodity::zone_count(&conn)?;
+    Ok(usize::try_from(n).unwrap_or(0))
 }
 
 /// One zone by name.

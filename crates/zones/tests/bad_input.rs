@@ -4,7 +4,7 @@ mod common;
 
 use common::{diff, req, req_list, FakeHost};
 use dualstack_topology::PlanError;
-use dualstack_zones::{create, list, recover, release, ZoneError, ZoneOptions};
+use dualstack_zones::{create, list, recover, release, zone_count, ZoneError, ZoneOptions};
 
 fn opts() -> ZoneOptions {
     ZoneOptions::default()
@@ -39,6 +39,9 @@ fn refusals_change_nothing() {
         create(p, &host.node, "../x", &req(1, 64), &opts()),
         Err(ZoneError::BadName(_))
     ));
+    // A reserved name (`auto` means "make me a zone" where a job names its zone).
+    let e = create(p, &host.node, "auto", &req(1, 64), &opts()).unwrap_err();
+    assert!(matches!(e, ZoneError::ReservedName(_)), "{e}");
     let after = host.snapshot();
     assert_eq!(before, after, "{}", diff(&before, &after));
 }
@@ -109,4 +112,23 @@ fn release_refuses_while_processes_run_in_the_zone() {
     );
     std::fs::write(z.cgroup_dir.join("cgroup.procs"), "").unwrap();
     release(p, "z").unwrap();
+}
+
+#[test]
+fn zone_count_follows_create_and_release_and_reports_a_broken_database() {
+    let host = FakeHost::new(false);
+    let p = &host.paths;
+    assert_eq!(zone_count(p).unwrap(), 0);
+    create(p, &host.node, "a", &req(1, 64), &opts()).unwrap();
+    create(p, &host.node, "b", &req(1, 64), &opts()).unwrap();
+    assert_eq!(zone_count(p).unwrap(), 2);
+    release(p, "a").unwrap();
+    assert_eq!(zone_count(p).unwrap(), 1);
+    release(p, "b").unwrap();
+    assert_eq!(zone_count(p).unwrap(), 0);
+    // A state "directory" that is a file: an error, not a guess.
+    let mut broken = p.clone();
+    broken.state_dir = host.dir.path().join("not-a-dir");
+    std::fs::write(&broken.state_dir, "x").unwrap();
+    assert!(zone_count(&broken).is_err());
 }

@@ -3,13 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dualstack_hpcvmm::{Backing, GuestPageSize, HugePageSize, RunConfig, RunStats};
+use dualstack_hpcvmm::{GuestPageSize, RunStats};
+use dualstack_jobs::{Host, JobSpec, MemoryBacking, ZoneSel};
+use dualstack_topology::CpuList;
 use dualstack_zones::{HostPaths, Zone};
 
 use super::fwq;
 use super::plan::{Config, LoadKind, Plan, RunKey};
 use super::record::{RunRecord, VmFigures};
-use crate::native::{run_native, run_vm, Outcome};
+use crate::native::{run_native, Outcome};
 
 /// Where a run's program, scratch files and CPUs come from.
 #[derive(Debug, Clone)]
@@ -37,44 +39,63 @@ impl RunContext {
     }
 }
 
-/// The HPC VMM configuration of `config` (None for native).
-pub fn vm_config(
+/// The HPC VMM job of `config` (None for native): dual stack in the zone (its cores, all its
+/// huge pages, pinned vCPUs), single stack on every CPU the harness had before the zone existed
+/// (as far as it may still use them), lazy 4 KiB memory, floating vCPUs.
+pub fn vm_job(
     ctx: &RunContext,
     plan: &Plan,
     program: &Path,
     args: &[String],
     config: Config,
-) -> Option<RunConfig> {
-    let mut argv = vec![program.display().to_string()];
-    argv.extend(args.iter().cloned());
-    let mut cfg = RunConfig::new(program, argv);
-    cfg.root = ctx.scratch.clone();
-    cfg.memory = plan.memory_bytes;
-    cfg.timeout = Some(ctx.timeout);
+) -> Option<JobSpec> {
+    let mut spec = JobSpec::new(program.display().to_string(), args.to_vec());
+    spec.root = ctx.scratch.clone();
+    spec.timeout_s = Some(ctx.timeout.as_secs_f64());
     match config {
         Config::DualStack => {
-            cfg.cpus = ctx.zone_cpus();
-            cfg.memory = ctx.zone.memory_bytes();
-            cfg.backing = Backing::Hugetlb {
-                page_size: if ctx.zone.hugepage_size() == 1 << 30 {
-                    HugePageSize::Size1G
-                } else {
-                    HugePageSize::Size2M
-                },
-                numa_node: Some(ctx.zone.numa_node()),
-            };
-            cfg.guest_page_size = None;
-            cfg.pin_vcpus = true;
+            spec.zone = ZoneSel::Named(ctx.zone.name.clone());
+            spec.pin = true;
         }
         Config::SingleStack => {
-            cfg.cpus = ctx.all_cpus.clone();
-            cfg.backing = Backing::Lazy;
-            cfg.guest_page_size = Some(GuestPageSize::Size4K);
-            cfg.pin_vcpus = false;
+            let allowed = dualstack_hpcvmm::host_affinity().unwrap_or_default();
+            let cpus: CpuList = ctx
+                .all_cpus
+                .iter()
+                .filter(|c| allowed.is_empty() || allowed.contains(c))
+                .map(|&c| c as u32)
+                .collect();
+            spec.cpuset_cpus = Some(cpus);
+            spec.memory = Some(plan.memory_bytes);
+            spec.memory_backing = MemoryBacking::Lazy;
+            spec.guest_pages = Some(GuestPageSize::Size4K);
+            spec.pin = false;
         }
         Config::Native => return None,
     }
-    Some(cfg)
+    Some(spec)
+}
+
+/// Runs a VM job through `dualstack-jobs` (which enters the zone's cgroup for a zone job),
+/// capturing the guest's stdout in a scratch file.
+fn run_job(ctx: &RunContext, mut spec: JobSpec, rec: &mut RunRecord) -> Result<Outcome, String> {
+    let out = ctx
+        .scratch
+        .join(format!("vm-stdout-{}", std::process::id()));
+    spec.stdout = Some(out.clone());
+    let host = Host::new(ctx.paths.clone());
+    let job = dualstack_jobs::prepare(&spec, &host).map_err(|e| chain(&e))?;
+    rec.cpus = job.config().cpus.clone();
+    let result = job.run().map_err(|e| chain(&e));
+    let stdout = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    let result = result?;
+    Ok(Outcome {
+        stdout,
+        status: result.exit_status,
+        wall_s: result.wall_s,
+        stats: Some(result.stats),
+    })
 }
 
 /// FWQ writes its samples here (host path, and the path the guest sees under its root).
@@ -170,23 +191,9 @@ fn execute(
     rec: &mut RunRecord,
 ) -> Result<Outcome, String> {
     match config {
-        Config::DualStack => {
-            let cfg = vm_config(ctx, plan, program, args, config).expect("a VM configuration");
-            rec.cpus = cfg.cpus.clone();
-            // The whole harness joins the zone's cpuset for the run (as `dualstack run --zone`
-            // does); it goes back where it was when `entry` is left or dropped.
-            let entry = dualstack_zones::enter(&ctx.paths, &ctx.zone)
-                .map_err(|e| format!("entering zone {}: {e}", ctx.zone.name))?;
-            let out = run_vm(cfg, &ctx.scratch);
-            entry
-                .leave()
-                .map_err(|e| format!("leaving zone {}: {e}", ctx.zone.name))?;
-            out.map_err(|e| chain(&e))
-        }
-        Config::SingleStack => {
-            let cfg = vm_config(ctx, plan, program, args, config).expect("a VM configuration");
-            rec.cpus = cfg.cpus.clone();
-            run_vm(cfg, &ctx.scratch).map_err(|e| chain(&e))
+        Config::DualStack | Config::SingleStack => {
+            let spec = vm_job(ctx, plan, program, args, config).expect("a VM job");
+            run_job(ctx, spec, rec)
         }
         Config::Native => {
             let cpus = ctx.zone_cpus();

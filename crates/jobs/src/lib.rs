@@ -1,0 +1,549 @@
+//! `dualstack-jobs`: run a program in the HPC VMM, in an HPC zone or not. The one place that
+//! turns a request into a VMM run: `dualstack run`, the isolation experiment and (later) the
+//! daemon and the Slurm glue all go through it.
+//!
+//! Two steps, so a caller can check a job (and report what it will do) before it runs:
+//!
+//! 1. [`prepare`]`(&JobSpec, &Host) -> Result<PreparedJob, JobError>` resolves everything and
+//!    checks it without touching the host: the program (a path, or a bundled mini-app in
+//!    [`Host::apps_dir`]), the environment, the CPUs (a subset of the caller's, or of the
+//!    zone's), and for a zone: that it exists, is active, holds the cores and the memory asked
+//!    for, and has huge pages of a size the VMM maps. It derives the
+//!    [`dualstack_hpcvmm::RunConfig`] ([`PreparedJob::config`]).
+//! 2. [`PreparedJob::run`]`(self) -> Result<JobResult, JobError>` re-reads the zone (it must be
+//!    the same, still active), moves the calling process into the zone's cgroup, runs the VMM,
+//!    moves the process back (also on error), writes the statistics file if asked, and returns
+//!    the exit status `dualstack run` exits with (the guest's status, 128 + signal for a
+//!    fault, 124 for a timeout) with the run's statistics.
+//!
+//! [`run`] does both. The calling *process* (all its threads) joins the zone's cgroup for the
+//! run, so run one zone job at a time per process.
+//!
+//! ```no_run
+//! use dualstack_jobs::{prepare, Host, JobSpec, ZoneSel};
+//! let host = Host::from_env("/var/lib/dualstack".as_ref());
+//! let mut spec = JobSpec::new("hpccg", vec!["--threads".into(), "1".into()]);
+//! spec.zone = ZoneSel::Named("hpc0".into());
+//! let job = prepare(&spec, &host).unwrap();
+//! println!("on cpus {:?}", job.config().cpus);
+//! let result = job.run().unwrap();
+//! std::process::exit(result.exit_status);
+//! ```
+//!
+//! Errors ([`JobError`]) say what was asked, what was found and what to do; nothing on the host
+//! has changed when [`prepare`] fails, and [`PreparedJob::run`] leaves the process in its
+//! original cgroup whatever happens.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use dualstack_hpcvmm::{Backing, HugePageSize, RunConfig, RunStats, VmmError};
+use dualstack_topology::{CpuList, HUGEPAGE_1G_KIB, HUGEPAGE_2M_KIB};
+use dualstack_zones::{HostPaths, Zone, ZoneError, ZoneState};
+use serde::Serialize;
+
+pub mod spec;
+
+pub use spec::{JobSpec, MemoryBacking, ZoneSel};
+
+/// Guest memory when neither the job nor a zone says otherwise.
+pub const DEFAULT_MEMORY: u64 = 512 << 20;
+
+/// Where jobs run: the host's zone state and cgroups, and where bundled mini-apps live.
+#[derive(Clone, Debug)]
+pub struct Host {
+    zones: Result<HostPaths, String>,
+    apps_dir: Option<PathBuf>,
+}
+
+impl Host {
+    /// A host whose zones are described by `paths` (a real host or a fake tree).
+    pub fn new(paths: HostPaths) -> Self {
+        Host {
+            zones: Ok(paths),
+            apps_dir: None,
+        }
+    }
+
+    /// This machine, with the environment overrides of [`HostPaths::from_env`] (zone state in
+    /// `state_dir`). Never fails: on a host without a cpuset controller, jobs without a zone
+    /// still run and a zone job is refused with the reason.
+    pub fn from_env(state_dir: &Path) -> Self {
+        Host {
+            zones: HostPaths::from_env(state_dir).map_err(|e| e.to_string()),
+            apps_dir: None,
+        }
+    }
+
+    /// Look up programs given by bare name in `dir` too.
+    pub fn with_apps_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.apps_dir = dir;
+        self
+    }
+
+    /// The zones' paths, if this host has zones.
+    pub fn paths(&self) -> Option<&HostPaths> {
+        self.zones.as_ref().ok()
+    }
+
+    /// Where bare program names are looked up.
+    pub fn apps_dir(&self) -> Option<&Path> {
+        self.apps_dir.as_deref()
+    }
+}
+
+/// Everything that can stop a job, each naming what was asked, what was found and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("--zone {zone}: this host has no usable HPC zones ({reason})")]
+    NoZones { zone: String, reason: String },
+    #[error("the job names no program")]
+    NoProgram,
+    #[error("running a job as user {user:?} is not supported yet (reserved for the jail work); leave `user` unset")]
+    UserNotSupported { user: String },
+    #[error("--env {entry}: expected KEY=VALUE")]
+    BadEnv { entry: String },
+    #[error("--timeout {value}: expected a positive number of seconds")]
+    BadTimeout { value: f64 },
+    #[error("--cpus and --cpuset-cpus both given ({count} and {list}); give one")]
+    CpusTwice { count: usize, list: CpuList },
+    #[error("--cpuset-cpus {list:?} is empty; name the CPUs, e.g. 0-3")]
+    NoCpus { list: String },
+    #[error("reading this process's CPU affinity")]
+    Affinity(#[source] std::io::Error),
+    #[error(
+        "--cpuset-cpus {list}: CPU {cpu} is not available to this process (allowed: {allowed:?})"
+    )]
+    CpuNotAllowed {
+        list: CpuList,
+        cpu: u32,
+        allowed: Vec<usize>,
+    },
+    #[error("--cpus {asked}: this process may use {} CPUs ({allowed:?})", allowed.len())]
+    TooManyCpus { asked: usize, allowed: Vec<usize> },
+    #[error("--memory-backing lazy and --hugepages/--numa-node both given: huge page options apply to the hugetlb backing; drop one")]
+    LazyWithHugePages,
+    #[error(transparent)]
+    Zone(#[from] ZoneError),
+    #[error("`auto` zones (a zone made for the job) are not implemented yet; create one with `dualstack zone create NAME ...` and run with --zone NAME")]
+    AutoZone,
+    #[error("zone {zone} is {state}, not active: run `dualstack recover` first")]
+    ZoneNotActive { zone: String, state: ZoneState },
+    #[error("--cpus {asked} is more than zone {zone} holds ({holds} CPUs: {cpus}); create the zone with more --cpus or ask for fewer")]
+    ZoneTooFewCpus {
+        zone: String,
+        asked: usize,
+        holds: usize,
+        cpus: CpuList,
+    },
+    #[error("--cpuset-cpus {asked}: CPUs {outside} are not in zone {zone} (it holds {cpus})")]
+    ZoneCpusOutside {
+        zone: String,
+        asked: CpuList,
+        outside: CpuList,
+        cpus: CpuList,
+    },
+    #[error("--memory {} MiB is more than zone {zone} holds ({} MiB); create the zone with more --memory or ask for less", asked >> 20, holds >> 20)]
+    ZoneTooLittleMemory {
+        zone: String,
+        asked: u64,
+        holds: u64,
+    },
+    #[error("zone {zone}'s memory is its huge pages: run in it with the hugetlb backing (the default), or without --zone for --memory-backing lazy")]
+    ZoneLazy { zone: String },
+    #[error("--hugepages {asked}: zone {zone} holds {holds} KiB huge pages; leave --hugepages out in a zone")]
+    ZoneHugePages {
+        zone: String,
+        asked: &'static str,
+        holds: u64,
+    },
+    #[error("zone {zone} holds {kib} KiB huge pages, which the HPC VMM does not map (it takes 2 MiB or 1 GiB); create the zone with --hugepage-size 2M or 1G")]
+    ZonePageSize { zone: String, kib: u64 },
+    #[error("--numa-node {asked}: zone {zone}'s memory is on NUMA node {holds}; leave --numa-node out in a zone")]
+    ZoneNuma {
+        zone: String,
+        asked: u32,
+        holds: u32,
+    },
+    #[error("zone {zone} changed between preparing and running the job (now {state}, CPUs {cpus}); prepare it again")]
+    ZoneChanged {
+        zone: String,
+        state: ZoneState,
+        cpus: CpuList,
+    },
+    #[error("entering zone {zone}'s cgroup")]
+    Enter {
+        zone: String,
+        #[source]
+        source: ZoneError,
+    },
+    #[error("leaving zone {zone}'s cgroup after the run (the process may still be in {})", cgroup.display())]
+    Leave {
+        zone: String,
+        cgroup: PathBuf,
+        #[source]
+        source: ZoneError,
+    },
+    #[error(transparent)]
+    Vmm(#[from] VmmError),
+    #[error("writing statistics to {}", path.display())]
+    Stats {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A checked job, ready to run: the VMM configuration and, for a zone job, the zone.
+#[derive(Clone, Debug)]
+pub struct PreparedJob {
+    config: RunConfig,
+    /// The zone as `prepare` read it, and where its state lives.
+    zone: Option<(Zone, HostPaths)>,
+    stats: Option<PathBuf>,
+}
+
+/// What a job did.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobResult {
+    /// What `dualstack run` exits with: the guest's exit status, 128 + signal when it was
+    /// killed by a fault or signal, 124 when it timed out.
+    pub exit_status: i32,
+    /// The zone it ran in.
+    pub zone: Option<String>,
+    /// Seconds the VMM run took (entering and leaving the zone not included).
+    pub wall_s: f64,
+    /// The run's statistics (also written to [`JobSpec::stats`] when given).
+    pub stats: RunStats,
+}
+
+/// Resolve and check `spec` on `host` without changing anything (see the crate docs).
+pub fn prepare(spec: &JobSpec, host: &Host) -> Result<PreparedJob, JobError> {
+    if let Some(user) = &spec.user {
+        return Err(JobError::UserNotSupported { user: user.clone() });
+    }
+    if spec.program.is_empty() {
+        return Err(JobError::NoProgram);
+    }
+    let program = resolve_program(&spec.program, host.apps_dir());
+    let mut argv = Vec::with_capacity(spec.args.len() + 1);
+    argv.push(spec.program.clone());
+    argv.extend(spec.args.iter().cloned());
+    let mut cfg = RunConfig::new(program, argv);
+    cfg.env = environment(&spec.env)?;
+    cfg.root = spec.root.clone();
+    cfg.cwd = spec.cwd.clone();
+    cfg.pin_vcpus = spec.pin;
+    cfg.vdso = spec.vdso;
+    cfg.guest_page_size = spec.guest_pages;
+    cfg.stdin = spec.stdin.clone();
+    cfg.stdout = spec.stdout.clone();
+    cfg.stderr = spec.stderr.clone();
+    cfg.timeout = match spec.timeout_s {
+        Some(t) if !(t.is_finite() && t > 0.0) => return Err(JobError::BadTimeout { value: t }),
+        Some(t) => Some(Duration::from_secs_f64(t)),
+        None => None,
+    };
+    if let (Some(count), Some(list)) = (spec.cpus, &spec.cpuset_cpus) {
+        return Err(JobError::CpusTwice {
+            count,
+            list: list.clone(),
+        });
+    }
+    if let Some(list) = &spec.cpuset_cpus {
+        if list.is_empty() {
+            return Err(JobError::NoCpus {
+                list: list.to_list(),
+            });
+        }
+    }
+    let zone = match &spec.zone {
+        ZoneSel::None => {
+            place_on_host(spec, &mut cfg)?;
+            None
+        }
+        ZoneSel::Named(name) => {
+            let paths = host.zones.as_ref().map_err(|reason| JobError::NoZones {
+                zone: name.clone(),
+                reason: reason.clone(),
+            })?;
+            let zone = dualstack_zones::get(paths, name)?;
+            place_in_zone(spec, &zone, &mut cfg)?;
+            Some((zone, paths.clone()))
+        }
+        ZoneSel::Auto => return Err(JobError::AutoZone),
+    };
+    Ok(PreparedJob {
+        config: cfg,
+        zone,
+        stats: spec.stats.clone(),
+    })
+}
+
+/// [`prepare`] and [`PreparedJob::run`] in one call.
+pub fn run(spec: &JobSpec, host: &Host) -> Result<JobResult, JobError> {
+    prepare(spec, host)?.run()
+}
+
+/// A path as given when it names a file (or has a `/`), else a bundled mini-app of that name
+/// when `apps_dir` has one, else the name as given (the VMM then says it cannot read it).
+fn resolve_program(name: &str, apps_dir: Option<&Path>) -> PathBuf {
+    let p = PathBuf::from(name);
+    if name.contains('/') || p.exists() {
+        return p;
+    }
+    apps_dir
+        .map(|d| d.join(name))
+        .filter(|c| c.exists())
+        .unwrap_or(p)
+}
+
+/// The environment in order, each key once (its last value, at the place of its last entry).
+fn environment(entries: &[String]) -> Result<Vec<String>, JobError> {
+    let mut env: Vec<String> = Vec::with_capacity(entries.len());
+    for e in entries {
+        let Some((key, _)) = e.split_once('=') else {
+            return Err(JobError::BadEnv { entry: e.clone() });
+        };
+        if key.is_empty() {
+            return Err(JobError::BadEnv { entry: e.clone() });
+        }
+        env.retain(|x| x.split_once('=').map(|(k, _)| k) != Some(key));
+        env.push(e.clone());
+    }
+    Ok(env)
+}
+
+/// No zone: the caller's CPUs, memory from the host's pools.
+fn place_on_host(spec: &JobSpec, cfg: &mut RunConfig) -> Result<(), JobError> {
+    let allowed = dualstack_hpcvmm::host_affinity().map_err(JobError::Affinity)?;
+    cfg.cpus = match (&spec.cpuset_cpus, spec.cpus) {
+        (Some(list), _) => {
+            if let Some(cpu) = list.iter().find(|&c| !allowed.contains(&(c as usize))) {
+                return Err(JobError::CpuNotAllowed {
+                    list: list.clone(),
+                    cpu,
+                    allowed,
+                });
+            }
+            list.iter().map(|c| c as usize).collect()
+        }
+        (None, Some(n)) => {
+            if n == 0 || n > allowed.len() {
+                return Err(JobError::TooManyCpus { asked: n, allowed });
+            }
+            allowed[..n].to_vec()
+        }
+        (None, None) => allowed,
+    };
+    cfg.memory = spec.memory.unwrap_or(DEFAULT_MEMORY);
+    cfg.backing = match spec.memory_backing {
+        MemoryBacking::Hugetlb => Backing::Hugetlb {
+            page_size: spec.hugepages.unwrap_or(HugePageSize::Size2M),
+            numa_node: spec.numa_node,
+        },
+        MemoryBacking::Lazy if spec.hugepages.is_some() || spec.numa_node.is_some() => {
+            return Err(JobError::LazyWithHugePages)
+        }
+        MemoryBacking::Lazy => Backing::Lazy,
+    };
+    Ok(())
+}
+
+/// The VMM's page size for a zone's huge pages (the one place that decides it).
+pub fn zone_page_size(zone: &Zone) -> Result<HugePageSize, JobError> {
+    match zone.hugepage_kib {
+        HUGEPAGE_2M_KIB => Ok(HugePageSize::Size2M),
+        HUGEPAGE_1G_KIB => Ok(HugePageSize::Size1G),
+        kib => Err(JobError::ZonePageSize {
+            zone: zone.name.clone(),
+            kib,
+        }),
+    }
+}
+
+/// In a zone: its CPUs (or the asked subset), its memory, its huge pages on its node.
+fn place_in_zone(spec: &JobSpec, zone: &Zone, cfg: &mut RunConfig) -> Result<(), JobError> {
+    let name = || zone.name.clone();
+    if zone.state != ZoneState::Active {
+        return Err(JobError::ZoneNotActive {
+            zone: name(),
+            state: zone.state,
+        });
+    }
+    let zcpus = zone.cpus();
+    cfg.cpus = match (&spec.cpuset_cpus, spec.cpus) {
+        (Some(list), _) => {
+            let outside = list.difference(zcpus);
+            if !outside.is_empty() {
+                return Err(JobError::ZoneCpusOutside {
+                    zone: name(),
+                    asked: list.clone(),
+                    outside,
+                    cpus: zcpus.clone(),
+                });
+            }
+            list.iter().map(|c| c as usize).collect()
+        }
+        (None, Some(n)) => {
+            if n == 0 || n > zcpus.len() {
+                return Err(JobError::ZoneTooFewCpus {
+                    zone: name(),
+                    asked: n,
+                    holds: zcpus.len(),
+                    cpus: zcpus.clone(),
+                });
+            }
+            zcpus.iter().take(n).map(|c| c as usize).collect()
+        }
+        (None, None) => zcpus.iter().map(|c| c as usize).collect(),
+    };
+    cfg.memory = match spec.memory {
+        Some(m) if m > zone.memory_bytes() => {
+            return Err(JobError::ZoneTooLittleMemory {
+                zone: name(),
+                asked: m,
+                holds: zone.memory_bytes(),
+            })
+        }
+        Some(m) => m,
+        None => zone.memory_bytes(),
+    };
+    if spec.memory_backing == MemoryBacking::Lazy {
+        return Err(JobError::ZoneLazy { zone: name() });
+    }
+    let page_size = zone_page_size(zone)?;
+    if let Some(asked) = spec.hugepages {
+        if asked != page_size {
+            return Err(JobError::ZoneHugePages {
+                zone: name(),
+                asked: match asked {
+                    HugePageSize::Size2M => "2M",
+                    HugePageSize::Size1G => "1G",
+                },
+                holds: zone.hugepage_kib,
+            });
+        }
+    }
+    if let Some(asked) = spec.numa_node {
+        if asked != zone.numa_node() {
+            return Err(JobError::ZoneNuma {
+                zone: name(),
+                asked,
+                holds: zone.numa_node(),
+            });
+        }
+    }
+    cfg.backing = Backing::Hugetlb {
+        page_size,
+        numa_node: Some(zone.numa_node()),
+    };
+    Ok(())
+}
+
+impl PreparedJob {
+    /// The VMM configuration the job will run with.
+    pub fn config(&self) -> &RunConfig {
+        &self.config
+    }
+
+    /// The zone it will run in (as read by [`prepare`]).
+    pub fn zone(&self) -> Option<&Zone> {
+        self.zone.as_ref().map(|(z, _)| z)
+    }
+
+    /// Run it (see the crate docs): enter the zone's cgroup, run the VMM, leave, write the
+    /// statistics file.
+    pub fn run(self) -> Result<JobResult, JobError> {
+        let (wall_s, stats) = match &self.zone {
+            None => timed(&self.config)?,
+            Some((zone, paths)) => {
+                let now = dualstack_zones::get(paths, &zone.name)?;
+                if now.state != ZoneState::Active
+                    || now.cpus != zone.cpus
+                    || now.cgroup_dir != zone.cgroup_dir
+                {
+                    return Err(JobError::ZoneChanged {
+                        zone: zone.name.clone(),
+                        state: now.state,
+                        cpus: now.cpus,
+                    });
+                }
+                let entry =
+                    dualstack_zones::enter(paths, &now).map_err(|source| JobError::Enter {
+                        zone: zone.name.clone(),
+                        source,
+                    })?;
+                let previous = entry.previous().to_path_buf();
+                let out = timed(&self.config);
+                entry.leave().map_err(|source| JobError::Leave {
+                    zone: zone.name.clone(),
+                    cgroup: now.cgroup_dir.clone(),
+                    source,
+                })?;
+                tracing::debug!(
+                    "job left zone {}, back in {}",
+                    zone.name,
+                    previous.display()
+                );
+                out?
+            }
+        };
+        if let Some(path) = &self.stats {
+            let text = serde_json::to_string_pretty(&stats).expect("run statistics serialize");
+            std::fs::write(path, text).map_err(|source| JobError::Stats {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(JobResult {
+            exit_status: stats.exit_status,
+            zone: self.zone.map(|(z, _)| z.name),
+            wall_s,
+            stats,
+        })
+    }
+}
+
+fn timed(cfg: &RunConfig) -> Result<(f64, RunStats), VmmError> {
+    let t = Instant::now();
+    let stats = dualstack_hpcvmm::run(cfg)?;
+    Ok((t.elapsed().as_secs_f64(), stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_keeps_the_last_value_of_each_key() {
+        let env = environment(&["A=1".into(), "B=2".into(), "A=3".into(), "C=".into()]).unwrap();
+        assert_eq!(env, ["B=2", "A=3", "C="]);
+        assert!(matches!(
+            environment(&["FOO".into()]),
+            Err(JobError::BadEnv { .. })
+        ));
+        assert!(matches!(
+            environment(&["=x".into()]),
+            Err(JobError::BadEnv { .. })
+        ));
+    }
+
+    #[test]
+    fn bare_names_find_bundled_apps() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("mini-app-x"), b"").unwrap();
+        assert_eq!(
+            resolve_program("mini-app-x", Some(dir.path())),
+            dir.path().join("mini-app-x")
+        );
+        assert_eq!(
+            resolve_program("no-such-app", Some(dir.path())),
+            PathBuf::from("no-such-app")
+        );
+        assert_eq!(
+            resolve_program("./mini-app-x", Some(dir.path())),
+            PathBuf::from("./mini-app-x")
+        );
+    }
+}
