@@ -162,7 +162,11 @@ pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     let cfg = build_config(&args)?;
     let stats = match &args.zone {
         Some(zone) => crate::cmd_zone::run_in_zone(zone, cfg, args.memory, global)?,
-        None => dualstack_hpcvmm::run(&cfg)?,
+        // Inside a Slurm job step: this node's zone of the job (issue 14).
+        None => match crate::cmd_slurm::step_zone()? {
+            Some(sz) => crate::cmd_slurm::run_in_step_zone(&sz, cfg, args.memory)?,
+            None => dualstack_hpcvmm::run(&cfg)?,
+        },
     };
     report(&stats, args.stats.as_deref(), args.summary)?;
     Ok(stats.exit_status)

@@ -17,7 +17,7 @@ pub mod planner;
 pub use cpulist::{CpuList, CpuListError};
 pub use hwloc::{from_host, from_synthetic, from_xml, HwlocError};
 pub use model::{Core, HugePagePool, Node, NumaNode, Package, HUGEPAGE_1G_KIB, HUGEPAGE_2M_KIB};
-pub use planner::{plan, CpuRequest, Held, Plan, PlanError, ZoneRequest};
+pub use planner::{plan, plan_with, CpuRequest, Held, Housekeeping, Plan, PlanError, ZoneRequest};
 
 /// The paper's node (Kocoloski et al., SoCC 2012): 2 sockets x 6-core Opteron 4174, 2 NUMA nodes
 /// x 8 GiB, no SMT.
