@@ -12,6 +12,16 @@ pub enum SlurmCmd {
     Prolog(HookArgs),
     /// Slurm Epilog: release zone slurm-<jobid>; exit 0 when it is already gone.
     Epilog(HookArgs),
+    /// Recover one node's zone journal (`dualstack recover` with the node's state dir and
+    /// instance); --release-jobs also releases its slurm-* zones (only when those jobs are gone).
+    Recover {
+        /// Node name [default: $SLURMD_NODENAME].
+        #[arg(long)]
+        node: Option<String>,
+        /// Also release every slurm-<jobid> zone of the node.
+        #[arg(long)]
+        release_jobs: bool,
+    },
     /// Show this node's settings and the zone of a job (SLURMD_NODENAME / SLURM_JOB_ID).
     Show {
         /// Node name [default: $SLURMD_NODENAME].
@@ -73,6 +83,23 @@ pub fn run(cmd: SlurmCmd) -> anyhow::Result<i32> {
         SlurmCmd::Prolog(a) => hook(true, &a),
         SlurmCmd::Epilog(a) => hook(false, &a),
         SlurmCmd::Show { node, job } => show(node, job),
+        SlurmCmd::Recover { node, release_jobs } => {
+            let node = node
+                .or_else(|| std::env::var("SLURMD_NODENAME").ok())
+                .context("give --node or set SLURMD_NODENAME")?;
+            let settings = SiteConfig::load()?.node(&node)?;
+            let r = dualstack_slurm::recover_node(&settings, release_jobs)?;
+            for n in &r.notes {
+                println!("{n}");
+            }
+            for z in &r.released {
+                println!("released zone {z} of node {node}");
+            }
+            if r.notes.is_empty() && r.released.is_empty() {
+                println!("node {node}: nothing to recover");
+            }
+            Ok(0)
+        }
     }
 }
 

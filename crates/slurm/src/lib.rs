@@ -465,6 +465,52 @@ pub fn epilog(env: &JobEnv, site: &SiteConfig) -> Result<EpilogReport, SlurmErro
     })
 }
 
+/// What [`recover_node`] did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeRecovery {
+    pub node: String,
+    pub notes: Vec<String>,
+    /// Zones of jobs released because `release_jobs` was asked (jobs known to be gone).
+    pub released: Vec<String>,
+}
+
+/// `dualstack recover` for one Slurm node's state; with `release_jobs`, also release every
+/// `slurm-*` zone of that node (for a node whose jobs are known to be gone, e.g. after slurmd
+/// was killed and restarted without running the epilogs, or before a test cluster goes down).
+pub fn recover_node(
+    settings: &NodeSettings,
+    release_jobs: bool,
+) -> Result<NodeRecovery, SlurmError> {
+    let paths = paths_of(settings)?;
+    let mut out = NodeRecovery {
+        node: settings.node.clone(),
+        notes: recover(settings, &paths)?,
+        released: Vec::new(),
+    };
+    if !release_jobs {
+        return Ok(out);
+    }
+    let zones = dualstack_zones::list(&paths).map_err(|source| SlurmError::Zones {
+        node: settings.node.clone(),
+        source: Box::new(source),
+    })?;
+    for z in zones.into_iter().filter(|z| z.name.starts_with("slurm-")) {
+        let r =
+            dualstack_zones::release(&paths, &z.name).map_err(|source| SlurmError::Release {
+                job: z.name["slurm-".len()..].parse().unwrap_or(0),
+                node: settings.node.clone(),
+                zone: z.name.clone(),
+                source: Box::new(source),
+            })?;
+        out.notes.extend(r.warnings);
+        if let Ok(job) = z.name["slurm-".len()..].parse::<u64>() {
+            let _ = std::fs::remove_file(record_path(&settings.state_dir, job));
+        }
+        out.released.push(z.name);
+    }
+    Ok(out)
+}
+
 /// A job step's zone: where its state lives and what it is.
 #[derive(Debug, Clone)]
 pub struct StepZone {
