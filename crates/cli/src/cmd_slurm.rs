@@ -144,8 +144,34 @@ fn hook(prolog: bool, a: &HookArgs) -> anyhow::Result<i32> {
             serde_json::to_value(&r)?
         })
     })();
+    // slurmd logs a hook's output only when it fails: keep every outcome in the node's own
+    // log too (<state dir>/slurm/hooks.log), so recoveries and timings can be read afterwards.
+    let log = |line: &str| {
+        if let Ok(env) = &env {
+            if let Ok(s) = SiteConfig::load().and_then(|c| c.node(&env.node)) {
+                dualstack_slurm::append_hook_log(&s, &format!("{what} job {}: {line}", env.job_id));
+            }
+        }
+    };
     match result {
         Ok(v) => {
+            let notes = v["notes"].as_array().cloned().unwrap_or_default();
+            for n in notes.iter().filter_map(|n| n.as_str()) {
+                log(n);
+            }
+            log(&format!(
+                "ok in {:.1} ms{}",
+                v["elapsed_ms"].as_f64().unwrap_or_default(),
+                match (&v["zone"], &v["released"]) {
+                    (serde_json::Value::Object(z), _) => format!(
+                        ", zone {} on CPUs {}",
+                        z["name"].as_str().unwrap_or_default(),
+                        z["cpus"].as_str().unwrap_or_default()
+                    ),
+                    (_, serde_json::Value::Bool(true)) => ", zone released".to_string(),
+                    _ => ", no zone".to_string(),
+                }
+            ));
             if a.json {
                 println!("{v}");
             }
@@ -153,6 +179,7 @@ fn hook(prolog: bool, a: &HookArgs) -> anyhow::Result<i32> {
         }
         Err(e) => {
             let line = one_line(&e);
+            log(&format!("FAILED: {line}"));
             eprintln!("dualstack slurm {what}: {line}");
             if let (Ok(env), false) = (&env, a.no_drain_reason) {
                 set_drain_reason(&env.node, &line);

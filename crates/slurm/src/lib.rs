@@ -195,6 +195,29 @@ fn write_record(settings: &NodeSettings, rec: &JobRecord) -> Result<(), SlurmErr
     std::fs::rename(&tmp, &path).map_err(io)
 }
 
+/// The node's hook log: one line per Prolog/Epilog outcome (slurmd logs a hook's output only
+/// when it fails).
+pub fn hook_log_path(settings: &NodeSettings) -> PathBuf {
+    settings.state_dir.join("slurm").join("hooks.log")
+}
+
+/// Append `line` (with a Unix timestamp) to the node's hook log; best effort.
+pub fn append_hook_log(settings: &NodeSettings, line: &str) {
+    use std::io::Write;
+    let path = hook_log_path(settings);
+    let _ = std::fs::create_dir_all(path.parent().expect("log has a parent"));
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let _ = writeln!(f, "{now:.3} {line}");
+    }
+}
+
 fn paths_of(settings: &NodeSettings) -> Result<HostPaths, SlurmError> {
     settings.host_paths().map_err(|source| SlurmError::Paths {
         node: settings.node.clone(),

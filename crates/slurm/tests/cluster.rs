@@ -582,6 +582,13 @@ fn dualstack_killed_in_the_prolog_then_recovered() {
     );
     eprintln!("recover: {out}");
     assert!(c.zones()["n1"].is_empty());
+    // The kill did leave a half-made zone, and a hook or the recovery rolled it back.
+    let s = c.site().node("n1").unwrap();
+    let log = std::fs::read_to_string(dualstack_slurm::hook_log_path(&s)).unwrap_or_default();
+    assert!(
+        log.contains(&format!("rolled back [\"slurm-{job}\"]")) || out.contains("rolled back"),
+        "no rollback of slurm-{job} seen; hook log:\n{log}\nrecover: {out}"
+    );
     assert_eq!(before, host_state(), "after the killed prolog and recovery");
     c.ok("scontrol", &["update", "nodename=n1", "state=resume"]);
     wait_for(Duration::from_secs(20), "n1 idle again", || {
