@@ -127,8 +127,18 @@ pub fn job_spec(args: &RunArgs) -> JobSpec {
 }
 
 pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
-    let host = Host::from_env(&global.state_dir).with_apps_dir(crate::common::apps_dir());
-    let result = dualstack_jobs::run(&job_spec(&args), &host)?;
+    let mut spec = job_spec(&args);
+    let mut host = Host::from_env(&global.state_dir);
+    // Inside a Slurm job step without --zone: this node's zone of the job (issue 14).
+    if args.zone.is_none() {
+        if let Some(sz) = crate::cmd_slurm::step_zone()? {
+            crate::cmd_slurm::check_step_zone(&sz)?;
+            spec.zone = ZoneSel::Named(sz.zone.name.clone());
+            host = Host::new(sz.paths.clone());
+        }
+    }
+    let host = host.with_apps_dir(crate::common::apps_dir());
+    let result = dualstack_jobs::run(&spec, &host)?;
     report(&result.stats, args.summary);
     Ok(result.exit_status)
 }

@@ -5,6 +5,7 @@ mod cmd_bench;
 mod cmd_demo;
 mod cmd_node;
 mod cmd_run;
+mod cmd_slurm;
 mod cmd_vm;
 mod cmd_zone;
 mod common;
@@ -41,6 +42,9 @@ enum Command {
     Bench(cmd_bench::BenchCmd),
     /// A short isolation experiment with a printed summary (the README's main job).
     Demo(cmd_demo::DemoArgs),
+    /// Slurm integration: Prolog/Epilog that give each node of a job an HPC zone.
+    #[command(subcommand)]
+    Slurm(cmd_slurm::SlurmCmd),
 }
 
 fn main() {
@@ -63,6 +67,7 @@ fn main() {
         Command::Vm(cmd) => cmd_vm::run(cmd, &cli.global),
         Command::Bench(cmd) => cmd_bench::run(cmd, &cli.global),
         Command::Demo(args) => cmd_demo::run(args, &cli.global),
+        Command::Slurm(cmd) => cmd_slurm::run(cmd),
     };
     match result {
         Ok(code) => std::process::exit(code),

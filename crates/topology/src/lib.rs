@@ -19,7 +19,7 @@ pub mod units;
 pub use cpulist::{CpuList, CpuListError, MAX_CPUS};
 pub use hwloc::{from_host, from_synthetic, from_xml, HwlocError};
 pub use model::{Core, HugePagePool, Node, NumaNode, Package, HUGEPAGE_1G_KIB, HUGEPAGE_2M_KIB};
-pub use planner::{plan, CpuRequest, Held, Plan, PlanError, ZoneRequest};
+pub use planner::{plan, plan_with, CpuRequest, Held, Housekeeping, Plan, PlanError, ZoneRequest};
 pub use units::{parse_size, parse_size_mib, SizeError};
 
 /// The paper's node (Kocoloski et al., SoCC 2012): 2 sockets x 6-core Opteron 4174, 2 NUMA nodes

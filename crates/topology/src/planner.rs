@@ -128,8 +128,32 @@ fn available_memory(node: &Node, numa: u32, held: &[Held]) -> (u64, u64, u64) {
     (avail, n.memory_bytes, held_here)
 }
 
+/// Where the node's housekeeping (the OS, daemons, interrupts) runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Housekeeping {
+    /// On one of the node's own free cores: a zone always leaves one (the default).
+    #[default]
+    KeepOne,
+    /// Outside the CPUs this plan may take (e.g. a Slurm node that owns only some of a host's
+    /// cores, or a site that reserves housekeeping cores elsewhere): a zone may take every free
+    /// core.
+    Outside,
+}
+
 /// Plan a zone for `req` on `node`, given the zones that already exist.
 pub fn plan(node: &Node, held: &[Held], req: &ZoneRequest) -> Result<Plan, PlanError> {
+    plan_with(node, held, req, Housekeeping::KeepOne)
+}
+
+/// [`plan`], saying where housekeeping runs.
+pub fn plan_with(
+    node: &Node,
+    held: &[Held],
+    req: &ZoneRequest,
+    housekeeping: Housekeeping,
+) -> Result<Plan, PlanError> {
+    let reserve = usize::from(housekeeping == Housekeeping::KeepOne);
     if req.memory_bytes == 0 {
         return Err(PlanError::NoMemory);
     }
@@ -169,10 +193,10 @@ pub fn plan(node: &Node, held: &[Held], req: &ZoneRequest) -> Result<Plan, PlanE
 
     let (cores, mut notes) = match &req.cpus {
         CpuRequest::Cores(0) => return Err(PlanError::NoCores),
-        CpuRequest::Cores(n) => pick_cores(node, &free_cores, *n, req, held)?,
+        CpuRequest::Cores(n) => pick_cores(node, &free_cores, *n, req, held, reserve)?,
         CpuRequest::List(list) => {
             let cores = check_list(node, held, &held_cpus, &free_cpus, list)?;
-            if cores.len() >= free_cores.len() {
+            if cores.len() + reserve > free_cores.len() {
                 return Err(PlanError::NoHousekeeping {
                     asked: list.to_list(),
                     free: free_cpus.to_list(),
@@ -311,6 +335,7 @@ fn pick_cores(
     n: u32,
     req: &ZoneRequest,
     held: &[Held],
+    reserve: usize,
 ) -> Result<(Vec<u32>, Vec<String>), PlanError> {
     let n_us = n as usize;
     let free_cpus_of = |ids: &[u32]| {
@@ -325,7 +350,7 @@ fn pick_cores(
             .filter(|&c| node.cores[c as usize].numa_node == numa)
             .collect()
     };
-    let max_total = free_cores.len().saturating_sub(1);
+    let max_total = free_cores.len().saturating_sub(reserve);
     let per_node: Vec<(u32, usize)> = node
         .numa_nodes
         .iter()

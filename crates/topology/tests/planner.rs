@@ -1,7 +1,8 @@
 //! Planner over synthetic topologies, including the paper's 2-socket, 12-core node.
 
 use dualstack_topology::{
-    from_synthetic, plan, CpuList, CpuRequest, Held, Node, PlanError, ZoneRequest, PAPER_NODE,
+    from_synthetic, plan, plan_with, CpuList, CpuRequest, Held, Housekeeping, Node, PlanError,
+    ZoneRequest, PAPER_NODE,
 };
 
 const GIB: u64 = 1 << 30;
@@ -84,6 +85,23 @@ fn housekeeping_core_always_stays() {
     // An explicit list taking every free core is refused too.
     let err = plan(&node, &[hold("a", &a)], &list("0-5", GIB)).unwrap_err();
     assert!(matches!(err, PlanError::NoHousekeeping { .. }), "{err:?}");
+}
+
+#[test]
+fn housekeeping_outside_lets_a_zone_take_every_free_core() {
+    let node = paper();
+    let a = plan(&node, &[], &cores(6, GIB)).unwrap();
+    let held = [hold("a", &a)];
+    let b = plan_with(&node, &held, &list("0-5", GIB), Housekeeping::Outside).unwrap();
+    assert_eq!(b.cpus.to_list(), "0-5");
+    let c = plan_with(&node, &[], &cores(12, GIB), Housekeeping::Outside).unwrap();
+    assert_eq!(c.cpus.to_list(), "0-11");
+    // Still no more than there is, and KeepOne is what plan() does.
+    assert!(plan_with(&node, &held, &cores(7, GIB), Housekeeping::Outside).is_err());
+    assert_eq!(
+        plan_with(&node, &held, &list("0-5", GIB), Housekeeping::KeepOne),
+        plan(&node, &held, &list("0-5", GIB))
+    );
 }
 
 #[test]

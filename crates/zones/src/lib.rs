@@ -18,13 +18,13 @@ pub mod status;
 pub mod steer;
 pub mod zone;
 
-pub use dualstack_topology::{CpuList, CpuRequest, Node, ZoneRequest};
+pub use dualstack_topology::{CpuList, CpuRequest, Housekeeping, Node, ZoneRequest};
 pub use lifecycle::ZoneState;
 pub use paths::{CgroupMount, HostPaths, PathsError};
 pub use state::{open_db, StateError, StateLock};
 pub use status::{load_node, node_status, NodeStatus, StatusError};
 pub use steer::HostTasks;
 pub use zone::{
-    create, enter, get, list, recover, recover_locked, release, zone_count, CreateReport,
-    RecoverReport, ReleaseReport, Zone, ZoneEntry, ZoneError, ZoneOptions,
+    create, create_with, enter, get, list, recover, recover_locked, release, zone_count,
+    CreateReport, RecoverReport, ReleaseReport, Zone, ZoneEntry, ZoneError, ZoneOptions,
 };

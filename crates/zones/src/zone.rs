@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dualstack_topology::{plan, CpuList, Held, Node, Plan, PlanError, ZoneRequest};
+use dualstack_topology::{
+    plan_with, CpuList, Held, Housekeeping, Node, Plan, PlanError, ZoneRequest,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
@@ -340,6 +342,20 @@ pub fn create(
     request: &ZoneRequest,
     options: &ZoneOptions,
 ) -> Result<CreateReport, ZoneError> {
+    create_with(paths, node, name, request, options, Housekeeping::KeepOne)
+}
+
+/// [`create`], saying where the node's housekeeping runs: [`Housekeeping::Outside`] lets the
+/// zone take every free core of the cpuset root (a Slurm node owning only some of a host's
+/// cores, or one whose every core belongs to Slurm).
+pub fn create_with(
+    paths: &HostPaths,
+    node: &Node,
+    name: &str,
+    request: &ZoneRequest,
+    options: &ZoneOptions,
+    housekeeping: Housekeeping,
+) -> Result<CreateReport, ZoneError> {
     check_name(name)?;
     let t0 = Instant::now();
     let lock = StateLock::acquire(&paths.state_dir)?;
@@ -354,7 +370,7 @@ pub fn create(
     }
     let root_cpus = cgroup::root_cpus(paths)?;
     let held = held(&conn, node, &root_cpus)?;
-    let plan = plan(node, &held, request).map_err(|source| ZoneError::Plan {
+    let plan = plan_with(node, &held, request, housekeeping).map_err(|source| ZoneError::Plan {
         name: name.into(),
         source,
     })?;

@@ -1,0 +1,606 @@
+//! The Slurm integration on a real 2-node Slurm cluster on this host (contrib/slurm/test-cluster:
+//! munged, slurmctld, two slurmd with one CPU each, the dualstack Prolog/Epilog/TaskProlog):
+//! zone jobs on both nodes, jobs without the option, scancel, an impossible request draining a
+//! node, and dualstack killed -9 inside the prolog followed by recovery. After each, the host is
+//! exactly as before (huge pages, cpusets).
+//!
+//! Needs root and the `dualstack` binary (`cargo build --release -p dualstack`; `cargo test
+//! --workspace` builds it; or DUALSTACK_BIN). Each test holds the host lock
+//! (/tmp/dualstack-host.lock) while it runs: do not wrap it in `flock` yourself. The cluster is
+//! stopped (by the pids it recorded) in a Drop guard, also when a test fails. Under CI or
+//! DUALSTACK_REQUIRE_ALL=1 a missing prerequisite fails the test instead of skipping it.
+
+use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use dualstack_slurm::SiteConfig;
+
+const HOST_LOCK: &str = "/tmp/dualstack-host.lock";
+
+fn require_all() -> bool {
+    std::env::var_os("CI").is_some()
+        || std::env::var("DUALSTACK_REQUIRE_ALL").is_ok_and(|v| v == "1")
+}
+
+/// Whether this test can run here; `false` (skip) only outside CI.
+fn can_run() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(!require_all(), "the Slurm cluster tests need root");
+        eprintln!("skipped: needs root");
+        return false;
+    }
+    true
+}
+
+/// The host lock, held for the guard's lifetime.
+struct HostLock(std::fs::File);
+
+impl HostLock {
+    fn take() -> Self {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(HOST_LOCK)
+            .expect("opening the host lock");
+        // SAFETY: flock on a file descriptor we own; blocks until the lock is ours.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "flock {HOST_LOCK}");
+        HostLock(f)
+    }
+}
+
+impl Drop for HostLock {
+    fn drop(&mut self) {
+        // SAFETY: unlocking our own descriptor (closing it would too).
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn dualstack_bin() -> PathBuf {
+    let bin = std::env::var_os("DUALSTACK_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/release/dualstack"));
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --release -p dualstack` (or set DUALSTACK_BIN)",
+        bin.display()
+    );
+    bin.canonicalize().unwrap()
+}
+
+/// A static C hello: prints the node it runs on, optionally sleeps N seconds (a SIGTERM
+/// handler says so), exits with the given status.
+fn build_hello(dir: &Path) -> PathBuf {
+    let src = dir.join("hello.c");
+    std::fs::write(
+        &src,
+        r#"#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  const char *n = getenv("SLURMD_NODENAME");
+  printf("hello from %s\n", n ? n : "?");
+  fflush(stdout);
+  if (argc > 1) sleep(atoi(argv[1]));
+  return argc > 2 ? atoi(argv[2]) : 0;
+}
+"#,
+    )
+    .unwrap();
+    let out = dir.join("hello");
+    let st = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("running gcc");
+    assert!(st.success(), "gcc -static hello.c failed");
+    out
+}
+
+/// A running test cluster; Drop takes it down (jobs cancelled, epilogs run, leftovers
+/// recovered, daemons stopped by pid, directory removed).
+struct Cluster {
+    dir: PathBuf,
+    conf: PathBuf,
+    bin: PathBuf,
+    work: tempfile::TempDir,
+    hello: PathBuf,
+}
+
+impl Cluster {
+    fn up(nodes: u32) -> Self {
+        let bin = dualstack_bin();
+        let out = Command::new(repo().join("contrib/slurm/test-cluster"))
+            .args(["up", "--nodes", &nodes.to_string(), "--dualstack"])
+            .arg(&bin)
+            .env_remove("SLURM_CONF")
+            .output()
+            .expect("running contrib/slurm/test-cluster");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "test-cluster up failed (Slurm could not be installed or started): {}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let last = stdout.lines().last().unwrap_or_default();
+        let conf = PathBuf::from(
+            last.strip_prefix("export SLURM_CONF=")
+                .unwrap_or_else(|| panic!("last line is not `export SLURM_CONF=...`: {last:?}")),
+        );
+        let dir = conf.parent().unwrap().to_path_buf();
+        let work = tempfile::Builder::new()
+            .prefix("dualstack-slurm-work")
+            .tempdir()
+            .unwrap();
+        // Jobs run as root here, but keep the directory readable for slurmstepd.
+        std::fs::set_permissions(
+            work.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let hello = build_hello(work.path());
+        Self {
+            dir,
+            conf,
+            bin,
+            work,
+            hello,
+        }
+    }
+
+    fn site(&self) -> SiteConfig {
+        SiteConfig::load_from(&self.dir.join("dualstack-slurm.toml")).unwrap()
+    }
+
+    fn cmd(&self, prog: &str) -> Command {
+        let mut c = Command::new(prog);
+        c.env("SLURM_CONF", &self.conf)
+            .env(
+                "DUALSTACK_SLURM_CONFIG",
+                self.dir.join("dualstack-slurm.toml"),
+            )
+            .env_remove("DUALSTACK_SLURM_NO_ZONE")
+            .current_dir(self.work.path());
+        c
+    }
+
+    fn run(&self, prog: &str, args: &[&str]) -> Output {
+        let out = self.cmd(prog).args(args).output().unwrap();
+        out
+    }
+
+    fn ok(&self, prog: &str, args: &[&str]) -> String {
+        let out = self.run(prog, args);
+        assert!(
+            out.status.success(),
+            "{prog} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// sbatch --parsable; returns the job id.
+    fn sbatch(&self, args: &[&str], script: &str) -> u64 {
+        let mut all: Vec<String> = vec![
+            "--parsable".into(),
+            format!("--output={}/job-%j.out", self.work.path().display()),
+            format!("--chdir={}", self.work.path().display()),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        all.push(format!("--wrap={script}"));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let out = self.ok("sbatch", &refs);
+        out.trim()
+            .split(';')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("sbatch printed {out:?}"))
+    }
+
+    fn job_field(&self, job: u64, field: &str) -> Option<String> {
+        let out = self.run("scontrol", &["show", "job", "-o", &job.to_string()]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .find_map(|t| t.strip_prefix(&format!("{field}=")).map(str::to_string))
+    }
+
+    fn job_state(&self, job: u64) -> String {
+        self.job_field(job, "JobState")
+            .unwrap_or_else(|| "GONE".into())
+    }
+
+    fn job_output(&self, job: u64) -> String {
+        std::fs::read_to_string(self.work.path().join(format!("job-{job}.out"))).unwrap_or_default()
+    }
+
+    /// node -> state, e.g. "idle", "drained", "completing".
+    fn nodes(&self) -> BTreeMap<String, String> {
+        self.ok("sinfo", &["-h", "-N", "-o", "%N %T"])
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(n, s)| (n.to_string(), s.trim().to_string()))
+            .collect()
+    }
+
+    fn node_reason(&self, node: &str) -> String {
+        let out = self.ok("scontrol", &["show", "node", "-o", node]);
+        out.split(" Reason=").nth(1).unwrap_or_default().to_string()
+    }
+
+    /// Wait until the job has ended and every node finished its epilog.
+    fn wait_done(&self, job: u64) -> String {
+        let mut state = String::new();
+        wait_for(
+            Duration::from_secs(60),
+            &format!("job {job} to end"),
+            || {
+                state = self.job_state(job);
+                let ended = !matches!(
+                    state.as_str(),
+                    "PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING" | "SUSPENDED"
+                );
+                ended
+                    && !self
+                        .nodes()
+                        .values()
+                        .any(|s| s.contains("comp") || s.contains("alloc") || s.contains("mix"))
+            },
+        );
+        state
+    }
+
+    /// Zones of every node: node -> zones.
+    fn zones(&self) -> BTreeMap<String, Vec<dualstack_zones::Zone>> {
+        let site = self.site();
+        site.node
+            .keys()
+            .map(|n| {
+                let s = site.node(n).unwrap();
+                let zones = if s.state_dir.join(dualstack_zones::state::DB_FILE).exists() {
+                    dualstack_zones::list(&s.host_paths().unwrap()).unwrap()
+                } else {
+                    Vec::new()
+                };
+                (n.clone(), zones)
+            })
+            .collect()
+    }
+
+    fn env_file(&self) -> PathBuf {
+        self.dir.join("dualstack-slurm.env")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let out = Command::new(repo().join("contrib/slurm/test-cluster"))
+            .arg("down")
+            .arg(&self.dir)
+            .output();
+        let ok = matches!(&out, Ok(o) if o.status.success());
+        if !ok {
+            eprintln!("test-cluster down failed: {out:?}");
+            // Last resort: the daemons test-cluster recorded, by pid.
+            if let Ok(pids) = std::fs::read_to_string(self.dir.join("pids")) {
+                for line in pids.lines() {
+                    if let Some((name, pid)) = line.split_once(' ') {
+                        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                            .unwrap_or_default();
+                        if comm.trim() == name {
+                            if let Ok(pid) = pid.trim().parse::<i32>() {
+                                // SAFETY: signalling a daemon this test's cluster started.
+                                unsafe { libc::kill(pid, libc::SIGKILL) };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let _ = &self.bin;
+    }
+}
+
+fn wait_for(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn read(p: &str) -> String {
+    std::fs::read_to_string(p)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "<absent>".into())
+}
+
+/// What a job may change and must give back: huge page pools and the dualstack cpusets.
+fn host_state() -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for p in [
+        "/proc/sys/vm/nr_hugepages",
+        "/sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages",
+        "/sys/devices/system/node/node0/hugepages/hugepages-2048kB/free_hugepages",
+        "/sys/devices/system/node/node0/hugepages/hugepages-1048576kB/nr_hugepages",
+        "/sys/fs/cgroup/cpuset/cpuset.cpus",
+    ] {
+        m.insert(p.to_string(), read(p));
+    }
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup/cpuset") {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.contains("dualstack") {
+                m.insert(
+                    format!("cpuset dir {name}"),
+                    read(&format!("/sys/fs/cgroup/cpuset/{name}/cpuset.cpus")),
+                );
+            }
+        }
+    }
+    m
+}
+
+fn cpus_file(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("cpuset.cpus"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn zone_job_on_two_nodes_then_everything_back() {
+    if !can_run() {
+        return;
+    }
+    let _lock = HostLock::take();
+    let before = host_state();
+    let c = Cluster::up(2);
+    let hello = c.hello.display().to_string();
+    let bin = c.bin.display().to_string();
+    let job = c.sbatch(
+        &["-N2", "--comment=dualstack:memory=64M"],
+        &format!("srun -l {bin} run --memory 32M --summary -- {hello} 3"),
+    );
+    // While it runs: both zones exist, on their node's CPU, with their huge pages, and each
+    // node's commodity cpuset excludes its zone.
+    wait_for(Duration::from_secs(30), "both zones", || {
+        c.zones().values().all(|z| z.len() == 1)
+    });
+    assert_eq!(c.job_state(job), "RUNNING");
+    let site = c.site();
+    for (node, zones) in c.zones() {
+        let z = &zones[0];
+        let s = site.node(&node).unwrap();
+        assert_eq!(z.name, format!("slurm-{job}"));
+        assert_eq!(&z.cpus, s.cpus.as_ref().unwrap(), "node {node}");
+        assert_eq!(z.memory_bytes, 64 << 20);
+        assert_eq!(cpus_file(&z.cgroup_dir), z.cpus.to_list());
+        let paths = s.host_paths().unwrap();
+        let commodity = cpus_file(&paths.commodity_dir());
+        let commodity = dualstack_zones::CpuList::parse_list(&commodity).unwrap_or_default();
+        assert!(
+            commodity.is_disjoint(&z.cpus),
+            "node {node}: commodity {commodity:?} overlaps zone {:?}",
+            z.cpus
+        );
+        let rec = dualstack_slurm::job_record(&s, job).expect("owner record");
+        assert_eq!(rec.user.as_deref(), Some("root"));
+    }
+    assert_eq!(
+        read("/sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages")
+            .parse::<u64>()
+            .unwrap(),
+        before["/sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages"]
+            .parse::<u64>()
+            .unwrap()
+            + 64,
+        "two zones of 32 x 2 MiB pages"
+    );
+    let state = c.wait_done(job);
+    let out = c.job_output(job);
+    assert_eq!(state, "COMPLETED", "{out}");
+    assert_eq!(c.job_field(job, "ExitCode").as_deref(), Some("0:0"));
+    for (task, node, cpu) in [(0, "n1", 0), (1, "n2", 1)] {
+        assert!(out.contains(&format!("{task}: hello from {node}")), "{out}");
+        let summary = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{task}: dualstack: ")))
+            .unwrap_or_else(|| panic!("no summary of task {task}: {out}"));
+        assert!(
+            summary.contains(&format!("on cpus [{cpu}]")) && summary.contains("hugetlb 2M"),
+            "{summary}"
+        );
+    }
+    assert!(c.zones().values().all(Vec::is_empty));
+    // Also with the default memory and a step exit status passed through.
+    let job = c.sbatch(
+        &["-N1", "--comment=dualstack"],
+        &format!("srun {bin} run --memory 16M -- {hello} 0 7"),
+    );
+    assert_eq!(c.wait_done(job), "FAILED");
+    assert_eq!(c.job_field(job, "ExitCode").as_deref(), Some("7:0"));
+    drop(c);
+    assert_eq!(before, host_state(), "host after the jobs");
+}
+
+#[test]
+fn job_without_the_option_gets_no_zone() {
+    if !can_run() {
+        return;
+    }
+    let _lock = HostLock::take();
+    let before = host_state();
+    let c = Cluster::up(2);
+    let hello = c.hello.display().to_string();
+    let bin = c.bin.display().to_string();
+    let job = c.sbatch(
+        &["-N2", "--comment=just a comment"],
+        &format!(
+            "srun -l {bin} run --memory 16M -- {hello}; echo step1=$?; \
+             DUALSTACK_SLURM_NO_ZONE=1 srun -l {bin} run --memory 16M --memory-backing lazy -- {hello}; echo step2=$?"
+        ),
+    );
+    c.wait_done(job);
+    let out = c.job_output(job);
+    assert!(out.contains("has no dualstack zone on node n1"), "{out}");
+    assert!(out.contains("step1=1"), "{out}");
+    assert!(
+        out.contains("0: hello from n1") && out.contains("1: hello from n2"),
+        "{out}"
+    );
+    assert!(out.contains("step2=0"), "{out}");
+    assert!(c.zones().values().all(Vec::is_empty));
+    assert_eq!(
+        before,
+        host_state(),
+        "a job without the option changed the host"
+    );
+    drop(c);
+    assert_eq!(before, host_state());
+}
+
+#[test]
+fn scancel_releases_the_zones() {
+    if !can_run() {
+        return;
+    }
+    let _lock = HostLock::take();
+    let before = host_state();
+    let c = Cluster::up(2);
+    let hello = c.hello.display().to_string();
+    let bin = c.bin.display().to_string();
+    let job = c.sbatch(
+        &["-N2", "--comment=dualstack:memory=32M"],
+        &format!("srun -l {bin} run --memory 16M -- {hello} 120"),
+    );
+    wait_for(Duration::from_secs(30), "both zones and the guests", || {
+        c.zones().values().all(|z| z.len() == 1)
+            && c.job_output(job).matches("hello from").count() == 2
+    });
+    c.ok("scancel", &[&job.to_string()]);
+    let state = c.wait_done(job);
+    assert_eq!(state, "CANCELLED", "{}", c.job_output(job));
+    assert!(c.zones().values().all(Vec::is_empty));
+    assert!(c.nodes().values().all(|s| s == "idle"), "{:?}", c.nodes());
+    drop(c);
+    assert_eq!(before, host_state());
+}
+
+#[test]
+fn impossible_request_drains_the_node_with_a_reason() {
+    if !can_run() {
+        return;
+    }
+    let _lock = HostLock::take();
+    let before = host_state();
+    let c = Cluster::up(2);
+    let job = c.sbatch(
+        &["-N1", "-w", "n1", "--comment=dualstack:memory=100G"],
+        "true",
+    );
+    wait_for(Duration::from_secs(30), "n1 to drain", || {
+        c.nodes()["n1"].starts_with("drain")
+    });
+    let reason = c.node_reason("n1");
+    assert!(
+        reason.contains("dualstack") && reason.contains("impossible request"),
+        "drain reason: {reason}"
+    );
+    assert_eq!(before, host_state(), "a refused prolog changed the host");
+    c.ok("scancel", &[&job.to_string()]);
+    c.ok("scontrol", &["update", "nodename=n1", "state=resume"]);
+    wait_for(Duration::from_secs(20), "n1 idle again", || {
+        c.nodes()["n1"] == "idle"
+    });
+    // An unknown key is refused the same way; then a good request works on the resumed node.
+    let job = c.sbatch(
+        &["-N1", "-w", "n1", "--comment=dualstack:colour=red"],
+        "true",
+    );
+    wait_for(Duration::from_secs(30), "n1 to drain", || {
+        c.nodes()["n1"].starts_with("drain")
+    });
+    assert!(
+        c.node_reason("n1").contains("unknown key"),
+        "{}",
+        c.node_reason("n1")
+    );
+    c.ok("scancel", &[&job.to_string()]);
+    c.ok("scontrol", &["update", "nodename=n1", "state=resume"]);
+    wait_for(Duration::from_secs(20), "n1 idle again", || {
+        c.nodes()["n1"] == "idle"
+    });
+    let hello = c.hello.display().to_string();
+    let bin = c.bin.display().to_string();
+    let job = c.sbatch(
+        &["-N1", "-w", "n1", "--comment=dualstack:memory=16M"],
+        &format!("srun {bin} run -- {hello}"),
+    );
+    assert_eq!(c.wait_done(job), "COMPLETED", "{}", c.job_output(job));
+    drop(c);
+    assert_eq!(before, host_state());
+}
+
+#[test]
+fn dualstack_killed_in_the_prolog_then_recovered() {
+    if !can_run() {
+        return;
+    }
+    let _lock = HostLock::take();
+    let before = host_state();
+    let c = Cluster::up(2);
+    let env = std::fs::read_to_string(c.env_file()).unwrap();
+    // SIGKILL right after the zone's CPUs were written (step 3 of create).
+    std::fs::write(
+        c.env_file(),
+        format!("{env}DUALSTACK_CRASH_AT=create:3:applied\n"),
+    )
+    .unwrap();
+    let job = c.sbatch(
+        &["-N1", "-w", "n1", "--comment=dualstack:memory=32M"],
+        "true",
+    );
+    wait_for(Duration::from_secs(30), "n1 to drain", || {
+        c.nodes()["n1"].starts_with("drain")
+    });
+    std::fs::write(c.env_file(), &env).unwrap();
+    c.ok("scancel", &[&job.to_string()]);
+    // The next prolog, epilog or `dualstack slurm recover` on that node makes it consistent.
+    let out = c.ok(
+        c.bin.to_str().unwrap(),
+        &["slurm", "recover", "--node", "n1"],
+    );
+    eprintln!("recover: {out}");
+    assert!(c.zones()["n1"].is_empty());
+    // The kill did leave a half-made zone, and a hook or the recovery rolled it back.
+    let s = c.site().node("n1").unwrap();
+    let log = std::fs::read_to_string(dualstack_slurm::hook_log_path(&s)).unwrap_or_default();
+    assert!(
+        log.contains(&format!("rolled back [\"slurm-{job}\"]")) || out.contains("rolled back"),
+        "no rollback of slurm-{job} seen; hook log:\n{log}\nrecover: {out}"
+    );
+    assert_eq!(before, host_state(), "after the killed prolog and recovery");
+    c.ok("scontrol", &["update", "nodename=n1", "state=resume"]);
+    wait_for(Duration::from_secs(20), "n1 idle again", || {
+        c.nodes()["n1"] == "idle"
+    });
+    let hello = c.hello.display().to_string();
+    let bin = c.bin.display().to_string();
+    let job = c.sbatch(
+        &["-N1", "-w", "n1", "--comment=dualstack:memory=16M"],
+        &format!("srun {bin} run -- {hello}"),
+    );
+    assert_eq!(c.wait_done(job), "COMPLETED", "{}", c.job_output(job));
+    drop(c);
+    assert_eq!(before, host_state());
+}
