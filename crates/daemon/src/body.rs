@@ -64,6 +64,8 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 if let Some(name) = rest.split('`').next() {
                     field = if field.is_empty() {
                         name.to_string()
+                    } else if field == name || field.ends_with(&format!(".{name}")) {
+                        field
                     } else {
                         format!("{field}.{name}")
                     };
