@@ -156,6 +156,8 @@ pub struct Jobs {
     pub launcher: Launcher,
     /// Jobs whose run got SIGTERM from this daemon instance.
     termed: Mutex<HashSet<i64>>,
+    /// One tick at a time: a concurrent tick could see a job another tick is starting.
+    tick_lock: Mutex<()>,
 }
 
 type Row = (Job, Option<u32>, Option<u64>, Option<u64>, Option<f64>);
@@ -222,6 +224,7 @@ impl Jobs {
             conn: Mutex::new(conn),
             launcher,
             termed: Mutex::new(HashSet::new()),
+            tick_lock: Mutex::new(()),
         })
     }
 
@@ -338,6 +341,7 @@ impl Jobs {
     /// Supervise: collect results, detect lost jobs, escalate cancels, start queued jobs.
     /// Also the reconciliation at start (a restarted daemon re-attaches by pid + start time).
     pub fn tick(&self, events: &Events) -> Result<(), JobError> {
+        let _one = self.tick_lock.lock().unwrap_or_else(|e| e.into_inner());
         let grace = self.launcher.grace.as_secs_f64();
         for (job, pid, pid_start, _run_start, cancel) in
             self.rows_in(&[JobState::Starting, JobState::Running])?

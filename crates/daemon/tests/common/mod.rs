@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 pub fn bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let p = exe.parent().unwrap().parent().unwrap().join("dualstack");
-    assert!(p.exists(), "{} missing: run `cargo build --release -p dualstack` first", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build --release -p dualstack` first",
+        p.display()
+    );
     p
 }
 
@@ -38,16 +42,32 @@ pub fn fake_env(root: &Path) -> Vec<(String, String)> {
     put("fake/cgroup/cpuset.cpus.effective", "0-11");
     put("fake/cgroup/cpuset.mems.effective", "0-1");
     for n in 0..2 {
-        put(&format!("fake/sys/devices/system/node/node{n}/hugepages/hugepages-2048kB/nr_hugepages"), "0");
-        put(&format!("fake/sys/devices/system/node/node{n}/hugepages/hugepages-2048kB/free_hugepages"), "0");
+        put(
+            &format!(
+                "fake/sys/devices/system/node/node{n}/hugepages/hugepages-2048kB/nr_hugepages"
+            ),
+            "0",
+        );
+        put(
+            &format!(
+                "fake/sys/devices/system/node/node{n}/hugepages/hugepages-2048kB/free_hugepages"
+            ),
+            "0",
+        );
     }
     put("fake/proc/irq/3/smp_affinity_list", "0-11");
     put("fake/proc/sys/kernel/random/boot_id", "fake");
     put("fake/sys/devices/virtual/workqueue/cpumask", "00000fff");
     vec![
-        ("DUALSTACK_FAKE_ROOT".into(), root.join("fake").display().to_string()),
+        (
+            "DUALSTACK_FAKE_ROOT".into(),
+            root.join("fake").display().to_string(),
+        ),
         ("DUALSTACK_FAKE_CGROUP".into(), "v2".into()),
-        ("DUALSTACK_TOPOLOGY".into(), "synthetic:package:2 numa:1(memory=8GiB) core:6 pu:1".into()),
+        (
+            "DUALSTACK_TOPOLOGY".into(),
+            "synthetic:package:2 numa:1(memory=8GiB) core:6 pu:1".into(),
+        ),
     ]
 }
 
@@ -85,7 +105,11 @@ impl Daemon {
         self.child = Some(cmd.spawn().unwrap());
         let t = Instant::now();
         while UnixStream::connect(&self.socket).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(20), "daemon did not come up: {}", self.log());
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "daemon did not come up: {}",
+                self.log()
+            );
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("daemon exited {st}: {}", self.log());
             }
@@ -119,7 +143,10 @@ impl Daemon {
     }
     pub fn json(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
         let r = self.req(method, path, body);
-        (r.status, serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null))
+        (
+            r.status,
+            serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null),
+        )
     }
 }
 
@@ -146,7 +173,11 @@ pub fn request(socket: &Path, method: &str, path: &str, body: Option<&str>) -> R
     let mut s = UnixStream::connect(socket).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     let b = body.unwrap_or("");
-    let ct = if body.is_some() { "Content-Type: application/json\r\n" } else { "" };
+    let ct = if body.is_some() {
+        "Content-Type: application/json\r\n"
+    } else {
+        ""
+    };
     write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n{ct}Content-Length: {}\r\nConnection: close\r\n\r\n{b}", b.len()).unwrap();
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
@@ -154,15 +185,22 @@ pub fn request(socket: &Path, method: &str, path: &str, body: Option<&str>) -> R
 }
 
 pub fn parse(raw: &[u8]) -> Resp {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     let mut body = raw[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         let mut out = Vec::new();
         let mut rest = &body[..];
         while let Some(p) = rest.windows(2).position(|w| w == b"\r\n") {
-            let n = usize::from_str_radix(std::str::from_utf8(&rest[..p]).unwrap().trim(), 16).unwrap();
+            let n =
+                usize::from_str_radix(std::str::from_utf8(&rest[..p]).unwrap().trim(), 16).unwrap();
             if n == 0 {
                 break;
             }
@@ -171,7 +209,11 @@ pub fn parse(raw: &[u8]) -> Resp {
         }
         body = out;
     }
-    Resp { status, headers: head, body }
+    Resp {
+        status,
+        headers: head,
+        body,
+    }
 }
 
 /// Poll `f` until it returns Some, up to `secs`.
@@ -181,7 +223,10 @@ pub fn wait_for<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
         if let Some(v) = f() {
             return v;
         }
-        assert!(t.elapsed() < Duration::from_secs(secs), "timed out after {secs} s");
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "timed out after {secs} s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -191,7 +236,12 @@ pub fn static_c(dir: &Path, name: &str, src: &str) -> PathBuf {
     let c = dir.join(format!("{name}.c"));
     std::fs::write(&c, src).unwrap();
     let out = dir.join(name);
-    let st = Command::new("gcc").args(["-static", "-O2", "-o"]).arg(&out).arg(&c).status().unwrap();
+    let st = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&out)
+        .arg(&c)
+        .status()
+        .unwrap();
     assert!(st.success(), "gcc -static failed");
     out
 }
@@ -200,7 +250,12 @@ pub fn static_c(dir: &Path, name: &str, src: &str) -> PathBuf {
 pub struct HostLock(std::fs::File);
 pub fn host_lock() -> HostLock {
     use std::os::fd::AsRawFd;
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open("/tmp/dualstack-host.lock").unwrap();
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/dualstack-host.lock")
+        .unwrap();
     // SAFETY: flock on a descriptor we own.
     assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
     HostLock(f)
