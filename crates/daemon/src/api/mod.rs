@@ -69,13 +69,16 @@ pub fn require_admin(caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
+/// Bucket counts, sum of seconds, count.
+type Histogram = (Vec<u64>, f64, u64);
+
 /// API request counts and latencies, for `/metrics`.
 #[derive(Default)]
 pub struct Metrics {
     /// (method, route, status) -> count.
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     /// route -> (bucket counts, sum seconds, count).
-    latency: Mutex<BTreeMap<String, (Vec<u64>, f64, u64)>>,
+    latency: Mutex<BTreeMap<String, Histogram>>,
 }
 
 /// Latency histogram bucket bounds, seconds.
