@@ -2,6 +2,7 @@
 //! group is one module here that parses its arguments and calls them.
 
 mod cmd_bench;
+mod cmd_daemon;
 mod cmd_demo;
 mod cmd_node;
 mod cmd_run;
@@ -45,6 +46,8 @@ enum Command {
     /// Slurm integration: Prolog/Epilog that give each node of a job an HPC zone.
     #[command(subcommand)]
     Slurm(cmd_slurm::SlurmCmd),
+    /// The control plane daemon: HTTP API, jobs, metrics and dashboard on a Unix socket.
+    Daemon(cmd_daemon::DaemonArgs),
 }
 
 fn main() {
@@ -56,7 +59,8 @@ fn main() {
     common::init_tracing(&cli.global);
     // Every start brings the host back to a consistent state from the journal, in case an
     // earlier dualstack was killed halfway (`recover` does this explicitly and reports).
-    if !matches!(cli.command, Command::Recover(_)) {
+    // (The daemon recovers before it serves; its job supervisors need not.)
+    if !matches!(cli.command, Command::Recover(_) | Command::Daemon(_)) {
         common::recover_at_start(&cli.global);
     }
     let result = match cli.command {
@@ -68,6 +72,7 @@ fn main() {
         Command::Bench(cmd) => cmd_bench::run(cmd, &cli.global),
         Command::Demo(args) => cmd_demo::run(args, &cli.global),
         Command::Slurm(cmd) => cmd_slurm::run(cmd),
+        Command::Daemon(args) => cmd_daemon::run(args, &cli.global),
     };
     match result {
         Ok(code) => std::process::exit(code),
