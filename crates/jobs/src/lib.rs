@@ -124,7 +124,7 @@ pub enum JobError {
     #[error("--memory-backing lazy and --hugepages/--numa-node both given: huge page options apply to the hugetlb backing; drop one")]
     LazyWithHugePages,
     #[error(transparent)]
-    Zone(#[from] ZoneError),
+    Zone(#[from] Box<ZoneError>),
     #[error("`auto` zones (a zone made for the job) are not implemented yet; create one with `dualstack zone create NAME ...` and run with --zone NAME")]
     AutoZone,
     #[error("zone {zone} is {state}, not active: run `dualstack recover` first")]
@@ -175,14 +175,14 @@ pub enum JobError {
     Enter {
         zone: String,
         #[source]
-        source: ZoneError,
+        source: Box<ZoneError>,
     },
     #[error("leaving zone {zone}'s cgroup after the run (the process may still be in {})", cgroup.display())]
     Leave {
         zone: String,
         cgroup: PathBuf,
         #[source]
-        source: ZoneError,
+        source: Box<ZoneError>,
     },
     #[error(transparent)]
     Vmm(#[from] VmmError),
@@ -472,14 +472,14 @@ impl PreparedJob {
                 let entry =
                     dualstack_zones::enter(paths, &now).map_err(|source| JobError::Enter {
                         zone: zone.name.clone(),
-                        source,
+                        source: Box::new(source),
                     })?;
                 let previous = entry.previous().to_path_buf();
                 let out = timed(&self.config);
                 entry.leave().map_err(|source| JobError::Leave {
                     zone: zone.name.clone(),
                     cgroup: now.cgroup_dir.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
                 tracing::debug!(
                     "job left zone {}, back in {}",
@@ -509,6 +509,12 @@ fn timed(cfg: &RunConfig) -> Result<(f64, RunStats), VmmError> {
     let t = Instant::now();
     let stats = dualstack_hpcvmm::run(cfg)?;
     Ok((t.elapsed().as_secs_f64(), stats))
+}
+
+impl From<ZoneError> for JobError {
+    fn from(e: ZoneError) -> Self {
+        JobError::Zone(Box::new(e))
+    }
 }
 
 #[cfg(test)]
