@@ -10,6 +10,7 @@
 
 pub mod addrspace;
 pub mod elf;
+pub mod jail;
 pub mod layout;
 pub mod memory;
 pub mod process;
