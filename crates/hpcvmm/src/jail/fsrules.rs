@@ -189,11 +189,32 @@ pub struct Prepared {
     rules: usize,
 }
 
+/// The host's harmless devices ([`DEVICES`] below /dev), granted whatever the guest root is.
+pub fn host_devices() -> Vec<PathBuf> {
+    DEVICES.iter().map(|d| Path::new("/dev").join(d)).collect()
+}
+
 /// Open the rule set's paths: the guest root's plan plus `extra_read` (paths the VMM itself
-/// keeps reading after set-up). Paths that do not exist are skipped.
-pub fn prepare(root: &Path, extra_read: &[PathBuf]) -> Result<Prepared, LandlockError> {
+/// keeps reading after set-up) and `devices` (device nodes, or `shm`, it may open).
+/// Paths that do not exist are skipped.
+pub fn prepare(
+    root: &Path,
+    extra_read: &[PathBuf],
+    devices: &[PathBuf],
+) -> Result<Prepared, LandlockError> {
     let mut plan = plan(root)?;
     plan.extend(extra_read.iter().map(|p| (p.clone(), Grant::ReadOnly)));
+    for d in devices {
+        let is_block = std::fs::metadata(d).is_ok_and(|m| m.file_type().is_block_device());
+        if !is_block {
+            let g = if d.ends_with("shm") {
+                Grant::Full
+            } else {
+                Grant::Device
+            };
+            plan.push((d.clone(), g));
+        }
+    }
     let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
         .handle_access(AccessFs::from_all(TARGET_ABI))

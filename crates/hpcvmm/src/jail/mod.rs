@@ -58,6 +58,9 @@ pub struct Jail {
     /// Paths the VMM itself keeps reading after set-up (read-only rules).
     #[serde(default)]
     pub extra_read: Vec<PathBuf>,
+    /// Host device nodes the VMM may still open for the guest (never /dev/kvm, /dev/mem...).
+    #[serde(default)]
+    pub devices: Vec<PathBuf>,
     /// Install the seccomp allow-list (off only for tests of the other layers).
     #[serde(default = "yes")]
     pub seccomp: bool,
@@ -112,6 +115,7 @@ impl Jail {
                 PathBuf::from("/proc"),
                 PathBuf::from("/sys/devices/system/cpu"),
             ],
+            devices: fsrules::host_devices(),
             seccomp: true,
             report_fd: None,
             parent_death_signal: None,
@@ -121,7 +125,7 @@ impl Jail {
     /// Apply the jail to this process for good. Must run while the process has one thread.
     pub fn apply(&self) -> Result<JailReport, JailError> {
         let root = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
-        let landlock = fsrules::prepare(&root, &self.extra_read)?;
+        let landlock = fsrules::prepare(&root, &self.extra_read, &self.devices)?;
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() };
         let filters = if self.seccomp {
