@@ -16,6 +16,7 @@
 pub mod fsrules;
 pub mod identity;
 pub mod privs;
+pub mod procfs;
 pub mod seccomp;
 pub mod supervisor;
 
