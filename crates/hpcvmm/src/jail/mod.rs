@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 pub use fsrules::{Enforcement, LandlockReport};
 pub use identity::{Caller, Identity, IdentityError, UserSpec};
 pub use seccomp::{Violation, EXIT_SECCOMP};
-pub use supervisor::{ChildEnd, ChildSide, SuperviseOptions, Supervised};
+pub use supervisor::{run_in_child, ChildEnd, ChildRun, ChildSide, SuperviseOptions, Supervised};
 
 /// Why the jail could not be applied. A process that got this must not serve a guest.
 #[derive(Debug, thiserror::Error)]

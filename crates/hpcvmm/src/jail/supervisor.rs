@@ -311,9 +311,73 @@ where
     spawn(opts, f)?.wait()
 }
 
+/// A value computed in a supervised child, sent back as JSON.
+#[derive(Debug)]
+pub struct ChildRun<T> {
+    /// What the child returned; `None` when it ended before sending anything (a seccomp kill,
+    /// a crash).
+    pub result: Option<Result<T, String>>,
+    pub supervised: Supervised,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Wire<T> {
+    Ok(T),
+    Err(String),
+}
+
+/// Run `f` in a supervised child and bring its value (or its error, as text) back. The child
+/// exits 0 after sending; its exit status only tells how it ended.
+pub fn run_in_child<T, F>(opts: &SuperviseOptions, f: F) -> Result<ChildRun<T>, JailError>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+    F: FnOnce(&mut ChildSide) -> Result<T, String>,
+{
+    let supervised = supervise(opts, |side| {
+        let wire = match f(side) {
+            Ok(v) => Wire::Ok(v),
+            Err(e) => Wire::Err(e),
+        };
+        match serde_json::to_vec(&wire) {
+            Ok(bytes) if side.send(&bytes).is_ok() => 0,
+            _ => 1,
+        }
+    })?;
+    let result = if supervised.payload.is_empty() {
+        None
+    } else {
+        Some(
+            match serde_json::from_slice::<Wire<T>>(&supervised.payload) {
+                Ok(Wire::Ok(v)) => Ok(v),
+                Ok(Wire::Err(e)) => Err(e),
+                Err(e) => Err(format!("the VMM child sent an unreadable result: {e}")),
+            },
+        )
+    };
+    Ok(ChildRun { result, supervised })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_and_errors_cross_the_pipe() {
+        let r = run_in_child(&SuperviseOptions::default(), |_| Ok(vec![1u32, 2, 3])).unwrap();
+        assert_eq!(r.result.unwrap().unwrap(), vec![1, 2, 3]);
+        let r: ChildRun<u32> =
+            run_in_child(&SuperviseOptions::default(), |_| Err("no VM".into())).unwrap();
+        assert_eq!(r.result.unwrap().unwrap_err(), "no VM");
+        let r: ChildRun<u32> = run_in_child(&SuperviseOptions::default(), |_| {
+            // SAFETY: ending the child with a signal before it sends anything.
+            unsafe { libc::raise(libc::SIGKILL) };
+            Ok(1)
+        })
+        .unwrap();
+        assert!(r.result.is_none());
+        assert_eq!(r.supervised.end, ChildEnd::Signaled(libc::SIGKILL));
+    }
 
     #[test]
     fn child_result_and_exit_code_come_back() {
