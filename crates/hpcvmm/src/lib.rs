@@ -25,7 +25,7 @@ mod vm;
 pub use layout::GuestPageSize;
 pub use memory::{Backing, HugePageSize};
 pub use stats::{ExitReport, RunStats};
-pub use vm::{run, RunConfig, VmmError};
+pub use vm::{run, run_with_hook, RunConfig, VmmError};
 
 /// Host CPUs the calling thread may run on (the default core set of a run).
 pub fn host_affinity() -> std::io::Result<Vec<usize>> {

@@ -185,6 +185,16 @@ fn unsafe_zeroed_utsname() -> libc::utsname {
 /// Run a program to completion in a fresh HPC VM. Returns the run's statistics, whose
 /// `exit_status` is what `dualstack run` exits with.
 pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
+    run_with_hook(cfg, &mut || Ok(()))
+}
+
+/// [`run`], calling `after_setup` once the privileged set-up is done (KVM, guest memory, vCPU
+/// 0) and before any vCPU thread exists or the guest runs its first instruction: where the
+/// jail drops privileges.
+pub fn run_with_hook(
+    cfg: &RunConfig,
+    after_setup: &mut dyn FnMut() -> Result<(), String>,
+) -> Result<RunStats, VmmError> {
     let t_start = Instant::now();
     if cfg.cpus.is_empty() {
         return Err(VmmError::Config("the run has no CPUs".into()));
@@ -366,6 +376,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
     };
 
     vcpu::install_kick_handler();
+    after_setup().map_err(VmmError::Setup)?;
     let t_spawn = Instant::now();
     {
         let p = proc.clone();

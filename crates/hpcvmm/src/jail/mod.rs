@@ -17,6 +17,7 @@ pub mod fsrules;
 pub mod identity;
 pub mod privs;
 pub mod procfs;
+pub mod run;
 pub mod seccomp;
 pub mod supervisor;
 
