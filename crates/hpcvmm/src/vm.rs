@@ -256,6 +256,9 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
     });
     build_vcpu0(&machine, &vcpu0, cfg.backing, loaded.sp, paging.usable_end)?;
 
+    // The kick handler is process-wide: install it now, before the hook (a jail's seccomp
+    // filter forbids rt_sigaction afterwards).
+    vcpu::install_kick_handler();
     // Privileged set-up is done; no guest instruction has run yet.
     if let Some(hook) = hooks.before_guest {
         hook().map_err(VmmError::Hook)?;
@@ -539,7 +542,6 @@ fn build_vcpu0(
 
 /// Phase 7: start the main thread on vCPU 0.
 fn spawn(m: &Arc<Machine>, vcpu0: VcpuFd, ncpus: usize) -> Result<(), VmmError> {
-    vcpu::install_kick_handler();
     m.spawn(0, vcpu0, Task::main(GUEST_PID, ncpus))
         .map_err(|e| VmmError::Setup(format!("cannot start the vCPU thread: {e}")))
 }

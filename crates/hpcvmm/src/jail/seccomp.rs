@@ -134,8 +134,6 @@ pub const ALLOWED: &[(&str, i64)] = &[
     ("set_robust_list", libc::SYS_set_robust_list),
     ("rseq", libc::SYS_rseq),
     ("sigaltstack", libc::SYS_sigaltstack),
-    // The vCPU kick handler is installed when the first vCPU thread starts.
-    ("rt_sigaction", libc::SYS_rt_sigaction),
     ("rt_sigprocmask", libc::SYS_rt_sigprocmask),
     ("rt_sigreturn", libc::SYS_rt_sigreturn),
     ("sched_setaffinity", libc::SYS_sched_setaffinity),

@@ -393,7 +393,7 @@ mod tests {
     }
 
     #[test]
-    fn a_signal_death_and_a_panic_are_reported() {
+    fn a_signal_death_is_reported() {
         let s = supervise(&SuperviseOptions::default(), |_| {
             // SAFETY: ending the child with a signal.
             unsafe { libc::raise(libc::SIGKILL) };
@@ -402,6 +402,15 @@ mod tests {
         .unwrap();
         assert_eq!(s.end, ChildEnd::Signaled(libc::SIGKILL));
         assert_eq!(s.exit_code(), 137);
+    }
+
+    /// A child that panics ends with 101. Not run beside other tests: a forked child of a
+    /// multi-threaded parent deadlocks in the panic hook when another thread held the
+    /// backtrace lock at the fork (seen under `cargo test`); `dualstack run` forks while it
+    /// is still single-threaded. `cargo test -- --ignored --test-threads=1` runs it.
+    #[test]
+    #[ignore = "forks a panicking child: needs a single-threaded test process"]
+    fn a_panicking_child_is_reported() {
         let s = supervise(&SuperviseOptions::default(), |_| panic!("boom")).unwrap();
         assert_eq!(s.end, ChildEnd::Exited(101));
     }
