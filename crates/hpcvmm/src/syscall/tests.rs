@@ -257,3 +257,131 @@ fn control_outcomes_and_unsupported_calls() {
     assert!(matches!(o, SysOutcome::Return(v) if v as i64 == -(libc::ENOSYS as i64)));
     assert!(ctx.unsupported);
 }
+
+/// What ld.so and dlopen do with a library: reserve its span with one file mapping (longer
+/// than the file), map segments over parts of it with MAP_FIXED (one PROT_EXEC, one at a
+/// file offset), zero the bss past EOF, mprotect part and munmap part; every step recorded as
+/// a VMA with its file offset.
+#[test]
+fn file_mappings_as_the_dynamic_loader_makes_them() {
+    use crate::kernel::mm::VmaBacking;
+    let mut f = Fake::new();
+    let lib: Vec<u8> = (0..0x2800u32).map(|i| (i % 251) as u8 + 1).collect();
+    std::fs::write(f._root.path().join("lib.so"), &lib).unwrap();
+    f.put_str(BUF, "/lib.so");
+    let fd = f.sys("open", [BUF, 0, 0, 0, 0, 0]).unwrap();
+    let (r, rx, rw) = (1u64, 5u64, 3u64);
+    let private = libc::MAP_PRIVATE as u64;
+    let denywrite = libc::MAP_DENYWRITE as u64;
+    let fixed = libc::MAP_FIXED as u64;
+    // Dirty memory where the library will land: the mapping must not show it.
+    let (base, _) = {
+        let mut mm = f.kernel.group.mm.lock().unwrap();
+        mm.map(0, 0x8000, false, false).unwrap()
+    };
+    f.mem().write(base, &[0xee; 0x8000]).unwrap();
+    f.kernel
+        .group
+        .mm
+        .lock()
+        .unwrap()
+        .unmap(base, 0x8000)
+        .unwrap();
+    let at = f
+        .sys("mmap", [base, 0x8000, r, private | denywrite, fd, 0])
+        .unwrap();
+    assert_eq!(at, base, "the hint is free: taken");
+    assert_eq!(f.mem().read_vec(at, 0x2800).unwrap(), lib);
+    assert!(
+        f.mem()
+            .read_vec(at + 0x2800, 0x5800)
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0),
+        "past end of file: zero filled"
+    );
+    // Text: MAP_FIXED over the second page from file offset 0x1000, executable.
+    let flags = private | denywrite | fixed;
+    assert_eq!(
+        f.sys("mmap", [at + 0x1000, 0x1000, rx, flags, fd, 0x1000]),
+        Ok(at + 0x1000)
+    );
+    // Data: writable copy of the last file page at a later address; bss after it anonymous.
+    assert_eq!(
+        f.sys("mmap", [at + 0x3000, 0x1000, rw, flags, fd, 0x2000]),
+        Ok(at + 0x3000)
+    );
+    assert_eq!(f.mem().read_vec(at + 0x3000, 0x800).unwrap(), lib[0x2000..]);
+    assert!(f
+        .mem()
+        .read_vec(at + 0x3800, 0x800)
+        .unwrap()
+        .iter()
+        .all(|&b| b == 0));
+    let anon = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u64;
+    assert_eq!(
+        f.sys("mmap", [at + 0x4000, 0x2000, rw, anon, u64::MAX, 0]),
+        Ok(at + 0x4000)
+    );
+    // The gap becomes PROT_NONE, the tail is unmapped.
+    assert_eq!(f.sys("mprotect", [at + 0x2000, 0x1000, 0, 0, 0, 0]), Ok(0));
+    assert_eq!(f.sys("munmap", [at + 0x6000, 0x2000, 0, 0, 0, 0]), Ok(0));
+    let mm = f.kernel.group.mm.lock().unwrap();
+    let v = |a: u64| mm.vmas().get(a).cloned();
+    let text = v(at + 0x1000).unwrap();
+    assert_eq!(
+        (text.start, text.end, text.attrs.prot),
+        (at + 0x1000, at + 0x2000, 5)
+    );
+    assert_eq!(
+        text.attrs.backing,
+        VmaBacking::FileCopy {
+            path: Some("/lib.so".into()),
+            offset: 0x1000
+        }
+    );
+    assert_eq!(v(at + 0x2000).unwrap().attrs.prot, 0);
+    assert_eq!(
+        v(at + 0x2000).unwrap().attrs.backing,
+        VmaBacking::FileCopy {
+            path: Some("/lib.so".into()),
+            offset: 0x2000
+        },
+        "the reservation's offset follows the cut"
+    );
+    assert_eq!(v(at + 0x4000).unwrap().attrs.backing, VmaBacking::Anonymous);
+    assert!(v(at + 0x6000).is_none());
+    assert!(mm.is_mapped(at, 0x6000) && !mm.is_mapped(at + 0x6000, 0x1000));
+    drop(mm);
+    // Descriptors that cannot be mapped.
+    assert_eq!(
+        f.sys("mmap", [0, 0x1000, r, private, 99, 0]),
+        Err(libc::EBADF)
+    );
+    f.put_str(BUF, "/");
+    let dir = f
+        .sys("open", [BUF, libc::O_DIRECTORY as u64, 0, 0, 0, 0])
+        .unwrap();
+    assert_eq!(
+        f.sys("mmap", [0, 0x1000, r, private, dir, 0]),
+        Err(libc::ENODEV)
+    );
+    f.put_str(BUF, "/lib.so");
+    let wo = f
+        .sys("open", [BUF, libc::O_WRONLY as u64, 0, 0, 0, 0])
+        .unwrap();
+    assert_eq!(
+        f.sys("mmap", [0, 0x1000, r, private, wo, 0]),
+        Err(libc::EACCES)
+    );
+    let shared = libc::MAP_SHARED as u64;
+    assert_eq!(
+        f.sys("mmap", [0, 0x1000, rw, shared, fd, 0]),
+        Err(libc::EACCES)
+    );
+    assert_eq!(
+        f.sys("mmap", [0, 0x1000, r, shared, fd, 0x1000])
+            .map(|_| ()),
+        Ok(())
+    );
+}
