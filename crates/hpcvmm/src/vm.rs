@@ -673,7 +673,11 @@ fn build_vcpu0(
 
 /// Phase 7: start the main thread on vCPU 0.
 fn spawn(m: &Arc<Machine>, vcpu0: VcpuFd, ncpus: usize) -> Result<(), VmmError> {
-    m.spawn(0, vcpu0, Task::main(GUEST_PID, ncpus))
+    let mut main = Task::main(GUEST_PID, ncpus);
+    // Linux names a process after the file it executed.
+    let exe = &m.kernel.group.exe_path;
+    main.comm = crate::kernel::task::comm_of(exe.rsplit('/').next().unwrap_or(exe).as_bytes());
+    m.spawn(0, vcpu0, main)
         .map_err(|e| VmmError::Setup(format!("cannot start the vCPU thread: {e}")))
 }
 

@@ -403,3 +403,28 @@ fn debian_python3_runs_unchanged() {
         stats.syscalls_total, stats.enosys
     );
 }
+
+#[test]
+fn the_rest_of_the_abi_real_programs_call_matches_native() {
+    if !have_ldso() {
+        return;
+    }
+    let dir = tempdir();
+    let bin = gcc("abi", &["abi.c"], &[]);
+    let (v, stats) = same(&bin, &spec_in(dir.path()));
+    for want in [
+        "epoll ctl=0 n=1 data=42 value=5 after=0",
+        "select ready=1 isset=1",
+        "name=dyn-worker-with pdeathsig=0 15",
+        "sendfile=5 off=7",
+        "memfd=23456",
+        "mode=604 fchown=0",
+        "nlink=2 readlink=5 g.txt",
+        "utimensat=0 mtime=200",
+        "mincore=0 resident=1",
+    ] {
+        assert!(v.stdout.contains(want), "no {want:?} in\n{}", v.stdout);
+    }
+    assert_exited(&stats, 0);
+    assert!(stats.enosys.is_empty(), "{:?}", stats.enosys);
+}
