@@ -183,6 +183,33 @@ fn guest_path_of_program(root: &Path, program: &Path) -> String {
     )
 }
 
+/// AT_EXECFN: the path the program was started by, as Linux passes the execve filename, when
+/// the guest would find the same file by it (a path through a symlink stays the symlink's,
+/// a relative one stays relative to the guest's working directory); otherwise the program's
+/// guest path (`/proc/self/exe`).
+fn execfn_of(cfg: &RunConfig, exe_path: &str) -> String {
+    let given = cfg.program.to_string_lossy();
+    let in_guest = if cfg.program.is_absolute() {
+        cfg.root.join(given.trim_start_matches('/'))
+    } else {
+        cfg.root
+            .join(cfg.cwd.trim_start_matches('/'))
+            .join(&cfg.program)
+    };
+    let same = match (
+        std::fs::canonicalize(&in_guest),
+        std::fs::canonicalize(&cfg.program),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        given.into_owned()
+    } else {
+        exe_path.to_string()
+    }
+}
+
 fn read_release() -> Result<Uts, VmmError> {
     let mut u: libc::utsname = unsafe_zeroed_utsname();
     // SAFETY: `u` is a writable utsname.
@@ -538,6 +565,7 @@ fn load_program(
         stack_top - MAIN_STACK,
     )?;
     let exe_path = guest_path_of_program(&cfg.root, &cfg.program);
+    let execfn = execfn_of(cfg, &exe_path);
     let mut random = [0u8; 16];
     getrandom_host(&mut random)?;
     let creds = Credentials::of_host();
@@ -546,7 +574,7 @@ fn load_program(
     let spec = StackSpec {
         argv: &argv,
         envp: &envp,
-        execfn: exe_path.as_bytes(),
+        execfn: execfn.as_bytes(),
         image: &image,
         interp_base: interp.as_ref().map_or(0, |(i, _)| i.start),
         hwcap: feat.hwcap,

@@ -181,6 +181,24 @@ fn auxv_and_load_addresses_are_linux_like() {
 }
 
 #[test]
+fn a_program_started_through_a_symlink_sees_linux_s_execfn_and_exe() {
+    if !have_ldso() {
+        return;
+    }
+    let dir = tempdir();
+    let bin = gcc("auxv-pie", &["auxv.c"], &["-pie"]);
+    let link = dir.path().join("auxv-link");
+    std::os::unix::fs::symlink(&bin, &link).unwrap();
+    // Natively AT_EXECFN is the symlink's path, /proc/self/exe the target's.
+    let (v, _) = same(&link, &spec_in(dir.path()));
+    assert!(
+        v.stdout.contains("AT_EXECFN is /proc/self/exe=0"),
+        "{}",
+        v.stdout
+    );
+}
+
+#[test]
 fn the_interpreter_run_directly_loads_the_program() {
     if !have_ldso() {
         return;
