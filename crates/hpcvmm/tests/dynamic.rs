@@ -446,3 +446,54 @@ fn the_rest_of_the_abi_real_programs_call_matches_native() {
     assert_exited(&stats, 0);
     assert!(stats.enosys.is_empty(), "{:?}", stats.enosys);
 }
+
+/// The same programs served by a jailed VMM (`nobody`, no capabilities, Landlock, the seccomp
+/// allow-list): every host call the loader and the new system calls need is allowed.
+#[test]
+fn dynamic_programs_run_in_a_jailed_vmm() {
+    use dualstack_hpcvmm::jail::{identity, run::run_jailed, Caller, Jail, SuperviseOptions};
+    use std::os::unix::fs::PermissionsExt;
+    if !have_ldso() {
+        return;
+    }
+    let dir = tempdir();
+    // nobody works in this directory.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let abi = gcc("abi", &["abi.c"], &[]);
+    let py = Path::new("/usr/bin/python3");
+    let mut cases = vec![(abi, Vec::<String>::new())];
+    if py.exists() {
+        let code = "import json, hashlib; print(json.dumps(hashlib.sha256(b'x').hexdigest()))";
+        cases.push((py.to_path_buf(), vec!["-c".into(), code.into()]));
+    }
+    for (bin, args) in cases {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let spec = spec_in(dir.path()).args(&a);
+        let n = native(&bin, &spec);
+        let io = dir
+            .path()
+            .join(format!("io-{}", bin.file_name().unwrap().to_string_lossy()));
+        std::fs::create_dir_all(&io).unwrap();
+        std::fs::set_permissions(&io, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let cfg = vm_config(&bin, &spec, &io);
+        let caller = Caller {
+            uid: 0,
+            gid: 0,
+            sudo: None,
+        };
+        let nobody = identity::resolve(Some(&"nobody".parse().unwrap()), &caller).unwrap();
+        let jail = Jail::new(nobody, "/");
+        let r = run_jailed(&cfg, &jail, &SuperviseOptions::default()).unwrap();
+        let (stats, _) = r
+            .result
+            .unwrap_or_else(|| panic!("no result: {:?}", r.supervised))
+            .unwrap();
+        let v = Outcome {
+            stdout: std::fs::read_to_string(io.join("stdout")).unwrap_or_default(),
+            stderr: std::fs::read_to_string(io.join("stderr")).unwrap_or_default(),
+            status: stats.exit_status,
+        };
+        assert_same(&format!("jailed {}", bin.display()), &n, &v, &stats);
+        assert_eq!(r.supervised.exit_code(), 0, "{:?}", r.supervised);
+    }
+}

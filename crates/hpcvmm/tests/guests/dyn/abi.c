@@ -106,7 +106,7 @@ int main(void) {
     printf("size=%ld flock=%d\n", (long)st.st_size, lk);
     int m1 = fchmod(c, 0640);
     int m2 = fchmodat(AT_FDCWD, "g.txt", 0604, 0);
-    int own = fchown(c, getuid(), getgid());
+    int own = fchown(c, (uid_t)-1, (gid_t)-1);
     stat("g.txt", &st);
     printf("fchmod=%d fchmodat=%d mode=%o fchown=%d\n", m1, m2, st.st_mode & 0777, own);
     int sl = symlink("g.txt", "s.lnk");
