@@ -397,7 +397,10 @@ fn read_interpreter(
             return Err(ElfError::InterpreterMissing {
                 path: program.path().to_string(),
                 interp: interp.to_string(),
-                root: root.display().to_string(),
+                root: std::fs::canonicalize(root)
+                    .unwrap_or_else(|_| root.to_path_buf())
+                    .display()
+                    .to_string(),
             }
             .into())
         }
