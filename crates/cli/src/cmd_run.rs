@@ -1,4 +1,4 @@
-//! `dualstack run`: one static program in the HPC VMM. (Issue 2.) Argument parsing and
+//! `dualstack run`: one program (static or dynamically linked) in the HPC VMM. (Issues 2, 11.) Argument parsing and
 //! printing only: the job is resolved, checked and run by `dualstack-jobs`.
 
 use std::path::PathBuf;
@@ -102,6 +102,7 @@ pub fn job_spec(args: &RunArgs) -> JobSpec {
     }
     spec.env.extend(args.env.iter().cloned());
     spec.root = args.root.clone();
+    spec.cwd = guest_cwd(&args.root);
     spec.zone = ZoneSel::from_option(args.zone.as_deref());
     spec.cpus = args.cpus;
     spec.cpuset_cpus = args.cpuset_cpus.clone();
@@ -124,6 +125,19 @@ pub fn job_spec(args: &RunArgs) -> JobSpec {
     spec.vdso = !args.no_vdso;
     spec.stats = args.stats.clone();
     spec
+}
+
+/// The guest's working directory: this process's, as seen inside the guest's root (so
+/// `--root / -- ld.so ./prog` finds `./prog` as a shell would), or `/` when it lies outside.
+fn guest_cwd(root: &std::path::Path) -> String {
+    let (Ok(cwd), Ok(root)) = (std::env::current_dir(), std::fs::canonicalize(root)) else {
+        return "/".into();
+    };
+    let cwd = std::fs::canonicalize(&cwd).unwrap_or(cwd);
+    match cwd.strip_prefix(&root) {
+        Ok(rel) => format!("/{}", rel.display()),
+        Err(_) => "/".into(),
+    }
 }
 
 pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {

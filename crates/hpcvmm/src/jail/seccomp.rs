@@ -158,6 +158,23 @@ pub const ALLOWED: &[(&str, i64)] = &[
     ("getgid", libc::SYS_getgid),
     ("getegid", libc::SYS_getegid),
     ("uname", libc::SYS_uname),
+    // issue 11 (dyn): the host objects behind the guest's statfs, sendfile, copy_file_range,
+    // fadvise64, fallocate, flock, fchown(at), link(at), getgroups, eventfd2 and epoll_* calls
+    ("fstatfs", libc::SYS_fstatfs),
+    ("sendfile", libc::SYS_sendfile),
+    ("copy_file_range", libc::SYS_copy_file_range),
+    ("fadvise64", libc::SYS_fadvise64),
+    ("fallocate", libc::SYS_fallocate),
+    ("flock", libc::SYS_flock),
+    ("fchown", libc::SYS_fchown),
+    ("fchownat", libc::SYS_fchownat),
+    ("linkat", libc::SYS_linkat),
+    ("getgroups", libc::SYS_getgroups),
+    ("eventfd2", libc::SYS_eventfd2),
+    ("epoll_create1", libc::SYS_epoll_create1),
+    ("epoll_ctl", libc::SYS_epoll_ctl),
+    ("epoll_wait", libc::SYS_epoll_wait),
+    ("epoll_pwait", libc::SYS_epoll_pwait),
 ];
 
 fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, SeccompError> {

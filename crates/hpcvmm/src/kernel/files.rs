@@ -34,10 +34,10 @@ pub enum FileKind {
     Virtual(OwnedFd),
     /// Sockets (next issue: socket/connect/... on host sockets).
     Socket(NotYet),
-    /// epoll sets.
-    Epoll(NotYet),
-    /// eventfd counters.
-    EventFd(NotYet),
+    /// An epoll set: a host epoll fd watching the host fds behind guest descriptors.
+    Epoll(OwnedFd),
+    /// An eventfd counter (a host eventfd).
+    EventFd(OwnedFd),
     /// timerfd timers.
     TimerFd(NotYet),
     /// signalfd readers.
@@ -69,12 +69,12 @@ impl OpenFile {
     pub fn raw(&self) -> i32 {
         match &self.kind {
             FileKind::Stdio(n) => *n,
-            FileKind::Host(f) | FileKind::Pipe(f) | FileKind::Virtual(f) => f.as_raw_fd(),
-            FileKind::Socket(n)
-            | FileKind::Epoll(n)
-            | FileKind::EventFd(n)
-            | FileKind::TimerFd(n)
-            | FileKind::SignalFd(n) => match *n {},
+            FileKind::Host(f)
+            | FileKind::Pipe(f)
+            | FileKind::Virtual(f)
+            | FileKind::Epoll(f)
+            | FileKind::EventFd(f) => f.as_raw_fd(),
+            FileKind::Socket(n) | FileKind::TimerFd(n) | FileKind::SignalFd(n) => match *n {},
         }
     }
 }

@@ -4,9 +4,10 @@
 //! [`SysOutcome`]: most return a value for RAX, some end the thread or the thread group,
 //! deliver a signal or ask for a new thread. The vCPU loop owns what happens next.
 //!
-//! Handlers are grouped by area: [`files`], [`memory`], [`time`], [`threads`] and [`futex`],
+//! Handlers are grouped by area: [`files`], [`events`] (eventfd, epoll, select), [`memory`], [`time`], [`threads`] and [`futex`],
 //! [`signals`], [`system`] (identity, limits, uname), [`sockets`] (none yet), [`procfs`].
 
+pub mod events;
 pub mod files;
 pub mod futex;
 pub mod memory;
