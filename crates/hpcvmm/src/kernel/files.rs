@@ -153,6 +153,11 @@ impl FdTable {
         self.map.get(&fd).ok_or(Errno(libc::EBADF))
     }
 
+    /// The open descriptor numbers, in order (what /proc/self/fd lists).
+    pub fn numbers(&self) -> Vec<i32> {
+        self.map.keys().copied().collect()
+    }
+
     /// One past the highest fd number the table may hold (RLIMIT_NOFILE).
     pub fn limit(&self) -> i32 {
         self.limit
