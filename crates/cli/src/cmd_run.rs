@@ -61,9 +61,18 @@ pub struct RunArgs {
     /// NUMA node to take the huge pages from.
     #[arg(long)]
     pub numa_node: Option<u32>,
-    /// Host directory the guest sees as its filesystem root.
-    #[arg(long, default_value = ".")]
+    /// Host directory the guest sees as its filesystem root. The default, `/`, shows the
+    /// guest the host's files exactly as its user would see them; a directory confines it.
+    #[arg(long, default_value = "/")]
     pub root: PathBuf,
+    /// Run the guest as USER[:GROUP] (names or numeric ids) [default: the invoking user,
+    /// SUDO_UID/SUDO_GID under sudo]. Only root may name another identity.
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// Developer switch, root only: serve the guest from this process without the jail (no
+    /// privilege drop, Landlock or seccomp; the guest's own /proc and device checks stay).
+    #[arg(long)]
+    pub no_jail: bool,
     /// Extra environment variable for the guest (KEY=VALUE); repeatable.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
@@ -102,6 +111,9 @@ pub fn job_spec(args: &RunArgs) -> JobSpec {
     }
     spec.env.extend(args.env.iter().cloned());
     spec.root = args.root.clone();
+    spec.cwd = guest_cwd(&args.root);
+    spec.user = args.user.clone();
+    spec.jail = !args.no_jail;
     spec.zone = ZoneSel::from_option(args.zone.as_deref());
     spec.cpus = args.cpus;
     spec.cpuset_cpus = args.cpuset_cpus.clone();
@@ -126,6 +138,19 @@ pub fn job_spec(args: &RunArgs) -> JobSpec {
     spec
 }
 
+/// The guest starts where the caller is when that lies inside the root (as `runsc do`
+/// does), else at the root.
+fn guest_cwd(root: &std::path::Path) -> String {
+    let (Ok(root), Ok(here)) = (std::fs::canonicalize(root), std::env::current_dir()) else {
+        return "/".into();
+    };
+    match here.strip_prefix(&root) {
+        Ok(rel) if rel.as_os_str().is_empty() => "/".into(),
+        Ok(rel) => format!("/{}", rel.display()),
+        Err(_) => "/".into(),
+    }
+}
+
 pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     let mut spec = job_spec(&args);
     let mut host = Host::from_env(&global.state_dir);
@@ -138,7 +163,16 @@ pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         }
     }
     let host = host.with_apps_dir(crate::common::apps_dir());
-    let result = dualstack_jobs::run(&spec, &host)?;
+    let result = match dualstack_jobs::run(&spec, &host) {
+        Ok(r) => r,
+        // The jail caught a VMM bug (seccomp) or the VMM child died: its own exit status.
+        Err(e) if e.exit_code() != 1 => {
+            let code = e.exit_code();
+            crate::common::print_error(&anyhow::Error::from(e));
+            return Ok(code);
+        }
+        Err(e) => return Err(e.into()),
+    };
     report(&result.stats, args.summary);
     Ok(result.exit_status)
 }
