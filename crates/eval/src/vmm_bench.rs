@@ -264,6 +264,8 @@ fn cli_run(
 /// The jail vs `--no-jail`: launch time and the cost of a VMM-served and a host-passed
 /// system call, interleaved (jail, no jail, jail, ...) so drift hits both alike.
 pub fn jail_cost(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<JailCost, BenchError> {
+    // The 64 MiB hugetlb guests; only the shortfall is added, and given back after.
+    let _pages = crate::hugepages::Reservation::ensure_free_2m(32)?;
     let hello = guests::build(&guests::HELLO, &guests::cache_dir())?;
     let sysloop = guests::build(&guests::SYSLOOP, &guests::cache_dir())?;
     let readloop = guests::build(&guests::READLOOP, &guests::cache_dir())?;
@@ -313,12 +315,14 @@ pub fn jail_cost(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<JailCost
 /// The jail's lines of the report.
 pub fn render_jail(j: &JailCost) -> String {
     format!(
-        "jail launch              jail {:.1} ms  --no-jail {:.1} ms  extra {:+.1} ms (target <= +2 ms)\n\
+        "jail launch              jail {:.1} ms  --no-jail {:.1} ms  extra {:+.1} ms (target <= +2 ms; min jail {:.1} ms, --no-jail {:.1} ms)\n\
          jail getppid             jail {:.3} us  --no-jail {:.3} us  jail/no-jail {:.3} (target <= 1.05)\n\
          jail read 4 KiB          jail {:.3} us  --no-jail {:.3} us  jail/no-jail {:.3} (target <= 1.05)\n",
         j.launch_jail_ms.median,
         j.launch_no_jail_ms.median,
         j.launch_extra_ms,
+        j.launch_jail_ms.min,
+        j.launch_no_jail_ms.min,
         j.getppid_jail_us.median,
         j.getppid_no_jail_us.median,
         j.getppid_ratio,

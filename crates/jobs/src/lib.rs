@@ -10,8 +10,14 @@
 //!    zone's), and for a zone: that it exists, is active, holds the cores and the memory asked
 //!    for, and has huge pages of a size the VMM maps. It derives the
 //!    [`dualstack_hpcvmm::RunConfig`] ([`PreparedJob::config`]).
+//!    It also resolves who the guest runs as ([`JobSpec::user`], default the invoking user) and
+//!    refuses an unknown user, a non-root caller asking for another identity, or `--no-jail`
+//!    from a non-root caller, before any VM exists.
 //! 2. [`PreparedJob::run`]`(self) -> Result<JobResult, JobError>` re-reads the zone (it must be
-//!    the same, still active), moves the calling process into the zone's cgroup, runs the VMM,
+//!    the same, still active), moves the calling process into the zone's cgroup, runs the VMM
+//!    (by default in a forked child that drops to the job's user, with no capability, Landlock
+//!    and seccomp, while this process stays privileged and only waits: see
+//!    [`dualstack_hpcvmm::jail`]),
 //!    moves the process back (also on error), writes the statistics file if asked, and returns
 //!    the exit status `dualstack run` exits with (the guest's status, 128 + signal for a
 //!    fault, 124 for a timeout) with the run's statistics.

@@ -289,7 +289,10 @@ pub fn reopen_fd(ctx: &Ctx<'_>, n: i32, flags: i32) -> Result<(OwnedFd, Option<S
     }
     // SAFETY: a fresh fd owned by us.
     let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    check_device(ctx, &fd)?;
+    // Guest descriptors never refer to the VMM's procfs files, but check as for any open.
+    if check_host_fd(ctx, &fd)?.is_some() {
+        return Err(Errno(libc::EACCES));
+    }
     Ok((fd, f.path().map(str::to_string)))
 }
 
