@@ -198,6 +198,7 @@ fn every_escape_is_refused_under_root_slash_as_nobody() {
     );
     assert_eq!(r.get("status-capeff"), Some(&"0000000000000000"), "{ctx}");
     assert_eq!(r.get("vmm-fd-reopen"), Some(&"0"), "{ctx}");
+    assert_eq!(r.get("vmm-fd-direct"), Some(&"0"), "{ctx}");
     assert_eq!(r.get("dev-fd-5"), Some(&"ENOENT"), "{ctx}");
     for k in ["ptrace-attach", "process-vm-writev"] {
         assert!(
