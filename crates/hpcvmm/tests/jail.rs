@@ -73,6 +73,12 @@ fn the_guest_s_proc_describes_the_guest() {
     assert_eq!(r["MemTotal:"], "65536 kB", "{ctx}");
     assert_eq!(r["cpu-possible"], "0", "{ctx}");
     assert_eq!(r["nprocs"], "1", "{ctx}");
+    // 0-2 and the cmdline fd left open (the listing is taken at opendir, before the
+    // directory's own fd exists; Linux would list that one too).
+    assert_eq!(r["fd-dir"], "4 entries, 2 dots, opened", "{ctx}");
+    assert_eq!(r["fd-dir-rewound"], "6", "{ctx}");
+    assert_eq!(r["self-dir"], "status 1 mem 0", "{ctx}");
+    assert_eq!(r["task-dir"], "1", "{ctx}");
     assert!(stats.jail.is_some(), "the test guest ran jailed");
     assert!(stats.refusals.get("vmm_proc").copied().unwrap_or(0) >= 1);
 }

@@ -32,6 +32,9 @@ pub enum FileKind {
     /// A virtual file the VMM generated (procfs/sysfs), served from a memfd snapshot of its
     /// content taken at open.
     Virtual(OwnedFd),
+    /// A directory the VMM generated (the guest's /proc/self, its fd/ and task/), listed by
+    /// getdents64 from its own entries.
+    VirtualDir(VirtualDir),
     /// Sockets (next issue: socket/connect/... on host sockets).
     Socket(NotYet),
     /// epoll sets.
@@ -42,6 +45,35 @@ pub enum FileKind {
     TimerFd(NotYet),
     /// signalfd readers.
     SignalFd(NotYet),
+}
+
+/// A generated directory: its entries (name, `DT_*` type) and the listing cursor. The host fd
+/// behind it is an empty directory that was removed right after it was opened, so fstat says
+/// "directory" and nothing can be opened or created relative to it.
+#[derive(Debug)]
+pub struct VirtualDir {
+    fd: OwnedFd,
+    entries: Vec<(String, u8)>,
+    pos: std::sync::Mutex<usize>,
+}
+
+impl VirtualDir {
+    pub fn new(fd: OwnedFd, entries: Vec<(String, u8)>) -> Self {
+        VirtualDir {
+            fd,
+            entries,
+            pos: std::sync::Mutex::new(0),
+        }
+    }
+
+    pub fn entries(&self) -> &[(String, u8)] {
+        &self.entries
+    }
+
+    /// The listing cursor (index of the next entry getdents64 returns).
+    pub fn pos(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.pos.lock().unwrap()
+    }
 }
 
 /// An open file description: what the file is and the guest path it was opened by.
@@ -70,6 +102,7 @@ impl OpenFile {
         match &self.kind {
             FileKind::Stdio(n) => *n,
             FileKind::Host(f) | FileKind::Pipe(f) | FileKind::Virtual(f) => f.as_raw_fd(),
+            FileKind::VirtualDir(d) => d.fd.as_raw_fd(),
             FileKind::Socket(n)
             | FileKind::Epoll(n)
             | FileKind::EventFd(n)

@@ -15,7 +15,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::{err, procfs, Args, Ctx, Errno, SysResult};
-use crate::kernel::files::{FileKind, FileRef, OpenFile};
+use crate::kernel::files::{FileKind, FileRef, OpenFile, VirtualDir};
 use crate::kernel::fsroot::{check, cstring, last_err};
 use crate::kernel::run::refusal;
 
@@ -227,6 +227,15 @@ pub fn writev(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
 
 pub fn lseek(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     let f = ctx.file(a.fd(0))?;
+    if let FileKind::VirtualDir(d) = f.kind() {
+        // rewinddir/seekdir: offsets are entry indices.
+        let off = a.i64(1);
+        if a.i32(2) != libc::SEEK_SET || off < 0 {
+            return err(libc::EINVAL);
+        }
+        *d.pos() = (off as usize).min(d.entries().len());
+        return Ok(off as u64);
+    }
     // SAFETY: lseek on a host fd we own; invalid whence/offset give EINVAL.
     check(unsafe { libc::lseek(f.raw(), a.i64(1), a.i32(2)) } as libc::c_long)
 }
@@ -307,6 +316,13 @@ fn open_answer(
         procfs::Answer::Fd(n) => {
             let (fd, path) = procfs::reopen_fd(ctx, n, flags)?;
             Ok((FileKind::Host(fd), path))
+        }
+        procfs::Answer::Dir(entries) => {
+            if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_CREAT != 0 {
+                return err(libc::EISDIR);
+            }
+            let dir = VirtualDir::new(procfs::empty_dir()?, entries);
+            Ok((FileKind::VirtualDir(dir), Some(full)))
         }
         procfs::Answer::Refused(e) => Err(e),
     }
@@ -509,6 +525,7 @@ fn open_for_stat(ctx: &Ctx<'_>, dirfd: i32, path: &[u8], flags: i32) -> Result<T
         procfs::Answer::File(content) => return Ok(Target::Fd(memfd_with(&content)?)),
         procfs::Answer::Exe => return Ok(Target::Fd(procfs::open_exe(ctx, libc::O_RDONLY)?)),
         procfs::Answer::Fd(n) => return Ok(Target::Guest(ctx.file(n)?)),
+        procfs::Answer::Dir(_) => return Ok(Target::Fd(procfs::empty_dir()?)),
         procfs::Answer::Refused(e) => return Err(e),
     }
     if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
@@ -684,8 +701,37 @@ pub fn renameat2(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     })
 }
 
+/// getdents64 of a generated directory: `struct linux_dirent64` records (ino, next offset,
+/// record length, type, NUL-terminated name, padded to 8 bytes) from the cursor on.
+fn virtual_getdents(ctx: &Ctx<'_>, d: &VirtualDir, addr: u64, len: u64) -> SysResult {
+    let mut out = Vec::new();
+    let mut pos = d.pos();
+    while let Some((name, kind)) = d.entries().get(*pos) {
+        let reclen = (19 + name.len() + 1).div_ceil(8) * 8;
+        if (out.len() + reclen) as u64 > len {
+            if out.is_empty() {
+                return err(libc::EINVAL);
+            }
+            break;
+        }
+        let start = out.len();
+        out.extend_from_slice(&(*pos as u64 + 1).to_le_bytes());
+        out.extend_from_slice(&(*pos as i64 + 1).to_le_bytes());
+        out.extend_from_slice(&(reclen as u16).to_le_bytes());
+        out.push(*kind);
+        out.extend_from_slice(name.as_bytes());
+        out.resize(start + reclen, 0);
+        *pos += 1;
+    }
+    ctx.write_user(addr, &out)?;
+    Ok(out.len() as u64)
+}
+
 pub fn getdents64(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     let f = ctx.file(a.fd(0))?;
+    if let FileKind::VirtualDir(d) = f.kind() {
+        return virtual_getdents(ctx, d, a.ptr(1), a.usize(2));
+    }
     let len = a.usize(2).min(MAX_RW);
     let p = ctx.user_ptr(a.ptr(1), len)?;
     // SAFETY: getdents64 writes at most len bytes into checked guest memory.

@@ -36,8 +36,96 @@ pub enum Answer {
     Exe,
     /// `/proc/self/fd/N`: the guest's own descriptor N.
     Fd(i32),
+    /// A generated directory with these entries (name, `DT_*` type).
+    Dir(Vec<(String, u8)>),
     /// Refused with this errno (already counted in the run's refusals).
     Refused(Errno),
+}
+
+/// What the guest's /proc/<pid>/ (or task/<tid>/) lists.
+const PID_DIR: &[(&str, u8)] = &[
+    ("auxv", libc::DT_REG),
+    ("cgroup", libc::DT_REG),
+    ("cmdline", libc::DT_REG),
+    ("comm", libc::DT_REG),
+    ("cwd", libc::DT_LNK),
+    ("environ", libc::DT_REG),
+    ("exe", libc::DT_LNK),
+    ("fd", libc::DT_DIR),
+    ("maps", libc::DT_REG),
+    ("root", libc::DT_LNK),
+    ("stat", libc::DT_REG),
+    ("statm", libc::DT_REG),
+    ("status", libc::DT_REG),
+    ("task", libc::DT_DIR),
+];
+
+/// The entries of a guest directory below /proc/<pid>/, if `rest` names one.
+fn guest_dir(ctx: &Ctx<'_>, tid: Option<i32>, rest: &str) -> Option<Vec<(String, u8)>> {
+    let mut v = vec![
+        (".".to_string(), libc::DT_DIR),
+        ("..".to_string(), libc::DT_DIR),
+    ];
+    match rest {
+        "" => v.extend(
+            PID_DIR
+                .iter()
+                .filter(|(n, _)| tid.is_none() || *n != "task")
+                .map(|(n, t)| (n.to_string(), *t)),
+        ),
+        "fd" => v.extend(
+            ctx.tg
+                .files
+                .lock()
+                .unwrap()
+                .numbers()
+                .into_iter()
+                .map(|n| (n.to_string(), libc::DT_LNK)),
+        ),
+        "task" if tid.is_none() => v.extend(
+            guest_tids(ctx)
+                .into_iter()
+                .map(|t| (t.to_string(), libc::DT_DIR)),
+        ),
+        _ => return None,
+    }
+    Some(v)
+}
+
+/// An empty directory fd that nothing can be created in: made in /dev/shm (or /tmp) and
+/// removed at once (the host fd behind a [`Answer::Dir`]).
+pub fn empty_dir() -> Result<OwnedFd, Errno> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let mut last = Errno(libc::ENOENT);
+    for base in ["/dev/shm", "/tmp"] {
+        let name = format!(
+            "{base}/.dualstack-vdir-{}-{}",
+            host_pid(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let c = std::ffi::CString::new(name).unwrap();
+        // SAFETY: mkdirat/openat/unlinkat on a NUL-terminated path of our own.
+        unsafe {
+            if libc::mkdirat(libc::AT_FDCWD, c.as_ptr(), 0o500) < 0 {
+                last = std::io::Error::last_os_error().into();
+                continue;
+            }
+            let fd = libc::openat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            );
+            let e = std::io::Error::last_os_error();
+            libc::unlinkat(libc::AT_FDCWD, c.as_ptr(), libc::AT_REMOVEDIR);
+            if fd < 0 {
+                last = e.into();
+                continue;
+            }
+            return Ok(<OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd));
+        }
+    }
+    Err(last)
 }
 
 /// `path` without `.`, `..` and repeated slashes (lexically, as the guest wrote it).
@@ -199,6 +287,11 @@ pub fn answer(ctx: &Ctx<'_>, full: &str) -> Answer {
         ProcPath::Host => Answer::Host,
         ProcPath::Global(g) => {
             Answer::File(view::global(g, &guest_view(ctx), &ctx.tg.proc.host_cpus))
+        }
+        ProcPath::Guest { tid, rest }
+            if tid != Some(-1) && guest_dir(ctx, tid, &rest).is_some() =>
+        {
+            Answer::Dir(guest_dir(ctx, tid, &rest).unwrap_or_default())
         }
         ProcPath::Guest { tid, rest } => match view::render(&guest_view(ctx), tid, &rest) {
             GuestFile::Bytes(b) => Answer::File(b),

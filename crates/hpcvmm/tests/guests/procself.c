@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/auxv.h>
 #include <unistd.h>
 
@@ -70,6 +71,35 @@ int main(int argc, char **argv) {
     link[k > 0 ? k : 0] = 0;
     printf("fd-link: %s\n", link);
     printf("fd-write: %s\n", open("/proc/self/status", O_WRONLY) < 0 ? "refused" : "OPEN");
+    // listing the guest's own directories
+    DIR *d = opendir("/proc/self/fd");
+    int fds = 0, dots = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.') dots++;
+        else fds++;
+    }
+    printf("fd-dir: %d entries, %d dots, %s\n", fds, dots, d ? "opened" : "refused");
+    if (d) {
+        rewinddir(d);
+        int again = 0;
+        while ((e = readdir(d))) again++;
+        printf("fd-dir-rewound: %d\n", again);
+        closedir(d);
+    }
+    d = opendir("/proc/self");
+    int has_status = 0, has_mem = 0;
+    while (d && (e = readdir(d))) {
+        if (!strcmp(e->d_name, "status")) has_status = 1;
+        if (!strcmp(e->d_name, "mem")) has_mem = 1;
+    }
+    if (d) closedir(d);
+    printf("self-dir: status %d mem %d\n", has_status, has_mem);
+    d = opendir("/proc/self/task");
+    int tasks = 0;
+    while (d && (e = readdir(d))) if (e->d_name[0] != '.') tasks++;
+    if (d) closedir(d);
+    printf("task-dir: %d\n", tasks);
     field("/proc/meminfo", "MemTotal:");
     n = slurp("/sys/devices/system/cpu/possible");
     printf("cpu-possible: %s", n > 0 ? buf : "none\n");
