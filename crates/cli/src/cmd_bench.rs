@@ -30,6 +30,9 @@ pub struct VmmArgs {
     /// Write the report as JSON here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Only the jail's cost: launch and system call cost with the jail vs --no-jail.
+    #[arg(long)]
+    pub jail_only: bool,
 }
 
 pub fn run(cmd: BenchCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
@@ -52,6 +55,16 @@ fn vmm(a: VmmArgs) -> anyhow::Result<i32> {
         cg_iters: 100,
         scratch: std::env::temp_dir().join(format!("dualstack-bench-{}", std::process::id())),
     };
+    if a.jail_only {
+        let j =
+            dualstack_eval::vmm_bench::jail_cost(&opts, &mut |line| eprintln!("bench: {line}"))?;
+        print!("{}", dualstack_eval::vmm_bench::render_jail(&j));
+        if let Some(p) = a.json {
+            std::fs::write(&p, serde_json::to_string_pretty(&j)?)
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+        return Ok(0);
+    }
     let report = dualstack_eval::vmm_bench::run(&opts, &mut |line| eprintln!("bench: {line}"))?;
     let _ = std::fs::remove_dir_all(&opts.scratch);
     print!("{}", dualstack_eval::vmm_bench::render(&report));
