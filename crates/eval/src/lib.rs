@@ -5,5 +5,6 @@ pub mod guests;
 pub mod hugepages;
 pub mod isolation;
 pub mod native;
+pub mod slurm_bench;
 pub mod stats;
 pub mod vmm_bench;
