@@ -113,7 +113,10 @@ fn build(name: &str, link_static: bool) -> PathBuf {
     if out.exists() {
         return out;
     }
-    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    // Tests run in parallel and may build the same guest: each build has its own temporary.
+    static BUILD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = BUILD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = out.with_extension(format!("tmp{}-{n}", std::process::id()));
     let o = compiler(&src, &tmp, link_static, &extra)
         .output()
         .unwrap_or_else(|e| panic!("cannot run the compiler for {name}: {e}"));
