@@ -371,6 +371,47 @@ fn write_tss(mem: &GuestMemory, i: usize) -> Result<(), Efault> {
     Ok(())
 }
 
+/// Make `[start, start+len)` not present in the guest page tables (a guard: any access
+/// faults). Only whole 4 KiB/2 MiB entries are cleared; a range inside a 1 GiB page is
+/// refused. Call before any vCPU runs (no TLB to flush).
+pub fn unmap_guard(mem: &GuestMemory, pml4: u64, start: u64, len: u64) -> Result<(), Efault> {
+    let mut va = start;
+    let end = start + len;
+    while va < end {
+        let e4 = mem.read_u64(pml4 + 8 * ((va >> 39) & 511))?;
+        let pdpt = e4 & !0xfff;
+        let e3a = pdpt + 8 * ((va >> 30) & 511);
+        let e3 = mem.read_u64(e3a)?;
+        if e3 & 1 == 0 || e3 & 0x80 != 0 {
+            return Err(Efault {
+                addr: va,
+                len: end - va,
+            });
+        }
+        let e2a = (e3 & !0xfff) + 8 * ((va >> 21) & 511);
+        let e2 = mem.read_u64(e2a)?;
+        if e2 & 0x80 != 0 {
+            if va % (2 << 20) != 0 || end - va < (2 << 20) {
+                return Err(Efault {
+                    addr: va,
+                    len: end - va,
+                });
+            }
+            mem.write_u64(e2a, 0)?;
+            va += 2 << 20;
+            continue;
+        }
+        if e2 & 1 == 0 {
+            va += 4096;
+            continue;
+        }
+        let e1a = (e2 & !0xfff) + 8 * ((va >> 12) & 511);
+        mem.write_u64(e1a, 0)?;
+        va += 4096;
+    }
+    Ok(())
+}
+
 /// Vector of the exception whose stub exited at `rip` (the address after the `out`).
 pub fn exception_vector(rip: u64) -> Option<u8> {
     let off = rip.checked_sub(EXCEPTION_STUBS + 2)?;

@@ -24,7 +24,7 @@ use crate::kernel::files::FdTable;
 use crate::kernel::fsroot::FsRoot;
 use crate::kernel::group::{Credentials, GroupParts, Limits, ThreadGroup, Uts};
 use crate::kernel::mm::{AddressSpace, VmaAttrs};
-use crate::kernel::run::Run;
+use crate::kernel::run::{FpuLayout, Run};
 use crate::kernel::task::Task;
 use crate::kernel::{Kernel, GUEST_PID};
 use crate::layout::{self, GuestPageSize, Paging, USER_START};
@@ -37,6 +37,9 @@ pub use crate::vcpu::ThreadStartHook;
 
 /// Stack reserved for the main thread (RLIMIT_STACK).
 pub const MAIN_STACK: u64 = 8 << 20;
+
+/// Unmapped guest memory just below the main stack: a stack overflow faults there.
+pub const STACK_GUARD: u64 = 2 << 20;
 
 /// Everything a run needs; one definition shared by the CLI, config files and the API.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -241,6 +244,24 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
     let stats_vm = KvmStatsFile::open(&kvm.vm);
     let vm_before = stats_vm.as_ref().map(|f| f.read()).unwrap_or_default();
     let paging = mem.paging;
+    // A guard below the main stack, as Linux's stack gap: overflowing the stack faults.
+    if let Err(e) = layout::unmap_guard(
+        &mem.mem,
+        paging.pml4,
+        paging.usable_end - MAIN_STACK - STACK_GUARD,
+        STACK_GUARD,
+    ) {
+        tracing::debug!("no stack guard: {e}");
+    }
+    let fpu = FpuLayout {
+        xstate_size: if kvm.features.xsave {
+            vcpu::xstate_size(&kvm.cpuid, kvm.xcr0)
+        } else {
+            0
+        },
+        xcr0: kvm.xcr0,
+        mxcsr_mask: 0xffff,
+    };
     let memory = build_kernel(cfg, v, mem, &loaded)?;
     let (machine, done) = Machine::new(MachineParts {
         kernel: memory.kernel,
@@ -255,6 +276,24 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
         thread_start: hooks.vcpu_thread_start,
     });
     build_vcpu0(&machine, &vcpu0, cfg.backing, loaded.sp, paging.usable_end)?;
+    machine.kernel.run.set_fpu(FpuLayout {
+        mxcsr_mask: vcpu0
+            .get_xsave()
+            .ok()
+            .map(|x| x.region[7])
+            .filter(|&m| m != 0)
+            .unwrap_or(0xffbf),
+        ..fpu
+    });
+    // Signals from outside go to the guest: blocked in every VMM thread from here on and
+    // read by the pump (before the jail: signalfd4 is not on its allow-list).
+    let outside = match crate::pump::OutsideSignals::capture() {
+        Ok(o) => Some(o),
+        Err(e) => {
+            tracing::warn!("signals sent to the VMM will not reach the guest: {e}");
+            None
+        }
+    };
 
     // The kick handler is process-wide: install it now, before the hook (a jail's seccomp
     // filter forbids rt_sigaction afterwards).
@@ -264,11 +303,28 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
         hook().map_err(VmmError::Hook)?;
     }
 
+    let pump = {
+        let m = machine.clone();
+        let fd = outside.as_ref().map(|o| o.raw_fd());
+        std::thread::Builder::new()
+            .name("sigpump".into())
+            .spawn(move || crate::pump::run(m, fd))
+            .map_err(|e| VmmError::Setup(format!("cannot start the signal pump thread: {e}")))?
+    };
     let t_spawn = Instant::now();
-    spawn(&machine, vcpu0, cfg.cpus.len())?;
+    if let Err(e) = spawn(&machine, vcpu0, cfg.cpus.len()) {
+        machine.finish_all(ExitReport::VmmError {
+            message: "the main vCPU thread did not start".into(),
+        });
+        let _ = pump.join();
+        return Err(e);
+    }
     wait(&machine, cfg.timeout, t_spawn);
     let t_end = Instant::now();
     let vcpus = teardown(&machine, &done);
+    machine.wake_pump();
+    let _ = pump.join();
+    drop(outside);
     let t_guest = machine.kernel.run.started().unwrap_or(t_spawn);
     let timing = Timing {
         launch: t_guest - t_start,
@@ -323,7 +379,7 @@ fn validate(cfg: &RunConfig) -> Result<Validated, VmmError> {
     )
     .map_err(|(what, path, source)| VmmError::Stdio { what, path, source })?;
     let memory = v_memory(cfg);
-    if memory < (8 << 20) + MAIN_STACK {
+    if memory < (8 << 20) + MAIN_STACK + STACK_GUARD {
         return Err(VmmError::Config(format!(
             "--memory {} MiB is too small: the HPC VMM needs at least {} MiB",
             cfg.memory >> 20,
@@ -490,6 +546,20 @@ fn build_kernel(
     };
     mm.map_with(stack_top - MAIN_STACK, MAIN_STACK, true, false, stack)
         .map_err(|_| VmmError::Setup("no room for the stack".into()))?;
+    // The guard is never handed out by mmap (it is not mapped in the guest page tables).
+    let guard = VmaAttrs {
+        prot: libc::PROT_NONE,
+        label: Some("[stack guard]"),
+        ..VmaAttrs::anonymous()
+    };
+    mm.map_with(
+        stack_top - MAIN_STACK - STACK_GUARD,
+        STACK_GUARD,
+        true,
+        false,
+        guard,
+    )
+    .map_err(|_| VmmError::Setup("no room for the stack guard".into()))?;
     mem.restrict_to(USER_START, stack_top);
     let mem = Arc::new(mem);
     let group = ThreadGroup::new(GroupParts {

@@ -1,7 +1,7 @@
 //! The run: objects shared by everything inside one HPC VMM run.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Run-level kernel state: whether the run is ending (every blocking call gives up), the
@@ -13,6 +13,25 @@ pub struct Run {
     cv: Condvar,
     ncpus: usize,
     started: Mutex<Option<Instant>>,
+    fpu: OnceLock<FpuLayout>,
+}
+
+/// The guest's FPU state format, as signal frames carry it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FpuLayout {
+    /// Bytes of the XSAVE image for the guest's XCR0 (0: no XSAVE, fxsave only).
+    pub xstate_size: usize,
+    pub xcr0: u64,
+    pub mxcsr_mask: u32,
+}
+
+/// Why [`Run::sleep_until`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    Deadline,
+    Ending,
+    /// The caller's `interrupted` test became true (a signal to take).
+    Interrupted,
 }
 
 impl Run {
@@ -25,6 +44,50 @@ impl Run {
             cv: Condvar::new(),
             ncpus,
             started: Mutex::new(None),
+            fpu: OnceLock::new(),
+        }
+    }
+
+    /// Record the guest's FPU format (once, when the VM is built).
+    pub fn set_fpu(&self, f: FpuLayout) {
+        let _ = self.fpu.set(f);
+    }
+
+    pub fn fpu(&self) -> FpuLayout {
+        self.fpu.get().copied().unwrap_or(FpuLayout {
+            xstate_size: 0,
+            xcr0: 3,
+            mxcsr_mask: 0xffff,
+        })
+    }
+
+    /// Wake every sleeper so it re-checks its condition (a signal was sent).
+    pub fn nudge(&self) {
+        let _g = self.lock.lock().unwrap();
+        self.cv.notify_all();
+    }
+
+    /// Sleep until `deadline` (None: forever), the run ending, or `interrupted()` (checked
+    /// on every [`Run::nudge`]).
+    pub fn sleep_until(&self, deadline: Option<Instant>, interrupted: &dyn Fn() -> bool) -> Wake {
+        let mut g = self.lock.lock().unwrap();
+        loop {
+            if self.ending() {
+                return Wake::Ending;
+            }
+            if interrupted() {
+                return Wake::Interrupted;
+            }
+            match deadline {
+                Some(dl) => {
+                    let now = Instant::now();
+                    if now >= dl {
+                        return Wake::Deadline;
+                    }
+                    g = self.cv.wait_timeout(g, dl - now).unwrap().0;
+                }
+                None => g = self.cv.wait(g).unwrap(),
+            }
         }
     }
 
