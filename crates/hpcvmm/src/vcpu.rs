@@ -1285,9 +1285,11 @@ impl VcpuThread {
             Some(i) => {
                 let mut img = i.clone();
                 img.resize(4096, 0);
-                if !r.xstate && fpu.xstate_size > 0 {
-                    // Legacy area only: x87 and SSE from it, the rest in its init state.
+                if !r.xstate {
+                    // Legacy area only: x87 and SSE from it, the rest in its init state
+                    // (KVM_SET_XSAVE reads the header even for a guest without XSAVE).
                     img[512..520].copy_from_slice(&3u64.to_le_bytes());
+                    img[520..576].fill(0);
                 }
                 img
             }

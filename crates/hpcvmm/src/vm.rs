@@ -253,8 +253,15 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
     ) {
         tracing::debug!("no stack guard: {e}");
     }
+    // Signal frames carry the XSAVE image whenever KVM describes one (CPUID leaf 0xD): the
+    // guest may use AVX state even where leaf 1 hides XSAVE from the VMM (this nested host).
+    let has_xsave_leaf = kvm
+        .cpuid
+        .as_slice()
+        .iter()
+        .any(|e| e.function == 0xd && e.index == 0 && e.ebx >= 576);
     let fpu = FpuLayout {
-        xstate_size: if kvm.features.xsave {
+        xstate_size: if kvm.features.xsave || has_xsave_leaf {
             vcpu::xstate_size(&kvm.cpuid, kvm.xcr0)
         } else {
             0
@@ -285,6 +292,7 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
             .unwrap_or(0xffbf),
         ..fpu
     });
+    tracing::debug!("guest FPU layout {:?}", machine.kernel.run.fpu());
     // Signals from outside go to the guest: blocked in every VMM thread from here on and
     // read by the pump (before the jail: signalfd4 is not on its allow-list).
     let outside = match crate::pump::OutsideSignals::capture() {

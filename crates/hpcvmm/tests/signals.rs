@@ -89,6 +89,46 @@ fn a_storm_of_100k_tgkills_between_two_threads_ends_correctly() {
     assert_eq!(stats.vcpus.len(), 2);
 }
 
+#[test]
+fn a_handler_edits_its_ucontext_and_the_interrupted_fpu_state_survives() {
+    let (v, _) = case("ucontext", &[]);
+    assert_eq!(
+        v.stdout,
+        "ucontext: hits=1 rax=1234 xmm7=1.25 xstate=1\n\
+         hostile: act=-1/1 old=-1/1 kill_query=0 size=-1/1\n"
+    );
+}
+
+/// Modes that end with a signal: the same status (128+signal) and output both ways.
+fn dies(mode: &str, status: i32) -> dualstack_hpcvmm::RunStats {
+    let dir = tempdir();
+    let spec = Spec::default().dir(dir.path()).args(&[mode]);
+    let (v, stats) = same_as_native("signals", &spec);
+    assert_eq!(v.status, status, "{mode}: {:?}", stats.exit);
+    stats
+}
+
+#[test]
+fn a_handler_that_faults_while_handling_dies_of_sigsegv() {
+    dies("nested", 139);
+}
+
+#[test]
+fn a_corrupt_frame_at_rt_sigreturn_is_sigsegv() {
+    let stats = dies("badframe", 139);
+    match stats.exit {
+        dualstack_hpcvmm::ExitReport::Faulted(f) => {
+            assert!(f.what.contains("bad signal frame"), "{}", f.what)
+        }
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
+fn sigkill_keeps_its_meaning() {
+    dies("sigkill", 137);
+}
+
 /// Wait until `dir/ready` exists (the guest installed its handler).
 fn wait_ready(dir: &Path, pid: i32) {
     let t0 = Instant::now();

@@ -12,6 +12,7 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t hits;
@@ -331,6 +332,60 @@ static int cont_case(void) {
     return 0;
 }
 
+/* A JVM-style handler: skip the faulting ud2 by moving RIP in the ucontext. The FPU state
+   of the interrupted code survives a handler that uses the FPU itself. */
+static void on_ill(int sig, siginfo_t *si, void *ucv) {
+    (void)sig;
+    ucontext_t *uc = ucv;
+    volatile double junk = 0;
+    for (int i = 0; i < 10; i++)
+        junk = junk * 1.5 + si->si_code;
+    uc->uc_mcontext.gregs[REG_RIP] += 2;
+    uc->uc_mcontext.gregs[REG_RAX] = 1234;
+    /* What ucontext readers check: UC_FP_XSTATE and the fpx_sw_bytes magic. */
+    unsigned *fx = (unsigned *)uc->uc_mcontext.fpregs;
+    last_code = (uc->uc_flags & 1) && fx[116] == 0x46505853 && uc->uc_mcontext.fpregs->mxcsr == 0x1f80;
+    hits++;
+}
+
+static int ucontext_case(void) {
+    install_info(SIGILL, on_ill, 0);
+    double x = 1.25;
+    long rax;
+    __asm__ volatile("movsd %1, %%xmm7\n\tmov $5, %%rax\n\tud2\n\tmovsd %%xmm7, %1"
+                     : "=a"(rax), "+m"(x)
+                     :
+                     : "xmm7", "memory");
+    printf("ucontext: hits=%d rax=%ld xmm7=%.2f xstate=%d\n", hits, rax, x, last_code);
+    /* Hostile pointers: EFAULT, like Linux. */
+    long r1 = syscall(SYS_rt_sigaction, SIGUSR1, (void *)8, NULL, 8);
+    int e1 = errno;
+    long r2 = syscall(SYS_rt_sigaction, SIGUSR1, NULL, (void *)8, 8);
+    int e2 = errno;
+    long r3 = syscall(SYS_rt_sigaction, SIGKILL, NULL, NULL, 8);
+    long r4 = syscall(SYS_rt_sigaction, SIGUSR1, NULL, NULL, 16);
+    int e4 = errno;
+    printf("hostile: act=%ld/%d old=%ld/%d kill_query=%ld size=%ld/%d\n", r1, e1 == EFAULT, r2,
+           e2 == EFAULT, r3, r4, e4 == EINVAL);
+    return 0;
+}
+
+/* A handler that faults while handling: SIGSEGV with the default action (139). */
+static void on_segv_faulting(int sig) {
+    (void)sig;
+    printf("in handler\n");
+    volatile uintptr_t bad = 8;
+    *(volatile int *)bad = 1;
+}
+
+/* A handler that corrupts its frame (reserved MXCSR bits): rt_sigreturn answers SIGSEGV. */
+static void on_usr1_corrupt(int sig, siginfo_t *si, void *ucv) {
+    (void)sig;
+    (void)si;
+    ucontext_t *uc = ucv;
+    uc->uc_mcontext.fpregs->mxcsr = 0xffffffff;
+}
+
 int main(int argc, char **argv) {
     const char *m = argc > 1 ? argv[1] : "";
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -352,6 +407,25 @@ int main(int argc, char **argv) {
         return term_case();
     if (!strcmp(m, "usr1"))
         return cont_case();
+    if (!strcmp(m, "ucontext"))
+        return ucontext_case();
+    if (!strcmp(m, "nested")) {
+        install(SIGSEGV, on_segv_faulting, 0);
+        *(volatile int *)0 = 1;
+        return 0;
+    }
+    if (!strcmp(m, "badframe")) {
+        install_info(SIGUSR1, on_usr1_corrupt, 0);
+        printf("corrupting\n");
+        raise(SIGUSR1);
+        printf("survived?\n");
+        return 0;
+    }
+    if (!strcmp(m, "sigkill")) {
+        printf("killing\n");
+        kill(getpid(), SIGKILL);
+        return 0;
+    }
     fprintf(stderr, "unknown mode %s\n", m);
     return 2;
 }
