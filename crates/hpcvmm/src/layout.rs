@@ -48,6 +48,13 @@ pub const FUTEX_BUCKET_COUNT: u64 = 1024;
 /// RIP at a syscall exit (after the stub's `out`).
 pub const SYSCALL_EXIT_RIP: u64 = SYSCALL_STUB + 112;
 
+/// Per-vCPU clock slots the fast system call entry reads (128 bytes each, user read-write:
+/// the guest can only lie to itself there). See [`crate::kernel::clocks`].
+pub const CLOCK_SLOTS: u64 = 0x7_2000;
+pub const CLOCK_SLOT_SIZE: u64 = 128;
+/// The group's clock fields, in the vDSO data page after the vDSO's own.
+pub const CLOCK_VARS: u64 = crate::vdso::VVAR_ADDR + 64;
+
 /// Bucket of a futex address.
 pub fn futex_bucket(addr: u64) -> u64 {
     FUTEX_BUCKETS + 4 * ((addr >> 2) & (FUTEX_BUCKET_COUNT - 1))
@@ -195,7 +202,10 @@ pub fn build(mem: &GuestMemory, ps: GuestPageSize) -> Result<Paging, Efault> {
                     || addr == crate::vdso::VVAR_ADDR
                 {
                     P | US // user may execute the syscall stub and read buckets, not write
-                } else if addr == FAST_COUNTERS {
+                } else if addr == FAST_COUNTERS
+                    || (CLOCK_SLOTS..CLOCK_SLOTS + CLOCK_SLOT_SIZE * MAX_VCPUS as u64)
+                        .contains(&addr)
+                {
                     P | RW | US
                 } else {
                     P | RW // supervisor only
@@ -342,6 +352,8 @@ fn write_stubs(mem: &GuestMemory, usable_end: u64) -> Result<(), Efault> {
     ];
     let o = (LAUNCH_STUB - SYSCALL_STUB) as usize;
     page[o..o + launch.len()].copy_from_slice(&launch);
+    let f = (crate::fastcall::ENTRY - SYSCALL_STUB) as usize;
+    page[f..f + crate::fastcall::CODE.len()].copy_from_slice(&crate::fastcall::CODE);
     mem.write(SYSCALL_STUB, &page)?;
     // exception v: `out EXCEPTION_PORT, al; hlt`, padded with int3; the VMM tells vectors apart
     // by the stub's address.

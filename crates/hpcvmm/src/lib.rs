@@ -20,6 +20,7 @@
 //! - `vm`: building a run in named phases and running it ([`run`], [`run_with`]).
 
 pub mod elf;
+pub mod fastcall;
 pub mod jail;
 pub mod kernel;
 pub mod layout;

@@ -9,6 +9,7 @@ use std::time::Instant;
 use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_xcrs, CpuId, Msrs};
 use kvm_ioctls::{Kvm, SyncReg, VcpuExit, VcpuFd, VmFd};
 
+use crate::kernel::clocks;
 use crate::kernel::signals::{self as ksig, frame, Dequeued, SigInfo, SignalHost};
 use crate::kernel::task::Task;
 use crate::kernel::Kernel;
@@ -162,12 +163,12 @@ pub fn configure(m: &Machine, vcpu: &VcpuFd, index: usize, fresh: bool) -> Resul
         },
         kvm_msr_entry {
             index: MSR_LSTAR,
-            data: SYSCALL_STUB,
+            data: crate::fastcall::ENTRY,
             ..Default::default()
         },
         kvm_msr_entry {
             index: MSR_CSTAR,
-            data: SYSCALL_STUB,
+            data: crate::fastcall::ENTRY,
             ..Default::default()
         },
         kvm_msr_entry {
@@ -492,6 +493,13 @@ impl Machine {
         }
     }
 
+    /// sched_yield is answered in the guest while every guest thread has a core of its own.
+    pub(crate) fn update_yield_flag(&self) {
+        let live = self.kernel.group.threads.lock().unwrap().live() as usize;
+        let alone = self.pin_vcpus && live <= self.cpus.len();
+        clocks::set_flag(&*self.mem, clocks::FLAG_YIELD, alone);
+    }
+
     fn vcpu_of(&self, tid: i32) -> usize {
         self.pool
             .lock()
@@ -650,6 +658,7 @@ impl Machine {
             return fail(libc::EFAULT, &new);
         }
         new.task.core = self.core_for(index, &new.task.affinity);
+        new.task.vcpu = index;
         let tid = new.task.tid;
         match self.spawn(index, vcpu, new.task.clone()) {
             Ok(()) => Ok(tid as u64),
@@ -830,6 +839,8 @@ impl VcpuThread {
             pool.host_tids.insert(self.index, host);
             pool.by_guest_tid.insert(self.task.tid, (host, self.index));
         }
+        clocks::start(&*m.mem, self.index, self.task.tid, self.task.core);
+        m.update_yield_flag();
         if let Some(hook) = &m.thread_start {
             if let Err(e) = hook(self.index) {
                 if !m.hook_failed.swap(true, Ordering::AcqRel) {
@@ -872,9 +883,16 @@ impl VcpuThread {
                     _ => break,
                 }
             }
+            let clock = m.kernel.run.clock();
+            if let Some(c) = &clock {
+                clocks::enter(&*m.mem, self.index, c.now());
+            }
             let t0 = Instant::now();
             let exit = self.enter();
             let t1 = Instant::now();
+            if let Some(c) = &clock {
+                clocks::leave(&*m.mem, self.index, c.now());
+            }
             self.stats.guest_time_s += (t1 - t0).as_secs_f64();
             self.stats.exit(exit.stat_name());
             if let VmExit::Launch = exit {
@@ -891,7 +909,14 @@ impl VcpuThread {
             let is_syscall = matches!(exit, VmExit::Syscall);
             let next = self.handle(m, exit);
             if is_syscall {
-                self.stats.vmm_time_s += t1.elapsed().as_secs_f64();
+                let served = t1.elapsed();
+                self.stats.vmm_time_s += served.as_secs_f64();
+                clocks::add_system(
+                    &*m.mem,
+                    self.index,
+                    served.as_nanos() as u64,
+                    self.task.counters.futex_waits,
+                );
             }
             match next {
                 Next::Resume => {}
@@ -967,6 +992,11 @@ impl VcpuThread {
                     (None, sp)
                 };
                 let fault_rip = mem.system_read_u64(frame).unwrap_or(0);
+                let fast = crate::fastcall::ENTRY
+                    ..crate::fastcall::ENTRY + crate::fastcall::CODE.len() as u64;
+                if vector == 6 && fast.contains(&fault_rip) {
+                    return self.fast_entry_unusable(m, frame);
+                }
                 if let Some(next) = self.fault_to_handler(m, vector, err, s.sregs.cr2, frame) {
                     return next;
                 }
@@ -1078,6 +1108,12 @@ impl VcpuThread {
             if crate::sys::set_current_thread_affinity(&host).is_ok() {
                 self.stats.host_cpus = host;
             }
+            clocks::set_core(&*m.mem, self.index, self.task.core);
+        }
+        if matches!(nr, 9 | 11 | 12 | 25) {
+            // mmap, munmap, brk, mremap: ru_maxrss follows the peak of mapped memory.
+            let peak = k.group.mm.lock().unwrap().peak_bytes();
+            clocks::set_maxrss(&*m.mem, peak / 1024);
         }
         if let Some(r) = sigreturn {
             return self.apply_sigreturn(m, &r, kernel_mode, frame.rip);
@@ -1323,6 +1359,31 @@ impl VcpuThread {
         Next::Stop
     }
 
+    /// The fast entry's RDPID faulted (#UD: the CPU does not give it to the guest): switch the
+    /// fast entry off and redo the call through the ordinary stub, from the state at the fault
+    /// (RAX still holds the call number: RDPID is the first thing each fast path changes).
+    fn fast_entry_unusable(&mut self, m: &Arc<Machine>, frame_at: u64) -> Next {
+        tracing::info!("RDPID is not available to the guest: system calls all exit");
+        clocks::set_flag(&*m.mem, clocks::FLAG_FAST, false);
+        let mem = &m.mem;
+        let rd = |o: u64| mem.system_read_u64(frame_at + o).unwrap_or(0);
+        let (cs, rflags, rsp) = (rd(8), rd(16), rd(24));
+        let s = self.fd.sync_regs_mut();
+        s.regs.rip = SYSCALL_STUB;
+        s.regs.rsp = rsp;
+        s.regs.rflags = rflags;
+        if cs & 3 == 3 {
+            s.sregs.cs = user_cs();
+            s.sregs.ss = user_ds();
+        } else {
+            s.sregs.cs = seg(KERNEL_CS, true, 0);
+            s.sregs.ss = seg(KERNEL_DS, false, 0);
+        }
+        self.fd.set_sync_dirty_reg(SyncReg::Register);
+        self.fd.set_sync_dirty_reg(SyncReg::SystemRegister);
+        Next::Resume
+    }
+
     /// A guest exception at CPL3 with a handler for its signal: restore the user registers
     /// from the exception frame and deliver. None: no handler (or not a user fault), the
     /// caller reports the fault as before.
@@ -1376,10 +1437,12 @@ impl VcpuThread {
             pool.host_tids.remove(&self.index);
             pool.by_guest_tid.remove(&self.task.tid);
             m.kernel.group.signals.remove_task(self.task.tid);
+            clocks::retire(&*m.mem, self.index);
             if parked && !m.kernel.run.ending() {
                 pool.parked.push((self.index, self.fd));
             }
         }
+        m.update_yield_flag();
         let _ = tx.send(Finished { stats: self.stats });
     }
 }

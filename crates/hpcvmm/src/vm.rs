@@ -269,6 +269,11 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
         xcr0: kvm.xcr0,
         mxcsr_mask: 0xffff,
     };
+    let kvm_cpuid_rdpid = kvm
+        .cpuid
+        .as_slice()
+        .iter()
+        .any(|e| e.function == 7 && e.index == 0 && e.ecx & (1 << 22) != 0);
     let memory = build_kernel(cfg, v, mem, &loaded)?;
     let (machine, done) = Machine::new(MachineParts {
         kernel: memory.kernel,
@@ -293,6 +298,12 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
         ..fpu
     });
     tracing::debug!("guest FPU layout {:?}", machine.kernel.run.fpu());
+    init_clocks(
+        &machine,
+        timebase.as_ref(),
+        &kvm_cpuid_rdpid,
+        paging.usable_end,
+    );
     // Signals from outside go to the guest: blocked in every VMM thread from here on and
     // read by the pump (before the jail: signalfd4 is not on its allow-list).
     let outside = match crate::pump::OutsideSignals::capture() {
@@ -590,6 +601,37 @@ fn build_kernel(
     })
 }
 
+/// The clock slots and group fields of the fast system call entry. It is on with the vDSO's
+/// TSC clock and RDPID (KVM's CPUID, or the host CPU's where the guest's user code sees the
+/// host's CPUID; a #UD on its RDPID switches it off, see vcpu.rs).
+fn init_clocks(m: &Machine, tb: Option<&crate::vdso::TimeBase>, kvm_rdpid: &bool, usable_end: u64) {
+    use crate::kernel::clocks;
+    let host_rdpid = std::arch::x86_64::__cpuid_count(7, 0).ecx & (1 << 22) != 0;
+    let mut flags = 0;
+    if let Some(tb) = tb {
+        m.kernel.run.set_clock(clocks::ClockBase {
+            tsc_base: tb.tsc_base,
+            mult: tb.mult,
+            mono_ns: tb.mono_ns,
+            offset: tb.host_offset,
+        });
+        if *kvm_rdpid || host_rdpid {
+            flags |= clocks::FLAG_FAST;
+        }
+    }
+    let guard = usable_end - MAIN_STACK - STACK_GUARD;
+    clocks::init(
+        &*m.mem,
+        &clocks::Vars {
+            flags,
+            pid: GUEST_PID,
+            lo: USER_START,
+            hi: usable_end,
+            bad: (guard, guard + STACK_GUARD),
+        },
+    );
+}
+
 /// Phase 5b: vCPU 0 starts in the launch stub: it prefaults all usable memory (hugetlb backing
 /// only: a lazy, commodity-style guest faults on demand), reports, then jumps to the entry.
 fn build_vcpu0(
@@ -718,6 +760,11 @@ fn collect_stats(
         futex_wakes_without_exit: u64::from(
             m.mem.system_read_u32(layout::FAST_COUNTERS).unwrap_or(0),
         ),
+        calls_answered_in_guest: u64::from(
+            m.mem
+                .system_read_u32(layout::FAST_COUNTERS + 4)
+                .unwrap_or(0),
+        ),
         syscalls: BTreeMap::new(),
         enosys: BTreeMap::new(),
         kvm_vm_before: BTreeMap::new(),
@@ -781,12 +828,10 @@ fn tsc_timebase(vcpu: &kvm_ioctls::VcpuFd) -> Option<crate::vdso::TimeBase> {
     let mono = clock_ns(libc::CLOCK_MONOTONIC);
     let real = clock_ns(libc::CLOCK_REALTIME);
     let h2 = host_tsc();
-    Some(crate::vdso::TimeBase::new(
-        khz,
-        (h1 / 2 + h2 / 2).wrapping_add(offset),
-        mono,
-        real,
-    ))
+    let mut tb =
+        crate::vdso::TimeBase::new(khz, (h1 / 2 + h2 / 2).wrapping_add(offset), mono, real);
+    tb.host_offset = offset;
+    Some(tb)
 }
 
 /// Fill `buf` from the host's random source (the guest's AT_RANDOM, its stack canary seed).

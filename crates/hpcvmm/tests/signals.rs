@@ -256,3 +256,52 @@ fn handlers_run_in_a_jailed_vmm() {
         assert_eq!(out, n.stdout, "{mode}");
     }
 }
+
+#[test]
+fn timing_calls_are_answered_inside_the_guest_with_linux_answers() {
+    let (v, stats) = case("clocks", &[]);
+    assert_eq!(
+        v.stdout,
+        "clocks: tid=pid 1 getcpu=0 node=0 efault=1 res=1 mono=1 busy_cpu_ok=1 times_ok=1 \
+         ru_efault=1 yield=0\n"
+    );
+    assert!(
+        stats.calls_answered_in_guest > 100_000,
+        "{}",
+        stats.calls_answered_in_guest
+    );
+    for name in [
+        "clock_gettime",
+        "getrusage",
+        "gettid",
+        "getcpu",
+        "times",
+        "sched_yield",
+    ] {
+        let exits = stats.syscalls.get(name).map_or(0, |s| s.count);
+        assert!(exits <= 2, "{name}: {exits} exits");
+    }
+}
+
+/// The brief's check: an OpenMP CG that times every kernel with getrusage (as HPCCG does)
+/// makes no VM exit for its timers.
+#[test]
+fn an_openmp_cg_timing_every_kernel_with_getrusage_takes_no_timer_exits() {
+    let dir = tempdir();
+    let spec = Spec::default()
+        .dir(dir.path())
+        .args(&["24", "20"])
+        .timeout(Duration::from_secs(120));
+    let (v, stats) = same_as_native("cg_rusage", &spec);
+    assert_exited(&stats, 0);
+    assert!(v.stdout.contains("timer_calls=220"), "{}", v.stdout);
+    assert!(v.stdout.contains("timers sane: 1"));
+    for name in ["clock_gettime", "getrusage", "times"] {
+        assert!(
+            !stats.syscalls.contains_key(name),
+            "{name} exited: {:?}",
+            stats.syscalls.get(name)
+        );
+    }
+    assert!(stats.calls_answered_in_guest >= 220);
+}

@@ -13,6 +13,7 @@
 //! module of the crate except the memory and layout definitions, and the system call handlers
 //! ([`crate::syscall`]) depend on it.
 
+pub mod clocks;
 pub mod files;
 pub mod fsroot;
 pub mod futex;

@@ -14,6 +14,7 @@ pub struct Run {
     ncpus: usize,
     started: Mutex<Option<Instant>>,
     fpu: OnceLock<FpuLayout>,
+    clock: OnceLock<super::clocks::ClockBase>,
 }
 
 /// The guest's FPU state format, as signal frames carry it.
@@ -45,6 +46,7 @@ impl Run {
             ncpus,
             started: Mutex::new(None),
             fpu: OnceLock::new(),
+            clock: OnceLock::new(),
         }
     }
 
@@ -59,6 +61,15 @@ impl Run {
             xcr0: 3,
             mxcsr_mask: 0xffff,
         })
+    }
+
+    /// The TSC clock the guest reads (none without an invariant TSC).
+    pub fn set_clock(&self, c: super::clocks::ClockBase) {
+        let _ = self.clock.set(c);
+    }
+
+    pub fn clock(&self) -> Option<super::clocks::ClockBase> {
+        self.clock.get().copied()
     }
 
     /// Wake every sleeper so it re-checks its condition (a signal was sent).

@@ -23,6 +23,8 @@ pub struct Task {
     pub affinity: Vec<usize>,
     /// Guest CPU this thread runs on (one of `affinity`).
     pub core: usize,
+    /// The vCPU (and clock slot) the thread runs on.
+    pub vcpu: usize,
     pub clear_child_tid: u64,
     pub robust_list: u64,
     /// Blocked signals (change it with [`Task::set_sigmask`], which keeps `sig` in step).
@@ -43,6 +45,7 @@ impl Task {
             tid,
             affinity: (0..ncpus).collect(),
             core: 0,
+            vcpu: 0,
             clear_child_tid: 0,
             robust_list: 0,
             sigmask: 0,
@@ -65,6 +68,7 @@ impl Task {
             tid,
             affinity: self.affinity.clone(),
             core: 0,
+            vcpu: 0,
             clear_child_tid,
             robust_list: 0,
             sigmask: self.sigmask,

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::{err, Args, Ctx, SysResult};
+use crate::kernel::clocks;
 use crate::kernel::run::Wake;
 use crate::kernel::signals::ERESTARTNOHAND;
 use crate::kernel::timers::{SigEvent, SIGEV_SIGNAL};
@@ -34,9 +35,29 @@ fn check_clock(clock: i32) -> Result<i32, super::Errno> {
     }
 }
 
+/// CPU time of the calling thread or the group, from the clock slots the guest reads too
+/// (None without the TSC clock: the host's figures then).
+fn cpu_ns(ctx: &Ctx<'_>, thread: bool) -> Option<(u64, u64)> {
+    let c = ctx.run.clock()?;
+    let now = c.now();
+    Some(if thread {
+        clocks::thread(ctx.mem, ctx.task.vcpu, now)
+    } else {
+        clocks::group(ctx.mem, now)
+    })
+}
+
 pub fn clock_gettime(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     let clock = check_clock(a.i32(0))?;
-    let ts = host_clock(clock)?;
+    let cpu = match clock {
+        libc::CLOCK_PROCESS_CPUTIME_ID => cpu_ns(ctx, false),
+        libc::CLOCK_THREAD_CPUTIME_ID => cpu_ns(ctx, true),
+        _ => None,
+    };
+    let ts = match cpu {
+        Some((u, s)) => ts_of(Duration::from_nanos(u + s)),
+        None => host_clock(clock)?,
+    };
     ctx.put(a.ptr(1), &ts)?;
     Ok(0)
 }
@@ -301,16 +322,37 @@ pub fn getrusage(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     };
     // SAFETY: rusage is plain data.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage writes one rusage for a valid `who`. For RUSAGE_THREAD the host thread
-    // is this vCPU's thread, so the figures are the guest thread's.
-    if unsafe { libc::getrusage(who, &mut ru) } != 0 {
-        return Err(std::io::Error::last_os_error().into());
+    if who == libc::RUSAGE_CHILDREN {
+        // No child processes.
+    } else if let Some((u, s)) = cpu_ns(ctx, who == libc::RUSAGE_THREAD) {
+        // What the fast entry answers too: guest time as user time, VMM service time as
+        // system time, the peak of mapped memory as maxrss.
+        ru.ru_utime = tv_of(Duration::from_nanos(u));
+        ru.ru_stime = tv_of(Duration::from_nanos(s));
+        ru.ru_maxrss = clocks::maxrss(ctx.mem) as i64;
+        if who == libc::RUSAGE_THREAD {
+            ru.ru_nvcsw = clocks::voluntary_switches(ctx.mem, ctx.task.vcpu) as i64;
+        }
+    } else {
+        // SAFETY: getrusage writes one rusage for a valid `who`. For RUSAGE_THREAD the host
+        // thread is this vCPU's thread, so the figures are the guest thread's.
+        if unsafe { libc::getrusage(who, &mut ru) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
     }
     ctx.put(a.ptr(1), &ru)?;
     Ok(0)
 }
 
 pub fn times(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    if let (Some(c), Some((u, s))) = (ctx.run.clock(), cpu_ns(ctx, false)) {
+        // Clock ticks (USER_HZ = 100), as the fast entry computes them.
+        let t = [(u / 10_000_000) as i64, (s / 10_000_000) as i64, 0, 0];
+        if a.ptr(0) != 0 {
+            ctx.put(a.ptr(0), &t)?;
+        }
+        return Ok(c.now() / 10_000_000);
+    }
     // SAFETY: tms is plain data.
     let mut t: libc::tms = unsafe { std::mem::zeroed() };
     // SAFETY: times writes one tms.

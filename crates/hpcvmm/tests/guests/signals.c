@@ -3,13 +3,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/times.h>
 #include <sys/time.h>
 #include <time.h>
 #include <ucontext.h>
@@ -386,6 +389,48 @@ static void on_usr1_corrupt(int sig, siginfo_t *si, void *ucv) {
     uc->uc_mcontext.fpregs->mxcsr = 0xffffffff;
 }
 
+static long ts_ns(struct timespec t) { return t.tv_sec * 1000000000L + t.tv_nsec; }
+
+/* The calls answered inside the guest give Linux's answers. */
+static int clocks_case(void) {
+    int tid_ok = syscall(SYS_gettid) == getpid();
+    unsigned cpu = 99, node = 99;
+    int gc = syscall(SYS_getcpu, &cpu, &node, NULL);
+    int bad = syscall(SYS_getcpu, (void *)8, NULL, NULL);
+    int e = errno;
+    struct timespec res, a, b;
+    clock_getres(CLOCK_PROCESS_CPUTIME_ID, &res);
+    int mono = 1;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
+    for (int i = 0; i < 100000; i++) {
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
+        if (ts_ns(b) < ts_ns(a))
+            mono = 0;
+        a = b;
+    }
+    struct rusage r0, r1, t0;
+    getrusage(RUSAGE_SELF, &r0);
+    getrusage(RUSAGE_THREAD, &t0);
+    struct timespec w0, w1;
+    clock_gettime(CLOCK_MONOTONIC, &w0);
+    do
+        clock_gettime(CLOCK_MONOTONIC, &w1);
+    while (ts_ns(w1) - ts_ns(w0) < 100000000);
+    getrusage(RUSAGE_SELF, &r1);
+    long used = (r1.ru_utime.tv_sec - r0.ru_utime.tv_sec) * 1000000L +
+                (r1.ru_utime.tv_usec - r0.ru_utime.tv_usec) + (r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) * 1000000L +
+                (r1.ru_stime.tv_usec - r0.ru_stime.tv_usec);
+    struct tms tm;
+    clock_t c = times(&tm);
+    int bad_ru = syscall(SYS_getrusage, RUSAGE_SELF, (void *)8);
+    int e2 = errno;
+    printf("clocks: tid=pid %d getcpu=%d node=%u efault=%d res=%ld mono=%d busy_cpu_ok=%d times_ok=%d "
+           "ru_efault=%d yield=%d\n",
+           tid_ok, gc, node, bad < 0 && e == EFAULT, res.tv_nsec, mono, used > 1000 && used < 1000000,
+           c != (clock_t)-1 && tm.tms_utime >= 0, bad_ru < 0 && e2 == EFAULT, sched_yield());
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *m = argc > 1 ? argv[1] : "";
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -407,6 +452,8 @@ int main(int argc, char **argv) {
         return term_case();
     if (!strcmp(m, "usr1"))
         return cont_case();
+    if (!strcmp(m, "clocks"))
+        return clocks_case();
     if (!strcmp(m, "ucontext"))
         return ucontext_case();
     if (!strcmp(m, "nested")) {
