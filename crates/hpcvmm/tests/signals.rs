@@ -75,7 +75,8 @@ fn alarm_setitimer_timer_create_and_absolute_sleeps_fire() {
     assert_eq!(
         v.stdout,
         "alarm left=1\nalarm fired: 1\nsetitimer fired: 5 interval_us=20000\n\
-         timer_create fired: 1 code_timer=1\nclock_nanosleep abstime: r=0 reached=1\n"
+         timer_create fired: 1 code_timer=1\ntimerfd: expiries>=3 1 interval_ns=10000000\n\
+         clock_nanosleep abstime: r=0 reached=1\n"
     );
 }
 

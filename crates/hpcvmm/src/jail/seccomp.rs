@@ -154,6 +154,10 @@ pub const ALLOWED: &[(&str, i64)] = &[
     ("nanosleep", libc::SYS_nanosleep),
     ("gettimeofday", libc::SYS_gettimeofday),
     ("times", libc::SYS_times),
+    // guest timerfds are host timerfds
+    ("timerfd_create", libc::SYS_timerfd_create),
+    ("timerfd_settime", libc::SYS_timerfd_settime),
+    ("timerfd_gettime", libc::SYS_timerfd_gettime),
     ("getrusage", libc::SYS_getrusage),
     ("getrandom", libc::SYS_getrandom),
     ("getuid", libc::SYS_getuid),

@@ -38,8 +38,8 @@ pub enum FileKind {
     Epoll(NotYet),
     /// eventfd counters.
     EventFd(NotYet),
-    /// timerfd timers.
-    TimerFd(NotYet),
+    /// A timerfd: a host timerfd on the same clocks the guest reads.
+    TimerFd(OwnedFd),
     /// signalfd readers.
     SignalFd(NotYet),
 }
@@ -69,11 +69,12 @@ impl OpenFile {
     pub fn raw(&self) -> i32 {
         match &self.kind {
             FileKind::Stdio(n) => *n,
-            FileKind::Host(f) | FileKind::Pipe(f) | FileKind::Virtual(f) => f.as_raw_fd(),
+            FileKind::Host(f) | FileKind::Pipe(f) | FileKind::Virtual(f) | FileKind::TimerFd(f) => {
+                f.as_raw_fd()
+            }
             FileKind::Socket(n)
             | FileKind::Epoll(n)
             | FileKind::EventFd(n)
-            | FileKind::TimerFd(n)
             | FileKind::SignalFd(n) => match *n {},
         }
     }

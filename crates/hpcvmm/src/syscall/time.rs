@@ -1,5 +1,6 @@
 //! Time system calls, answered from the host's clocks. Sleeps end early when the run ends.
 
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::{err, Args, Ctx, SysResult};
@@ -307,6 +308,85 @@ pub fn timer_gettime(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
 
 pub fn timer_getoverrun(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     Ok(ctx.tg.timers.overrun(a.i32(0))? as u64)
+}
+
+pub fn timerfd_create(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let clock = a.i32(0);
+    let flags = a.i32(1);
+    match clock {
+        libc::CLOCK_REALTIME | libc::CLOCK_MONOTONIC | libc::CLOCK_BOOTTIME => {}
+        libc::CLOCK_REALTIME_ALARM | libc::CLOCK_BOOTTIME_ALARM => return err(libc::EPERM),
+        _ => return err(libc::EINVAL),
+    }
+    if flags & !(libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) != 0 {
+        return err(libc::EINVAL);
+    }
+    // SAFETY: no pointers; returns a new fd or -1.
+    let fd =
+        unsafe { libc::timerfd_create(clock, libc::TFD_CLOEXEC | (flags & libc::TFD_NONBLOCK)) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    // SAFETY: a fresh fd we own.
+    let f = unsafe { OwnedFd::from_raw_fd(fd) };
+    let file =
+        crate::kernel::files::OpenFile::new(crate::kernel::files::FileKind::TimerFd(f), None);
+    let g = ctx
+        .tg
+        .files
+        .lock()
+        .unwrap()
+        .add(file, flags & libc::TFD_CLOEXEC != 0)?;
+    Ok(g as u64)
+}
+
+fn timerfd_of(ctx: &Ctx<'_>, fd: i32) -> Result<crate::kernel::files::FileRef, super::Errno> {
+    let f = ctx.file(fd)?;
+    match f.kind() {
+        crate::kernel::files::FileKind::TimerFd(_) => Ok(f),
+        _ => err(libc::EINVAL),
+    }
+}
+
+pub fn timerfd_settime(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let f = timerfd_of(ctx, a.fd(0))?;
+    let flags = a.i32(1);
+    if flags & !(libc::TFD_TIMER_ABSTIME | 2) != 0 {
+        return err(libc::EINVAL);
+    }
+    let new: [libc::timespec; 2] = ctx.get(a.ptr(2))?;
+    dur_of_ts(&new[0])?;
+    dur_of_ts(&new[1])?;
+    if a.ptr(3) != 0 {
+        ctx.check_user(a.ptr(3), 32)?;
+    }
+    let host_new = libc::itimerspec {
+        it_interval: new[0],
+        it_value: new[1],
+    };
+    // SAFETY: itimerspec is plain data.
+    let mut old: libc::itimerspec = unsafe { std::mem::zeroed() };
+    // SAFETY: our host timerfd; both structs are ours.
+    if unsafe { libc::timerfd_settime(f.raw(), flags, &host_new, &mut old) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    if a.ptr(3) != 0 {
+        ctx.put(a.ptr(3), &[old.it_interval, old.it_value])?;
+    }
+    Ok(0)
+}
+
+pub fn timerfd_gettime(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let f = timerfd_of(ctx, a.fd(0))?;
+    ctx.check_user(a.ptr(1), 32)?;
+    // SAFETY: itimerspec is plain data.
+    let mut cur: libc::itimerspec = unsafe { std::mem::zeroed() };
+    // SAFETY: our host timerfd, writing one itimerspec.
+    if unsafe { libc::timerfd_gettime(f.raw(), &mut cur) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    ctx.put(a.ptr(1), &[cur.it_interval, cur.it_value])?;
+    Ok(0)
 }
 
 pub fn timer_delete(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {

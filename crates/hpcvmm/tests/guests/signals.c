@@ -14,6 +14,7 @@
 #include <sys/syscall.h>
 #include <sys/times.h>
 #include <sys/time.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -245,6 +246,17 @@ static int alarm_case(void) {
         pause();
     printf("timer_create fired: %d code_timer=%d\n", hits, last_code == SI_TIMER);
     timer_delete(t);
+    /* A timerfd: 3 expiries of 10 ms, read blocking. */
+    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+    struct itimerspec tis = {{0, 10000000}, {0, 10000000}};
+    timerfd_settime(tfd, 0, &tis, NULL);
+    uint64_t expiries = 0, e;
+    while (expiries < 3 && read(tfd, &e, 8) == 8)
+        expiries += e;
+    struct itimerspec cur;
+    timerfd_gettime(tfd, &cur);
+    close(tfd);
+    printf("timerfd: expiries>=3 %d interval_ns=%ld\n", expiries >= 3, cur.it_interval.tv_nsec);
     /* clock_nanosleep to an absolute deadline. */
     struct timespec now, dl;
     clock_gettime(CLOCK_MONOTONIC, &now);
