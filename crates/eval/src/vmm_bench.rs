@@ -73,6 +73,23 @@ pub struct Report {
     pub exits_per_syscall: f64,
     pub futex_handoff: Option<Latency>,
     pub barrier: Option<Latency>,
+    /// raise(SIGUSR1) + handler + rt_sigreturn.
+    pub signal_round_trip: Latency,
+    pub timed_cg: TimedCg,
+}
+
+/// An OpenMP CG timing every kernel with getrusage: are the timers free of exits?
+#[derive(Clone, Debug, Serialize)]
+pub struct TimedCg {
+    pub threads: usize,
+    pub comparison: Comparison,
+    /// Timing calls the program made (getrusage, clock_gettime, times).
+    pub timer_calls: u64,
+    /// VM exits those calls caused (median over repetitions).
+    pub timer_exits: u64,
+    pub timer_exits_per_s: f64,
+    /// System calls answered inside the guest.
+    pub answered_in_guest: u64,
 }
 
 /// Failure of the benchmark.
@@ -192,7 +209,12 @@ fn latency(
     } else {
         "us_per_handoff"
     };
-    let ops_per_run = if g.name == "barrier" { ops } else { 2 * ops };
+    let key = if g.name == "sigrt" {
+        "us_per_signal"
+    } else {
+        key
+    };
+    let ops_per_run = if g.name == "futexpp" { 2 * ops } else { ops };
     let (mut n, mut v, mut exits) = (vec![], vec![], vec![]);
     for rep in 0..o.reps {
         progress(&format!("{what}: repetition {}/{}", rep + 1, o.reps));
@@ -336,6 +358,54 @@ pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchE
     } else {
         (None, None)
     };
+    let signal_round_trip = latency(
+        "signal round trip",
+        &guests::SIGRT,
+        20_000,
+        &one,
+        o,
+        progress,
+    )?;
+
+    let tcpus = if two.len() == 2 {
+        two.clone()
+    } else {
+        one.clone()
+    };
+    let tenv = vec![("OMP_NUM_THREADS".to_string(), tcpus.len().to_string())];
+    let targs = vec![o.cg_n.to_string(), o.cg_iters.min(200).to_string()];
+    let (tcmp, tstats) = compare(
+        "CG timed with getrusage",
+        &guests::CG_TIMED,
+        &targs,
+        &tcpus,
+        &tenv,
+        o,
+        progress,
+    )?;
+    let timer_exits: Vec<f64> = tstats
+        .iter()
+        .map(|s| {
+            ["getrusage", "clock_gettime", "times", "clock_getres"]
+                .iter()
+                .filter_map(|n| s.syscalls.get(*n))
+                .map(|c| c.count as f64)
+                .sum()
+        })
+        .collect();
+    let guest_s = tstats.iter().map(|s| s.guest_wall_s).sum::<f64>() / tstats.len().max(1) as f64;
+    let timer_exits = summarize(&timer_exits).median;
+    let timed_cg = TimedCg {
+        threads: tcpus.len(),
+        comparison: tcmp,
+        timer_calls: 11 * u64::from(o.cg_iters.min(200)),
+        timer_exits: timer_exits as u64,
+        timer_exits_per_s: timer_exits / guest_s.max(1e-9),
+        answered_in_guest: tstats
+            .last()
+            .map(|s| s.calls_answered_in_guest)
+            .unwrap_or(0),
+    };
     Ok(Report {
         reps: o.reps,
         cpus: o.cpus.clone(),
@@ -346,6 +416,8 @@ pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchE
         exits_per_syscall,
         futex_handoff,
         barrier,
+        signal_round_trip,
+        timed_cg,
     })
 }
 
@@ -384,6 +456,7 @@ pub fn render(r: &Report) -> String {
     for (name, l) in [
         ("futex hand-off", &r.futex_handoff),
         ("OpenMP barrier", &r.barrier),
+        ("signal round trip", &Some(r.signal_round_trip.clone())),
     ] {
         if let Some(l) = l {
             s += &format!(
@@ -392,5 +465,15 @@ pub fn render(r: &Report) -> String {
             );
         }
     }
+    let t = &r.timed_cg;
+    s += &cmp(&t.comparison);
+    s += &format!(
+        "{:<24} {} timing calls, {} of them VM exits ({:.1} timer exits/s); {} calls answered in the guest\n",
+        "  timers",
+        t.timer_calls,
+        t.timer_exits,
+        t.timer_exits_per_s,
+        t.answered_in_guest
+    );
     s
 }
