@@ -74,6 +74,8 @@ pub const LAUNCH_PORT: u16 = 0xf2;
 pub const LAUNCH_STUB: u64 = SYSCALL_STUB + 0x100;
 /// Where the launch stub skips the prefault loop (lazy backing: nothing is prefaulted).
 pub const LAUNCH_STUB_NO_PREFAULT: u64 = LAUNCH_STUB + 35;
+/// The prefault loop's first instruction (`or byte [rdi], 0`): a second range starts here.
+pub const LAUNCH_PREFAULT_LOOP: u64 = LAUNCH_STUB + 24;
 /// RIP at the launch exit.
 pub const LAUNCH_EXIT_RIP: u64 = LAUNCH_STUB + 37;
 /// 8-byte slot holding the program entry point.
@@ -520,6 +522,7 @@ mod tests {
         assert_eq!(jb[0], 0x72);
         let target = LAUNCH_STUB_NO_PREFAULT.wrapping_add_signed(i64::from(jb[1] as i8));
         assert_eq!(at(target, 3), [0x80, 0x0f, 0x00]);
+        assert_eq!(target, LAUNCH_PREFAULT_LOOP);
         // Every exception stub: `out EXCEPTION_PORT, al; hlt`, decoded back to its vector.
         for v in 0..256u64 {
             let stub = EXCEPTION_STUBS + v * EXCEPTION_STUB_SIZE;

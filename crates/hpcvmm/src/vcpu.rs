@@ -397,6 +397,8 @@ pub struct Machine {
     hook_failed: AtomicBool,
     /// Wakes the signal pump (an eventfd; see `pump.rs`).
     pub(crate) pump_wake: std::os::fd::OwnedFd,
+    /// A second range the launch stub prefaults (the stack, above the unmapped guard).
+    second_prefault: Mutex<Option<(u64, u64)>>,
 }
 
 /// Host-side bookkeeping of the vCPU threads.
@@ -459,11 +461,17 @@ impl Machine {
             thread_start: p.thread_start,
             hook_failed: AtomicBool::new(false),
             pump_wake,
+            second_prefault: Mutex::new(None),
         };
         let m = Arc::new(m);
         let host: std::sync::Weak<dyn SignalHost> = Arc::downgrade(&m) as std::sync::Weak<Machine>;
         m.kernel.group.signals.set_host(host);
         (m, rx)
+    }
+
+    /// Have the launch stub prefault `[lo, hi)` too, after its first range.
+    pub fn set_second_prefault(&self, lo: u64, hi: u64) {
+        *self.second_prefault.lock().unwrap() = Some((lo, hi));
     }
 
     /// Wake the signal pump (a signal is pending somewhere, the timers changed, the run ends).
@@ -684,6 +692,10 @@ impl SignalHost for Machine {
     fn timers_changed(&self) {
         self.wake_pump();
     }
+
+    fn wake_sleepers(&self) {
+        self.kernel.run.nudge();
+    }
 }
 
 /// Size of the guest's XSAVE image (standard format) for `xcr0`, from CPUID leaf 0xD.
@@ -896,6 +908,15 @@ impl VcpuThread {
             self.stats.guest_time_s += (t1 - t0).as_secs_f64();
             self.stats.exit(exit.stat_name());
             if let VmExit::Launch = exit {
+                if let Some((lo, hi)) = m.second_prefault.lock().unwrap().take() {
+                    // Back into the prefault loop for the range above the stack guard.
+                    let s = self.fd.sync_regs_mut();
+                    s.regs.rip = LAUNCH_PREFAULT_LOOP;
+                    s.regs.rdi = lo;
+                    s.regs.rsi = hi;
+                    self.fd.set_sync_dirty_reg(SyncReg::Register);
+                    continue;
+                }
                 // The program starts now: what KVM counted so far belongs to launch.
                 if let Some(f) = &stats_file {
                     let now = f.read();

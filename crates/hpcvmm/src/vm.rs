@@ -651,12 +651,16 @@ fn build_vcpu0(
         },
         rsp: sp,
         rdi: layout::PREFAULT_START,
-        rsi: usable_end,
+        // Up to the stack guard; the stack above it is the second pass (see vcpu.rs).
+        rsi: usable_end - MAIN_STACK - STACK_GUARD,
         r8: 2 << 20,
         rflags: 0x2,
         ..Default::default()
     };
     vcpu::set_entry(vcpu0, &regs, 0, 0)?;
+    if prefault {
+        m.set_second_prefault(usable_end - MAIN_STACK, usable_end);
+    }
     Ok(())
 }
 

@@ -33,6 +33,12 @@ fn sa_siginfo_masks_pending_and_sigtimedwait() {
         v.stdout
     );
     assert!(v.stdout.contains("sigtimedwait: got=10 hits=4 timeout=1"));
+    assert!(
+        v.stdout
+            .contains("signalfd: empty=1 poll=1 revents_in=1 read=128 signo=12 pid_ok=1"),
+        "{}",
+        v.stdout
+    );
     assert!(stats.enosys.is_empty(), "{:?}", stats.enosys);
 }
 

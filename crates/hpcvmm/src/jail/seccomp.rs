@@ -158,6 +158,8 @@ pub const ALLOWED: &[(&str, i64)] = &[
     ("timerfd_create", libc::SYS_timerfd_create),
     ("timerfd_settime", libc::SYS_timerfd_settime),
     ("timerfd_gettime", libc::SYS_timerfd_gettime),
+    // a guest signalfd's host stand-in
+    ("eventfd2", libc::SYS_eventfd2),
     ("getrusage", libc::SYS_getrusage),
     ("getrandom", libc::SYS_getrandom),
     ("getuid", libc::SYS_getuid),

@@ -40,8 +40,16 @@ pub enum FileKind {
     EventFd(NotYet),
     /// A timerfd: a host timerfd on the same clocks the guest reads.
     TimerFd(OwnedFd),
-    /// signalfd readers.
-    SignalFd(NotYet),
+    /// A signalfd: reads take the guest's pending signals in `mask`. The host eventfd (never
+    /// signalled) carries the status flags (O_NONBLOCK) and stands in for fstat.
+    SignalFd(SignalFd),
+}
+
+/// A guest signalfd.
+#[derive(Debug)]
+pub struct SignalFd {
+    pub mask: std::sync::atomic::AtomicU64,
+    pub host: OwnedFd,
 }
 
 /// An open file description: what the file is and the guest path it was opened by.
@@ -72,10 +80,8 @@ impl OpenFile {
             FileKind::Host(f) | FileKind::Pipe(f) | FileKind::Virtual(f) | FileKind::TimerFd(f) => {
                 f.as_raw_fd()
             }
-            FileKind::Socket(n)
-            | FileKind::Epoll(n)
-            | FileKind::EventFd(n)
-            | FileKind::SignalFd(n) => match *n {},
+            FileKind::SignalFd(s) => s.host.as_raw_fd(),
+            FileKind::Socket(n) | FileKind::Epoll(n) | FileKind::EventFd(n) => match *n {},
         }
     }
 }

@@ -268,6 +268,9 @@ pub trait SignalHost: Send + Sync {
     fn terminate(&self, sig: i32, tid: i32);
     /// The timers changed: re-arm whatever fires them.
     fn timers_changed(&self) {}
+    /// A signal was queued that no thread takes now (all block it): wake the threads
+    /// waiting for it (sigtimedwait, signalfd).
+    fn wake_sleepers(&self) {}
 }
 
 /// Where a signal is sent.
@@ -488,8 +491,10 @@ impl Signals {
         if !queued && sig >= 32 {
             return err(libc::EAGAIN);
         }
-        if let (Some(t), Some(h)) = (taker, host) {
-            h.kick(t.tid);
+        match (taker, host) {
+            (Some(t), Some(h)) => h.kick(t.tid),
+            (None, Some(h)) => h.wake_sleepers(),
+            _ => {}
         }
         Ok(())
     }

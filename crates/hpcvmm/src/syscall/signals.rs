@@ -331,3 +331,125 @@ pub fn rt_sigtimedwait(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     }
     Ok(info.signo as u64)
 }
+
+fn new_signalfd(mask: u64) -> Result<crate::kernel::files::FileRef, Errno> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: no pointers; returns a new fd or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let sfd = crate::kernel::files::SignalFd {
+        mask: std::sync::atomic::AtomicU64::new(mask),
+        // SAFETY: a fresh fd we own.
+        host: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
+    };
+    Ok(crate::kernel::files::OpenFile::new(
+        crate::kernel::files::FileKind::SignalFd(sfd),
+        None,
+    ))
+}
+
+fn signalfd_common(ctx: &mut Ctx<'_>, fd: i32, mask_at: u64, size: u64, flags: i32) -> SysResult {
+    use crate::kernel::files::FileKind;
+    if flags & !(libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) != 0 || size != 8 {
+        return err(libc::EINVAL);
+    }
+    let mask: u64 = ctx.get(mask_at)?;
+    let mask = mask & !UNBLOCKABLE;
+    if fd != -1 {
+        let f = ctx.file(fd)?;
+        return match f.kind() {
+            FileKind::SignalFd(s) => {
+                s.mask.store(mask, std::sync::atomic::Ordering::Relaxed);
+                Ok(fd as u64)
+            }
+            _ => err(libc::EINVAL),
+        };
+    }
+    let file = new_signalfd(mask)?;
+    if flags & libc::SFD_NONBLOCK != 0 {
+        // SAFETY: fcntl on the host fd we just made.
+        unsafe { libc::fcntl(file.raw(), libc::F_SETFL, libc::O_NONBLOCK) };
+    }
+    let g = ctx
+        .tg
+        .files
+        .lock()
+        .unwrap()
+        .add(file, flags & libc::SFD_CLOEXEC != 0)?;
+    Ok(g as u64)
+}
+
+pub fn signalfd4(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    signalfd_common(ctx, a.fd(0), a.ptr(1), a.usize(2), a.i32(3))
+}
+
+pub fn signalfd(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    signalfd_common(ctx, a.fd(0), a.ptr(1), a.usize(2), 0)
+}
+
+/// `struct signalfd_siginfo` (128 bytes) for `i`.
+fn signalfd_siginfo(i: &SigInfo) -> [u8; 128] {
+    let mut b = [0u8; 128];
+    let put32 = |b: &mut [u8; 128], o: usize, v: u32| b[o..o + 4].copy_from_slice(&v.to_le_bytes());
+    let put64 = |b: &mut [u8; 128], o: usize, v: u64| b[o..o + 8].copy_from_slice(&v.to_le_bytes());
+    put32(&mut b, 0, i.signo as u32);
+    put32(&mut b, 4, i.errno as u32);
+    put32(&mut b, 8, i.code as u32);
+    let lo = i.fields[0] as u32;
+    let hi = (i.fields[0] >> 32) as u32;
+    match i.code {
+        crate::kernel::signals::SI_TIMER => {
+            put32(&mut b, 24, lo); // ssi_tid (the timer id)
+            put32(&mut b, 32, hi); // ssi_overrun
+            put32(&mut b, 44, i.fields[1] as u32); // ssi_int
+            put64(&mut b, 48, i.fields[1]); // ssi_ptr
+        }
+        c if c <= 0 => {
+            put32(&mut b, 12, lo); // ssi_pid
+            put32(&mut b, 16, hi); // ssi_uid
+            put32(&mut b, 44, i.fields[1] as u32);
+            put64(&mut b, 48, i.fields[1]);
+        }
+        _ => put64(&mut b, 72, i.fields[0]), // ssi_addr
+    }
+    b
+}
+
+/// read(2) on a signalfd: take pending signals of its mask, 128 bytes each.
+pub fn signalfd_read(
+    ctx: &mut Ctx<'_>,
+    s: &crate::kernel::files::SignalFd,
+    buf: u64,
+    len: u64,
+) -> SysResult {
+    if len < 128 {
+        return err(libc::EINVAL);
+    }
+    ctx.check_user(buf, 128)?;
+    let mask = s.mask.load(std::sync::atomic::Ordering::Relaxed);
+    let me = ctx.task.sig.clone();
+    let mut n = 0u64;
+    while n + 128 <= len {
+        match ctx.tg.signals.take_waited(&me, mask) {
+            Some(i) => {
+                ctx.write_user(buf + n, &signalfd_siginfo(&i))?;
+                n += 128;
+            }
+            None => break,
+        }
+    }
+    if n > 0 {
+        return Ok(n);
+    }
+    let host = std::os::fd::AsRawFd::as_raw_fd(&s.host);
+    // SAFETY: F_GETFL on the host fd behind the signalfd.
+    let nonblock = unsafe { libc::fcntl(host, libc::F_GETFL) } & libc::O_NONBLOCK != 0;
+    if nonblock {
+        return err(libc::EAGAIN);
+    }
+    let i = wait_for(ctx, mask, None)?;
+    ctx.write_user(buf, &signalfd_siginfo(&i))?;
+    Ok(128)
+}

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <poll.h>
+#include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/times.h>
 #include <sys/time.h>
@@ -99,6 +101,23 @@ static int siginfo_case(void) {
     signal(SIGUSR2, SIG_IGN);
     raise(SIGUSR2);
     printf("ignored: hits=%d\n", hits);
+    /* A signalfd reads blocked signals, with poll seeing it readable. */
+    {
+        sigset_t m2;
+        sigemptyset(&m2);
+        sigaddset(&m2, SIGUSR2);
+        sigprocmask(SIG_BLOCK, &m2, NULL);
+        int sfd = signalfd(-1, &m2, SFD_CLOEXEC | SFD_NONBLOCK);
+        struct signalfd_siginfo ssi;
+        int empty = read(sfd, &ssi, sizeof ssi) < 0 && errno == EAGAIN;
+        kill(getpid(), SIGUSR2);
+        struct pollfd pfd = {.fd = sfd, .events = POLLIN};
+        int pr = poll(&pfd, 1, 1000);
+        ssize_t got = read(sfd, &ssi, sizeof ssi);
+        printf("signalfd: empty=%d poll=%d revents_in=%d read=%zd signo=%u pid_ok=%d\n", empty, pr,
+               (pfd.revents & POLLIN) != 0, got, ssi.ssi_signo, ssi.ssi_pid == (unsigned)getpid());
+        close(sfd);
+    }
     /* sigtimedwait takes a blocked signal without running the handler. */
     sigprocmask(SIG_BLOCK, &s, NULL);
     raise(SIGUSR1);
