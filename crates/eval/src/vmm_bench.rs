@@ -400,7 +400,12 @@ pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchE
         comparison: tcmp,
         timer_calls: 11 * u64::from(o.cg_iters.min(200)),
         timer_exits: timer_exits as u64,
-        timer_exits_per_s: timer_exits / guest_s.max(1e-9),
+        // (0 exits prints as 0, not -0)
+        timer_exits_per_s: if timer_exits > 0.0 {
+            timer_exits / guest_s.max(1e-9)
+        } else {
+            0.0
+        },
         answered_in_guest: tstats
             .last()
             .map(|s| s.calls_answered_in_guest)
