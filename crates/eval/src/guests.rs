@@ -46,6 +46,18 @@ pub const BARRIER: GuestSource = GuestSource {
     openmp: true,
 };
 
+pub const SIGRT: GuestSource = GuestSource {
+    name: "sigrt",
+    source: include_str!("../guests/sigrt.c"),
+    openmp: false,
+};
+/// CG timing every kernel with getrusage (as HPCCG does).
+pub const CG_TIMED: GuestSource = GuestSource {
+    name: "cg_timed",
+    source: include_str!("../guests/cg_timed.c"),
+    openmp: true,
+};
+
 /// Failure to build a guest.
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {

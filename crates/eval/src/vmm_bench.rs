@@ -94,6 +94,9 @@ pub struct Report {
     pub dynamic_start: DynamicStart,
     /// The jail's cost: `dualstack run` with the jail (the default) vs `--no-jail`.
     pub jail: Option<JailCost>,
+    /// raise(SIGUSR1) + handler + rt_sigreturn.
+    pub signal_round_trip: Latency,
+    pub timed_cg: TimedCg,
 }
 
 /// The jail vs `--no-jail`, interleaved in one run (issue 10's targets: syscall cost ratio
@@ -113,6 +116,20 @@ pub struct JailCost {
     pub read_jail_us: Summary,
     pub read_no_jail_us: Summary,
     pub read_ratio: f64,
+}
+
+/// An OpenMP CG timing every kernel with getrusage: are the timers free of exits?
+#[derive(Clone, Debug, Serialize)]
+pub struct TimedCg {
+    pub threads: usize,
+    pub comparison: Comparison,
+    /// Timing calls the program made (getrusage, clock_gettime, times).
+    pub timer_calls: u64,
+    /// VM exits those calls caused (median over repetitions).
+    pub timer_exits: u64,
+    pub timer_exits_per_s: f64,
+    /// System calls answered inside the guest.
+    pub answered_in_guest: u64,
 }
 
 /// Failure of the benchmark.
@@ -232,7 +249,12 @@ fn latency(
     } else {
         "us_per_handoff"
     };
-    let ops_per_run = if g.name == "barrier" { ops } else { 2 * ops };
+    let key = if g.name == "sigrt" {
+        "us_per_signal"
+    } else {
+        key
+    };
+    let ops_per_run = if g.name == "futexpp" { 2 * ops } else { ops };
     let (mut n, mut v, mut exits) = (vec![], vec![], vec![]);
     for rep in 0..o.reps {
         progress(&format!("{what}: repetition {}/{}", rep + 1, o.reps));
@@ -523,6 +545,59 @@ pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchE
         (None, None)
     };
     let dynamic_start = dynamic_start(o, progress)?;
+    let signal_round_trip = latency(
+        "signal round trip",
+        &guests::SIGRT,
+        20_000,
+        &one,
+        o,
+        progress,
+    )?;
+
+    let tcpus = if two.len() == 2 {
+        two.clone()
+    } else {
+        one.clone()
+    };
+    let tenv = vec![("OMP_NUM_THREADS".to_string(), tcpus.len().to_string())];
+    let targs = vec![o.cg_n.to_string(), o.cg_iters.min(200).to_string()];
+    let (tcmp, tstats) = compare(
+        "CG timed with getrusage",
+        &guests::CG_TIMED,
+        &targs,
+        &tcpus,
+        &tenv,
+        o,
+        progress,
+    )?;
+    let timer_exits: Vec<f64> = tstats
+        .iter()
+        .map(|s| {
+            ["getrusage", "clock_gettime", "times", "clock_getres"]
+                .iter()
+                .filter_map(|n| s.syscalls.get(*n))
+                .map(|c| c.count as f64)
+                .sum()
+        })
+        .collect();
+    let guest_s = tstats.iter().map(|s| s.guest_wall_s).sum::<f64>() / tstats.len().max(1) as f64;
+    let timer_exits = summarize(&timer_exits).median;
+    let timed_cg = TimedCg {
+        threads: tcpus.len(),
+        comparison: tcmp,
+        timer_calls: 11 * u64::from(o.cg_iters.min(200)),
+        timer_exits: timer_exits as u64,
+        // (0 exits prints as 0, not -0)
+        timer_exits_per_s: if timer_exits > 0.0 {
+            timer_exits / guest_s.max(1e-9)
+        } else {
+            0.0
+        },
+        answered_in_guest: tstats
+            .last()
+            .map(|s| s.calls_answered_in_guest)
+            .unwrap_or(0),
+    };
     Ok(Report {
         reps: o.reps,
         cpus: o.cpus.clone(),
@@ -535,6 +610,8 @@ pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchE
         barrier,
         dynamic_start,
         jail: Some(jail_cost(o, progress)?),
+        signal_round_trip,
+        timed_cg,
     })
 }
 
@@ -573,6 +650,7 @@ pub fn render(r: &Report) -> String {
     for (name, l) in [
         ("futex hand-off", &r.futex_handoff),
         ("OpenMP barrier", &r.barrier),
+        ("signal round trip", &Some(r.signal_round_trip.clone())),
     ] {
         if let Some(l) = l {
             s += &format!(
@@ -601,5 +679,15 @@ pub fn render(r: &Report) -> String {
     if let Some(j) = &r.jail {
         s += &render_jail(j);
     }
+    let t = &r.timed_cg;
+    s += &cmp(&t.comparison);
+    s += &format!(
+        "{:<24} {} timing calls, {} of them VM exits ({:.1} timer exits/s); {} calls answered in the guest\n",
+        "  timers",
+        t.timer_calls,
+        t.timer_exits,
+        t.timer_exits_per_s,
+        t.answered_in_guest
+    );
     s
 }

@@ -218,6 +218,10 @@ pub struct RunStats {
     pub syscalls_total: u64,
     /// FUTEX_WAKE calls the syscall stub answered inside the guest (no waiter, no VM exit).
     pub futex_wakes_without_exit: u64,
+    /// System calls the fast entry answered inside the guest (getrusage, clock_gettime of the
+    /// CPU clocks, times, gettid, getpid, getcpu, sched_yield): no exit.
+    #[serde(default)]
+    pub calls_answered_in_guest: u64,
     pub syscalls: BTreeMap<String, SyscallStat>,
     /// Calls answered -ENOSYS, by name.
     pub enosys: BTreeMap<String, u64>,

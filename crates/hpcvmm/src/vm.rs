@@ -24,7 +24,7 @@ use crate::kernel::files::FdTable;
 use crate::kernel::fsroot::FsRoot;
 use crate::kernel::group::{Credentials, GroupParts, Limits, ProcInfo, ThreadGroup, Uts};
 use crate::kernel::mm::{AddressSpace, VmaAttrs, VmaBacking};
-use crate::kernel::run::Run;
+use crate::kernel::run::{FpuLayout, Run};
 use crate::kernel::task::Task;
 use crate::kernel::{Kernel, GUEST_PID};
 use crate::layout::{self, GuestPageSize, Paging, USER_START};
@@ -37,6 +37,9 @@ pub use crate::vcpu::ThreadStartHook;
 
 /// Stack reserved for the main thread (RLIMIT_STACK).
 pub const MAIN_STACK: u64 = 8 << 20;
+
+/// Unmapped guest memory just below the main stack: a stack overflow faults there.
+pub const STACK_GUARD: u64 = 2 << 20;
 
 /// Everything a run needs; one definition shared by the CLI, config files and the API.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -273,6 +276,36 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
     let stats_vm = KvmStatsFile::open(&kvm.vm);
     let vm_before = stats_vm.as_ref().map(|f| f.read()).unwrap_or_default();
     let paging = mem.paging;
+    // A guard below the main stack, as Linux's stack gap: overflowing the stack faults.
+    if let Err(e) = layout::unmap_guard(
+        &mem.mem,
+        paging.pml4,
+        paging.usable_end - MAIN_STACK - STACK_GUARD,
+        STACK_GUARD,
+    ) {
+        tracing::debug!("no stack guard: {e}");
+    }
+    // Signal frames carry the XSAVE image whenever KVM describes one (CPUID leaf 0xD): the
+    // guest may use AVX state even where leaf 1 hides XSAVE from the VMM (this nested host).
+    let has_xsave_leaf = kvm
+        .cpuid
+        .as_slice()
+        .iter()
+        .any(|e| e.function == 0xd && e.index == 0 && e.ebx >= 576);
+    let fpu = FpuLayout {
+        xstate_size: if kvm.features.xsave || has_xsave_leaf {
+            vcpu::xstate_size(&kvm.cpuid, kvm.xcr0)
+        } else {
+            0
+        },
+        xcr0: kvm.xcr0,
+        mxcsr_mask: 0xffff,
+    };
+    let kvm_cpuid_rdpid = kvm
+        .cpuid
+        .as_slice()
+        .iter()
+        .any(|e| e.function == 7 && e.index == 0 && e.ecx & (1 << 22) != 0);
     let memory = build_kernel(cfg, v, mem, &loaded)?;
     let (machine, done) = Machine::new(MachineParts {
         kernel: memory.kernel,
@@ -287,6 +320,31 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
         thread_start: hooks.vcpu_thread_start,
     });
     build_vcpu0(&machine, &vcpu0, cfg.backing, loaded.sp, paging.usable_end)?;
+    machine.kernel.run.set_fpu(FpuLayout {
+        mxcsr_mask: vcpu0
+            .get_xsave()
+            .ok()
+            .map(|x| x.region[7])
+            .filter(|&m| m != 0)
+            .unwrap_or(0xffbf),
+        ..fpu
+    });
+    tracing::debug!("guest FPU layout {:?}", machine.kernel.run.fpu());
+    init_clocks(
+        &machine,
+        timebase.as_ref(),
+        &kvm_cpuid_rdpid,
+        paging.usable_end,
+    );
+    // Signals from outside go to the guest: blocked in every VMM thread from here on and
+    // read by the pump (before the jail: signalfd4 is not on its allow-list).
+    let outside = match crate::pump::OutsideSignals::capture() {
+        Ok(o) => Some(o),
+        Err(e) => {
+            tracing::warn!("signals sent to the VMM will not reach the guest: {e}");
+            None
+        }
+    };
 
     // The kick handler is process-wide: install it now, before the hook (a jail's seccomp
     // filter forbids rt_sigaction afterwards).
@@ -296,11 +354,28 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
         hook().map_err(VmmError::Hook)?;
     }
 
+    let pump = {
+        let m = machine.clone();
+        let fd = outside.as_ref().map(|o| o.raw_fd());
+        std::thread::Builder::new()
+            .name("sigpump".into())
+            .spawn(move || crate::pump::run(m, fd))
+            .map_err(|e| VmmError::Setup(format!("cannot start the signal pump thread: {e}")))?
+    };
     let t_spawn = Instant::now();
-    spawn(&machine, vcpu0, cfg.cpus.len())?;
+    if let Err(e) = spawn(&machine, vcpu0, cfg.cpus.len()) {
+        machine.finish_all(ExitReport::VmmError {
+            message: "the main vCPU thread did not start".into(),
+        });
+        let _ = pump.join();
+        return Err(e);
+    }
     wait(&machine, cfg.timeout, t_spawn);
     let t_end = Instant::now();
     let vcpus = teardown(&machine, &done);
+    machine.wake_pump();
+    let _ = pump.join();
+    drop(outside);
     let t_guest = machine.kernel.run.started().unwrap_or(t_spawn);
     let timing = Timing {
         launch: t_guest - t_start,
@@ -365,7 +440,7 @@ fn validate(cfg: &RunConfig) -> Result<Validated, VmmError> {
     )
     .map_err(|(what, path, source)| VmmError::Stdio { what, path, source })?;
     let memory = v_memory(cfg);
-    if memory < (8 << 20) + MAIN_STACK {
+    if memory < (8 << 20) + MAIN_STACK + STACK_GUARD {
         return Err(VmmError::Config(format!(
             "--memory {} MiB is too small: the HPC VMM needs at least {} MiB",
             cfg.memory >> 20,
@@ -666,6 +741,20 @@ fn build_kernel(
     };
     mm.map_with(stack_top - MAIN_STACK, MAIN_STACK, true, false, stack)
         .map_err(|_| VmmError::Setup("no room for the stack".into()))?;
+    // The guard is never handed out by mmap (it is not mapped in the guest page tables).
+    let guard = VmaAttrs {
+        prot: libc::PROT_NONE,
+        label: Some("[stack guard]"),
+        ..VmaAttrs::anonymous()
+    };
+    mm.map_with(
+        stack_top - MAIN_STACK - STACK_GUARD,
+        STACK_GUARD,
+        true,
+        false,
+        guard,
+    )
+    .map_err(|_| VmmError::Setup("no room for the stack guard".into()))?;
     mem.restrict_to(USER_START, stack_top);
     let mem = Arc::new(mem);
     let mut group = ThreadGroup::new(GroupParts {
@@ -727,6 +816,37 @@ fn read_auxv(mem: &GuestMemory, sp: u64) -> Vec<u8> {
     out
 }
 
+/// The clock slots and group fields of the fast system call entry. It is on with the vDSO's
+/// TSC clock and RDPID (KVM's CPUID, or the host CPU's where the guest's user code sees the
+/// host's CPUID; a #UD on its RDPID switches it off, see vcpu.rs).
+fn init_clocks(m: &Machine, tb: Option<&crate::vdso::TimeBase>, kvm_rdpid: &bool, usable_end: u64) {
+    use crate::kernel::clocks;
+    let host_rdpid = std::arch::x86_64::__cpuid_count(7, 0).ecx & (1 << 22) != 0;
+    let mut flags = 0;
+    if let Some(tb) = tb {
+        m.kernel.run.set_clock(clocks::ClockBase {
+            tsc_base: tb.tsc_base,
+            mult: tb.mult,
+            mono_ns: tb.mono_ns,
+            offset: tb.host_offset,
+        });
+        if *kvm_rdpid || host_rdpid {
+            flags |= clocks::FLAG_FAST;
+        }
+    }
+    let guard = usable_end - MAIN_STACK - STACK_GUARD;
+    clocks::init(
+        &*m.mem,
+        &clocks::Vars {
+            flags,
+            pid: GUEST_PID,
+            lo: USER_START,
+            hi: usable_end,
+            bad: (guard, guard + STACK_GUARD),
+        },
+    );
+}
+
 /// Phase 5b: vCPU 0 starts in the launch stub: it prefaults all usable memory (hugetlb backing
 /// only: a lazy, commodity-style guest faults on demand), reports, then jumps to the entry.
 fn build_vcpu0(
@@ -746,12 +866,16 @@ fn build_vcpu0(
         },
         rsp: sp,
         rdi: layout::PREFAULT_START,
-        rsi: usable_end,
+        // Up to the stack guard; the stack above it is the second pass (see vcpu.rs).
+        rsi: usable_end - MAIN_STACK - STACK_GUARD,
         r8: 2 << 20,
         rflags: 0x2,
         ..Default::default()
     };
     vcpu::set_entry(vcpu0, &regs, 0, 0)?;
+    if prefault {
+        m.set_second_prefault(usable_end - MAIN_STACK, usable_end);
+    }
     Ok(())
 }
 
@@ -859,6 +983,11 @@ fn collect_stats(
         futex_wakes_without_exit: u64::from(
             m.mem.system_read_u32(layout::FAST_COUNTERS).unwrap_or(0),
         ),
+        calls_answered_in_guest: u64::from(
+            m.mem
+                .system_read_u32(layout::FAST_COUNTERS + 4)
+                .unwrap_or(0),
+        ),
         syscalls: BTreeMap::new(),
         enosys: BTreeMap::new(),
         kvm_vm_before: BTreeMap::new(),
@@ -924,12 +1053,10 @@ fn tsc_timebase(vcpu: &kvm_ioctls::VcpuFd) -> Option<crate::vdso::TimeBase> {
     let mono = clock_ns(libc::CLOCK_MONOTONIC);
     let real = clock_ns(libc::CLOCK_REALTIME);
     let h2 = host_tsc();
-    Some(crate::vdso::TimeBase::new(
-        khz,
-        (h1 / 2 + h2 / 2).wrapping_add(offset),
-        mono,
-        real,
-    ))
+    let mut tb =
+        crate::vdso::TimeBase::new(khz, (h1 / 2 + h2 / 2).wrapping_add(offset), mono, real);
+    tb.host_offset = offset;
+    Some(tb)
 }
 
 /// Fill `buf` from the host's random source (the guest's AT_RANDOM, its stack canary seed).

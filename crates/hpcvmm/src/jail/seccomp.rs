@@ -85,12 +85,12 @@ const fn iowr(nr: u64, size: usize) -> u64 {
     (3 << 30) | ((size as u64) << 16) | (KVMIO << 8) | nr
 }
 
-use kvm_bindings::{kvm_cpuid2, kvm_fpu, kvm_msrs, kvm_regs, kvm_sregs};
+use kvm_bindings::{kvm_cpuid2, kvm_fpu, kvm_msrs, kvm_regs, kvm_sregs, kvm_xsave};
 use std::mem::size_of;
 
 /// The KVM ioctls the VMM issues after set-up: running vCPUs, creating and configuring the
 /// vCPU of each new guest thread, and reading KVM's binary statistics.
-pub const KVM_IOCTLS: [(&str, u64); 12] = [
+pub const KVM_IOCTLS: [(&str, u64); 14] = [
     ("KVM_RUN", io(0x80)),
     ("KVM_CREATE_VCPU", io(0x41)),
     ("KVM_GET_STATS_FD", io(0xce)),
@@ -103,6 +103,9 @@ pub const KVM_IOCTLS: [(&str, u64); 12] = [
     ("KVM_GET_FPU", ior(0x8c, size_of::<kvm_fpu>())),
     ("KVM_SET_FPU", iow(0x8d, size_of::<kvm_fpu>())),
     ("KVM_SET_CPUID2", iow(0x90, size_of::<kvm_cpuid2>())),
+    // signal frames carry the FPU/XSAVE state
+    ("KVM_GET_XSAVE", ior(0xa4, size_of::<kvm_xsave>())),
+    ("KVM_SET_XSAVE", iow(0xa5, size_of::<kvm_xsave>())),
 ];
 
 /// System calls allowed with any arguments.
@@ -176,6 +179,12 @@ pub const ALLOWED: &[(&str, i64)] = &[
     ("nanosleep", libc::SYS_nanosleep),
     ("gettimeofday", libc::SYS_gettimeofday),
     ("times", libc::SYS_times),
+    // guest timerfds are host timerfds
+    ("timerfd_create", libc::SYS_timerfd_create),
+    ("timerfd_settime", libc::SYS_timerfd_settime),
+    ("timerfd_gettime", libc::SYS_timerfd_gettime),
+    // a guest signalfd's host stand-in
+    ("eventfd2", libc::SYS_eventfd2),
     ("getrusage", libc::SYS_getrusage),
     ("getrandom", libc::SYS_getrandom),
     ("getuid", libc::SYS_getuid),

@@ -41,10 +41,18 @@ pub enum FileKind {
     Epoll(OwnedFd),
     /// An eventfd counter (a host eventfd).
     EventFd(OwnedFd),
-    /// timerfd timers.
-    TimerFd(NotYet),
-    /// signalfd readers.
-    SignalFd(NotYet),
+    /// A timerfd: a host timerfd on the same clocks the guest reads.
+    TimerFd(OwnedFd),
+    /// A signalfd: reads take the guest's pending signals in `mask`. The host eventfd (never
+    /// signalled) carries the status flags (O_NONBLOCK) and stands in for fstat.
+    SignalFd(SignalFd),
+}
+
+/// A guest signalfd.
+#[derive(Debug)]
+pub struct SignalFd {
+    pub mask: std::sync::atomic::AtomicU64,
+    pub host: OwnedFd,
 }
 
 /// A generated directory: its entries (name, `DT_*` type) and the listing cursor. The host fd
@@ -105,9 +113,11 @@ impl OpenFile {
             | FileKind::Pipe(f)
             | FileKind::Virtual(f)
             | FileKind::Epoll(f)
-            | FileKind::EventFd(f) => f.as_raw_fd(),
+            | FileKind::EventFd(f)
+            | FileKind::TimerFd(f) => f.as_raw_fd(),
             FileKind::VirtualDir(d) => d.fd.as_raw_fd(),
-            FileKind::Socket(n) | FileKind::TimerFd(n) | FileKind::SignalFd(n) => match *n {},
+            FileKind::SignalFd(s) => s.host.as_raw_fd(),
+            FileKind::Socket(n) => match *n {},
         }
     }
 }

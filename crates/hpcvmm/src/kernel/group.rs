@@ -9,7 +9,7 @@ use super::fsroot::FsRoot;
 use super::futex::FutexTable;
 use super::mem::GuestRam;
 use super::mm::AddressSpace;
-use super::signals::SigActions;
+use super::signals::Signals;
 use super::{err, Errno, GUEST_PID};
 
 /// Ids the guest runs with (the VMM's user).
@@ -158,7 +158,8 @@ pub struct ThreadGroup {
     pub files: Mutex<FdTable>,
     pub fs: FsRoot,
     pub futexes: FutexTable,
-    pub signals: SigActions,
+    pub signals: Signals,
+    pub timers: super::timers::Timers,
     pub creds: Credentials,
     pub limits: Mutex<Limits>,
     umask: AtomicU32,
@@ -211,7 +212,8 @@ impl ThreadGroup {
             files: Mutex::new(p.files),
             fs: p.fs,
             futexes: FutexTable::default(),
-            signals: SigActions::default(),
+            signals: Signals::default(),
+            timers: super::timers::Timers::default(),
             creds: p.creds,
             limits: Mutex::new(p.limits),
             umask: AtomicU32::new(0o022),

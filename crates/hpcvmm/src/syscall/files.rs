@@ -145,6 +145,9 @@ crate::plain!(Flock => [i16, i16, u32, i64, i64, i32, u32]);
 
 pub fn read(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     let f = ctx.file(a.fd(0))?;
+    if let FileKind::SignalFd(s) = f.kind() {
+        return super::signals::signalfd_read(ctx, s, a.ptr(1), a.usize(2));
+    }
     let len = a.usize(2).min(MAX_RW);
     let p = ctx.user_ptr(a.ptr(1), len)?;
     // SAFETY: `p..p+len` is checked guest memory; read writes at most len bytes there.
@@ -825,16 +828,79 @@ fn poll_common(ctx: &mut Ctx<'_>, addr: u64, nfds: u64, timeout_ms: i32) -> SysR
             });
         }
     }
+    // Signalfds: readable when a signal of their mask is pending (checked every 10 ms).
+    let sigfds: Vec<(usize, u64)> = {
+        let files = ctx.tg.files.lock().unwrap();
+        raw.chunks(8)
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let fd = i32::from_le_bytes(c[..4].try_into().unwrap());
+                match files.get(fd).ok()?.kind() {
+                    FileKind::SignalFd(s) => {
+                        Some((i, s.mask.load(std::sync::atomic::Ordering::Relaxed)))
+                    }
+                    _ => None,
+                }
+            })
+            .collect()
+    };
+    for (i, _) in &sigfds {
+        host[*i].fd = -1;
+    }
+    let sig_ready = |ctx: &Ctx<'_>| -> Vec<usize> {
+        let pending = ctx.tg.signals.pending_for(&ctx.task.sig);
+        sigfds
+            .iter()
+            .filter(|(_, m)| pending & m != 0)
+            .map(|(i, _)| *i)
+            .collect()
+    };
     let timeout = if invalid.is_empty() { timeout_ms } else { 0 };
-    // SAFETY: poll reads/writes our own pollfd vector of the given length.
-    let r = unsafe { libc::poll(host.as_mut_ptr(), host.len() as u64, timeout) };
-    if r < 0 {
-        return last_err();
+    let deadline = (timeout > 0)
+        .then(|| std::time::Instant::now() + std::time::Duration::from_millis(timeout as u64));
+    let mut sready;
+    loop {
+        sready = sig_ready(ctx);
+        let slice = if sigfds.is_empty() {
+            timeout
+        } else if !sready.is_empty() || timeout == 0 {
+            0
+        } else {
+            deadline.map_or(10, |d| {
+                (d.saturating_duration_since(std::time::Instant::now())
+                    .as_millis() as i32)
+                    .min(10)
+            })
+        };
+        // SAFETY: poll reads/writes our own pollfd vector of the given length.
+        let r = unsafe { libc::poll(host.as_mut_ptr(), host.len() as u64, slice) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                // Linux's poll answers EINTR whatever SA_RESTART says.
+                return err(crate::kernel::signals::ERESTARTNOHAND);
+            }
+            return Err(e.into());
+        }
+        let expired = deadline.is_some_and(|d| std::time::Instant::now() >= d);
+        if r > 0 || sigfds.is_empty() || !sready.is_empty() || timeout == 0 || expired {
+            if !sigfds.is_empty() {
+                sready = sig_ready(ctx);
+            }
+            break;
+        }
+        if ctx.run.ending() || ctx.tg.signals.deliverable(&ctx.task.sig) {
+            return err(crate::kernel::signals::ERESTARTNOHAND);
+        }
     }
     let mut ready = 0u64;
     for (i, p) in host.iter().enumerate() {
         let rev = if invalid.contains(&i) {
             libc::POLLNVAL
+        } else if sready.contains(&i) {
+            libc::POLLIN
+        } else if sigfds.iter().any(|(j, _)| *j == i) {
+            0
         } else {
             p.revents
         };

@@ -35,8 +35,13 @@ pub enum SysOutcome {
     ExitThread,
     /// The whole thread group exits with this status (exit_group, or the last thread's exit).
     ExitGroup(i32),
-    /// A signal whose action (today always the default, terminating one) ends the group.
+    /// A signal this thread sent itself whose default action ends the group (abort(),
+    /// raise(SIGTERM) without a handler).
     Deliver(i32),
+    /// rt_sigreturn: resume with these registers, FPU state and (already applied) mask.
+    Sigreturn(Box<crate::kernel::signals::frame::Restored>),
+    /// rt_sigreturn found a bad frame: SIGSEGV, as Linux forces it.
+    ForceSigsegv,
     /// Start a thread (clone): the vCPU layer creates its vCPU and host thread.
     Clone(Box<threads::NewThread>),
 }

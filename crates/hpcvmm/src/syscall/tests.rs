@@ -38,12 +38,14 @@ impl Fake {
             exe_path: "/prog".into(),
             uts: Uts::default(),
         });
+        let task = Task::main(GUEST_PID, 2);
+        group.signals.add_task(task.sig.clone());
         Fake {
             kernel: Kernel {
                 run: Run::new(2),
                 group,
             },
-            task: Task::main(GUEST_PID, 2),
+            task,
             frame: Frame::default(),
             _root: root,
         }
