@@ -645,7 +645,8 @@ fn load_program(
         &v.program,
         v.interp.as_ref(),
         &mem.mem,
-        stack_top - MAIN_STACK,
+        // Below the stack and its guard (which is unmapped in the guest's page tables).
+        stack_top - MAIN_STACK - STACK_GUARD,
     )?;
     let exe_path = guest_path_of_program(&cfg.root, &cfg.program);
     let execfn = execfn_of(cfg, &exe_path);
