@@ -128,6 +128,9 @@ pub fn job_spec(args: &RunArgs) -> JobSpec {
 
 pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     let mut spec = job_spec(&args);
+    // What a native exec would pass on (an MPI launcher's PMI_FD and the like): the guest
+    // gets them at the same numbers. Everything this process opened itself is O_CLOEXEC.
+    spec.inherit_fds = dualstack_hpcvmm::kernel::files::inheritable_host_fds();
     let mut host = Host::from_env(&global.state_dir);
     // Inside a Slurm job step without --zone: this node's zone of the job (issue 14).
     if args.zone.is_none() {

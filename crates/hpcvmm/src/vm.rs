@@ -76,6 +76,12 @@ pub struct RunConfig {
     pub stdout: Option<PathBuf>,
     #[serde(default)]
     pub stderr: Option<PathBuf>,
+    /// Host descriptors the guest inherits at the same numbers (what a launcher such as
+    /// MPICH's Hydra passed: `PMI_FD`, pipes, sockets). The run takes ownership of them.
+    /// `dualstack run` fills in every descriptor it was started with that a native exec would
+    /// pass on ([`crate::kernel::files::inheritable_host_fds`]).
+    #[serde(default)]
+    pub inherit_fds: Vec<i32>,
 }
 
 impl RunConfig {
@@ -100,6 +106,7 @@ impl RunConfig {
             stdin: None,
             stdout: None,
             stderr: None,
+            inherit_fds: Vec::new(),
         }
     }
 }
@@ -316,12 +323,15 @@ fn validate(cfg: &RunConfig) -> Result<Validated, VmmError> {
         path: cfg.root.display().to_string(),
         source,
     })?;
-    let files = FdTable::with_stdio_files(
+    let mut files = FdTable::with_stdio_files(
         cfg.stdin.as_deref(),
         cfg.stdout.as_deref(),
         cfg.stderr.as_deref(),
     )
     .map_err(|(what, path, source)| VmmError::Stdio { what, path, source })?;
+    files
+        .import_inherited(&cfg.inherit_fds)
+        .map_err(|e| VmmError::Config(e.to_string()))?;
     let memory = v_memory(cfg);
     if memory < (8 << 20) + MAIN_STACK {
         return Err(VmmError::Config(format!(

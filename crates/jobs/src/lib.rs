@@ -239,6 +239,7 @@ pub fn prepare(spec: &JobSpec, host: &Host) -> Result<PreparedJob, JobError> {
     cfg.stdin = spec.stdin.clone();
     cfg.stdout = spec.stdout.clone();
     cfg.stderr = spec.stderr.clone();
+    cfg.inherit_fds = spec.inherit_fds.clone();
     cfg.timeout = match spec.timeout_s {
         Some(t) if !(t.is_finite() && t > 0.0) => return Err(JobError::BadTimeout { value: t }),
         Some(t) => Some(Duration::from_secs_f64(t)),

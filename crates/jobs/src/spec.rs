@@ -84,6 +84,11 @@ pub struct JobSpec {
     /// Run as this user. Reserved for the jail work: any value is refused today.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Host descriptors of the calling process the guest inherits at the same numbers (what an
+    /// MPI launcher passed to `dualstack run`). Never read from JSON: a daemon's descriptors
+    /// are not a client's to hand out.
+    #[serde(skip)]
+    pub inherit_fds: Vec<i32>,
 }
 
 fn default_root() -> PathBuf {
@@ -123,6 +128,7 @@ impl JobSpec {
             stderr: None,
             stats: None,
             user: None,
+            inherit_fds: Vec::new(),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! `asm/unistd_64.h` by a unit test. To add a call: write the handler in its area module and
 //! replace the `unsupported(...)` line of its number here.
 
-use super::{files, futex, memory, signals, system, threads, time};
+use super::{files, futex, memory, signals, sockets, system, threads, time};
 use super::{Args, Ctx, Errno, SysOutcome, SysResult};
 
 /// How completely a system call is implemented.
@@ -112,7 +112,7 @@ static TABLE: [Option<Entry>; 451] = [
     value(13, "rt_sigaction", Partial("recorded; handlers are never run"), signals::rt_sigaction),
     value(14, "rt_sigprocmask", Supported, signals::rt_sigprocmask),
     unsupported(15, "rt_sigreturn", libc::ENOSYS),
-    value(16, "ioctl", Partial("no terminal or device ioctls: every request is ENOTTY"), files::ioctl),
+    value(16, "ioctl", Partial("no terminal or device ioctls (ENOTTY); on sockets the pointer-free SIOCGIF* queries, FIONREAD, SIOCOUTQ, FIONBIO"), files::ioctl),
     value(17, "pread64", Supported, files::pread64),
     value(18, "pwrite64", Supported, files::pwrite64),
     value(19, "readv", Supported, files::readv),
@@ -137,21 +137,21 @@ static TABLE: [Option<Entry>; 451] = [
     unsupported(38, "setitimer", libc::ENOSYS),
     value(39, "getpid", Supported, system::getpid),
     unsupported(40, "sendfile", libc::ENOSYS),
-    unsupported(41, "socket", libc::ENOSYS),
-    unsupported(42, "connect", libc::ENOSYS),
-    unsupported(43, "accept", libc::ENOSYS),
-    unsupported(44, "sendto", libc::ENOSYS),
-    unsupported(45, "recvfrom", libc::ENOSYS),
-    unsupported(46, "sendmsg", libc::ENOSYS),
-    unsupported(47, "recvmsg", libc::ENOSYS),
-    unsupported(48, "shutdown", libc::ENOSYS),
-    unsupported(49, "bind", libc::ENOSYS),
-    unsupported(50, "listen", libc::ENOSYS),
-    unsupported(51, "getsockname", libc::ENOSYS),
-    unsupported(52, "getpeername", libc::ENOSYS),
-    unsupported(53, "socketpair", libc::ENOSYS),
-    unsupported(54, "setsockopt", libc::ENOSYS),
-    unsupported(55, "getsockopt", libc::ENOSYS),
+    value(41, "socket", Partial("AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK/NETLINK_ROUTE host sockets; other families EAFNOSUPPORT"), sockets::socket),
+    value(42, "connect", Supported, sockets::connect),
+    value(43, "accept", Supported, sockets::accept),
+    value(44, "sendto", Supported, sockets::sendto),
+    value(45, "recvfrom", Supported, sockets::recvfrom),
+    value(46, "sendmsg", Partial("at most 64 KiB of ancillary data"), sockets::sendmsg),
+    value(47, "recvmsg", Partial("at most 64 KiB of ancillary data"), sockets::recvmsg),
+    value(48, "shutdown", Supported, sockets::shutdown),
+    value(49, "bind", Supported, sockets::bind),
+    value(50, "listen", Supported, sockets::listen),
+    value(51, "getsockname", Partial("a Unix socket bound by path reports the VMM's /proc/self/fd name for it"), sockets::getsockname),
+    value(52, "getpeername", Supported, sockets::getpeername),
+    value(53, "socketpair", Supported, sockets::socketpair),
+    value(54, "setsockopt", Supported, sockets::setsockopt),
+    value(55, "getsockopt", Supported, sockets::getsockopt),
     control(56, "clone", Partial("threads only (CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD); processes are ENOSYS"), threads::clone),
     unsupported(57, "fork", libc::ENOSYS),
     unsupported(58, "vfork", libc::ENOSYS),
@@ -384,7 +384,7 @@ static TABLE: [Option<Entry>; 451] = [
     unsupported(285, "fallocate", libc::ENOSYS),
     unsupported(286, "timerfd_settime", libc::ENOSYS),
     unsupported(287, "timerfd_gettime", libc::ENOSYS),
-    unsupported(288, "accept4", libc::ENOSYS),
+    value(288, "accept4", Supported, sockets::accept4),
     unsupported(289, "signalfd4", libc::ENOSYS),
     unsupported(290, "eventfd2", libc::ENOSYS),
     unsupported(291, "epoll_create1", libc::ENOSYS),
