@@ -22,6 +22,7 @@ pub mod jail;
 pub mod kernel;
 pub mod layout;
 pub mod memory;
+pub mod shmem;
 pub mod stack;
 pub mod stats;
 mod sys;

@@ -392,12 +392,21 @@ struct BuiltMemory {
 /// memory slot.
 fn build_memory(cfg: &RunConfig, size: u64, vm: &VmFd) -> Result<BuiltMemory, VmmError> {
     let t_mem = Instant::now();
-    let mem = GuestMemory::new(size, cfg.backing)?;
+    let mut mem = GuestMemory::new(size, cfg.backing)?;
     let setup = t_mem.elapsed();
     let page_size = cfg
         .guest_page_size
         .unwrap_or_else(|| default_page_size(cfg.backing));
-    let paging = layout::build(&mem, page_size).map_err(|e| VmmError::Setup(e.to_string()))?;
+    // The window for memory shared with other VMs (MAP_SHARED files, SysV segments).
+    let window = crate::shmem::window_for(size);
+    if let Some(w) = window {
+        let w = crate::shmem::SharedWindow::reserve(w).map_err(|e| {
+            VmmError::Setup(format!("cannot reserve the shared-memory window: {e}"))
+        })?;
+        mem.attach_shared_window(w);
+    }
+    let paging = layout::build_with_window(&mem, page_size, window)
+        .map_err(|e| VmmError::Setup(e.to_string()))?;
     for r in mem.regions().iter() {
         let region = kvm_userspace_memory_region {
             slot: r.slot,
@@ -500,6 +509,10 @@ fn build_kernel(
     };
     mm.map_with(stack_top - MAIN_STACK, MAIN_STACK, true, false, stack)
         .map_err(|_| VmmError::Setup("no room for the stack".into()))?;
+    if let Some(w) = mem.shared_window() {
+        let (lo, hi) = w.bounds();
+        mm.shared = crate::kernel::mm::SharedArea::new(lo, hi);
+    }
     mem.restrict_to(USER_START, stack_top);
     let mem = Arc::new(mem);
     let group = ThreadGroup::new(GroupParts {

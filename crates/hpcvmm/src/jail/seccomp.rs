@@ -173,6 +173,16 @@ pub const ALLOWED: &[(&str, i64)] = &[
     ("sendmsg", libc::SYS_sendmsg),
     ("recvmsg", libc::SYS_recvmsg),
     ("shutdown", libc::SYS_shutdown),
+    // guest epoll sets and statfs (syscall/events.rs, issue 12)
+    ("epoll_create1", libc::SYS_epoll_create1),
+    ("epoll_ctl", libc::SYS_epoll_ctl),
+    ("epoll_wait", libc::SYS_epoll_wait),
+    ("fstatfs", libc::SYS_fstatfs),
+    // SysV shared memory between ranks (syscall/shm.rs, issue 12): shmat attaches into the
+    // shared window's reservation; MAP_SHARED file mappings need only mmap
+    ("shmget", libc::SYS_shmget),
+    ("shmat", libc::SYS_shmat),
+    ("shmctl", libc::SYS_shmctl),
 ];
 
 /// The non-KVM ioctls the syscall layer passes on for guest sockets (syscall/sockets.rs):

@@ -35,8 +35,9 @@ pub enum FileKind {
     /// A host socket (created by the guest, received over SCM_RIGHTS, or inherited from the
     /// launcher); [`crate::syscall::sockets`] passes the socket calls through to it.
     Socket(OwnedFd),
-    /// epoll sets.
-    Epoll(NotYet),
+    /// A host epoll instance whose registrations name the host fds behind guest fds
+    /// ([`crate::syscall::events`]).
+    Epoll(OwnedFd),
     /// eventfd counters.
     EventFd(NotYet),
     /// timerfd timers.
@@ -70,13 +71,12 @@ impl OpenFile {
     pub fn raw(&self) -> i32 {
         match &self.kind {
             FileKind::Stdio(n) => *n,
-            FileKind::Host(f) | FileKind::Pipe(f) | FileKind::Virtual(f) | FileKind::Socket(f) => {
-                f.as_raw_fd()
-            }
-            FileKind::Epoll(n)
-            | FileKind::EventFd(n)
-            | FileKind::TimerFd(n)
-            | FileKind::SignalFd(n) => match *n {},
+            FileKind::Host(f)
+            | FileKind::Pipe(f)
+            | FileKind::Virtual(f)
+            | FileKind::Socket(f)
+            | FileKind::Epoll(f) => f.as_raw_fd(),
+            FileKind::EventFd(n) | FileKind::TimerFd(n) | FileKind::SignalFd(n) => match *n {},
         }
     }
 }

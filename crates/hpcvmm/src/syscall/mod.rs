@@ -7,10 +7,12 @@
 //! Handlers are grouped by area: [`files`], [`memory`], [`time`], [`threads`] and [`futex`],
 //! [`signals`], [`system`] (identity, limits, uname), [`sockets`] (none yet), [`procfs`].
 
+pub mod events;
 pub mod files;
 pub mod futex;
 pub mod memory;
 pub mod procfs;
+pub mod shm;
 pub mod signals;
 pub mod sockets;
 pub mod system;

@@ -3,7 +3,7 @@
 //! `asm/unistd_64.h` by a unit test. To add a call: write the handler in its area module and
 //! replace the `unsupported(...)` line of its number here.
 
-use super::{files, futex, memory, signals, sockets, system, threads, time};
+use super::{events, files, futex, memory, shm, signals, sockets, system, threads, time};
 use super::{Args, Ctx, Errno, SysOutcome, SysResult};
 
 /// How completely a system call is implemented.
@@ -105,7 +105,7 @@ static TABLE: [Option<Entry>; 451] = [
     value(6, "lstat", Supported, files::lstat),
     value(7, "poll", Supported, files::poll),
     value(8, "lseek", Supported, files::lseek),
-    value(9, "mmap", Partial("file mappings are private copies; writable MAP_SHARED file mappings are ENODEV"), memory::mmap),
+    value(9, "mmap", Partial("MAP_PRIVATE file mappings are private copies; MAP_SHARED file mappings share the host pages in the window above guest RAM (MAP_FIXED only there)"), memory::mmap),
     value(10, "mprotect", Partial("recorded, not enforced: user memory is mapped RWX with large pages"), memory::mprotect),
     value(11, "munmap", Supported, memory::munmap),
     value(12, "brk", Supported, memory::brk),
@@ -125,9 +125,9 @@ static TABLE: [Option<Entry>; 451] = [
     value(26, "msync", Partial("file mappings are copies: nothing is written back"), memory::accept),
     unsupported(27, "mincore", libc::ENOSYS),
     value(28, "madvise", Partial("only MADV_DONTNEED acts (zeroes); other advice is accepted and ignored"), memory::madvise),
-    unsupported(29, "shmget", libc::ENOSYS),
-    unsupported(30, "shmat", libc::ENOSYS),
-    unsupported(31, "shmctl", libc::ENOSYS),
+    value(29, "shmget", Supported, shm::shmget),
+    value(30, "shmat", Partial("attached in the shared window above guest RAM; the address hint must lie there"), shm::shmat),
+    value(31, "shmctl", Supported, shm::shmctl),
     value(32, "dup", Supported, files::dup),
     value(33, "dup2", Supported, files::dup2),
     unsupported(34, "pause", libc::ENOSYS),
@@ -163,7 +163,7 @@ static TABLE: [Option<Entry>; 451] = [
     unsupported(64, "semget", libc::ENOSYS),
     unsupported(65, "semop", libc::ENOSYS),
     unsupported(66, "semctl", libc::ENOSYS),
-    unsupported(67, "shmdt", libc::ENOSYS),
+    value(67, "shmdt", Supported, shm::shmdt),
     unsupported(68, "msgget", libc::ENOSYS),
     unsupported(69, "msgsnd", libc::ENOSYS),
     unsupported(70, "msgrcv", libc::ENOSYS),
@@ -233,8 +233,8 @@ static TABLE: [Option<Entry>; 451] = [
     unsupported(134, "uselib", libc::ENOSYS),
     unsupported(135, "personality", libc::ENOSYS),
     unsupported(136, "ustat", libc::ENOSYS),
-    unsupported(137, "statfs", libc::ENOSYS),
-    unsupported(138, "fstatfs", libc::ENOSYS),
+    value(137, "statfs", Supported, events::statfs),
+    value(138, "fstatfs", Supported, events::fstatfs),
     unsupported(139, "sysfs", libc::ENOSYS),
     unsupported(140, "getpriority", libc::ENOSYS),
     unsupported(141, "setpriority", libc::ENOSYS),
@@ -309,7 +309,7 @@ static TABLE: [Option<Entry>; 451] = [
     unsupported(210, "io_cancel", libc::ENOSYS),
     unsupported(211, "get_thread_area", libc::ENOSYS),
     unsupported(212, "lookup_dcookie", libc::ENOSYS),
-    unsupported(213, "epoll_create", libc::ENOSYS),
+    value(213, "epoll_create", Supported, events::epoll_create),
     unsupported(214, "epoll_ctl_old", libc::ENOSYS),
     unsupported(215, "epoll_wait_old", libc::ENOSYS),
     unsupported(216, "remap_file_pages", libc::ENOSYS),
@@ -328,8 +328,8 @@ static TABLE: [Option<Entry>; 451] = [
     value(229, "clock_getres", Supported, time::clock_getres),
     value(230, "clock_nanosleep", Supported, time::clock_nanosleep),
     control(231, "exit_group", Supported, threads::exit_group),
-    unsupported(232, "epoll_wait", libc::ENOSYS),
-    unsupported(233, "epoll_ctl", libc::ENOSYS),
+    value(232, "epoll_wait", Supported, events::epoll_wait),
+    value(233, "epoll_ctl", Supported, events::epoll_ctl),
     control(234, "tgkill", Partial("no handlers run: a default-fatal signal ends the run, others are dropped"), signals::tgkill),
     unsupported(235, "utimes", libc::ENOSYS),
     unsupported(236, "vserver", libc::ENOSYS),
@@ -377,7 +377,7 @@ static TABLE: [Option<Entry>; 451] = [
     unsupported(278, "vmsplice", libc::ENOSYS),
     unsupported(279, "move_pages", libc::ENOSYS),
     unsupported(280, "utimensat", libc::ENOSYS),
-    unsupported(281, "epoll_pwait", libc::ENOSYS),
+    value(281, "epoll_pwait", Partial("the signal mask argument is ignored (no signal delivery)"), events::epoll_pwait),
     unsupported(282, "signalfd", libc::ENOSYS),
     unsupported(283, "timerfd_create", libc::ENOSYS),
     unsupported(284, "eventfd", libc::ENOSYS),
@@ -387,7 +387,7 @@ static TABLE: [Option<Entry>; 451] = [
     value(288, "accept4", Supported, sockets::accept4),
     unsupported(289, "signalfd4", libc::ENOSYS),
     unsupported(290, "eventfd2", libc::ENOSYS),
-    unsupported(291, "epoll_create1", libc::ENOSYS),
+    value(291, "epoll_create1", Supported, events::epoll_create1),
     value(292, "dup3", Supported, files::dup3),
     value(293, "pipe2", Supported, files::pipe2),
     unsupported(294, "inotify_init1", libc::ENOSYS),
