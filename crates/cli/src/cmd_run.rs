@@ -61,9 +61,11 @@ pub struct RunArgs {
     /// NUMA node to take the huge pages from.
     #[arg(long)]
     pub numa_node: Option<u32>,
-    /// Host directory the guest sees as its filesystem root.
-    #[arg(long, default_value = ".")]
-    pub root: PathBuf,
+    /// Host directory the guest sees as its filesystem root [default: ".", or "/" with the
+    /// current directory as the guest's working directory when an MPI launcher started this
+    /// rank, so the rank sees /dev/shm, /tmp and its files as natively].
+    #[arg(long)]
+    pub root: Option<PathBuf>,
     /// Extra environment variable for the guest (KEY=VALUE); repeatable.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
@@ -101,7 +103,7 @@ pub fn job_spec(args: &RunArgs) -> JobSpec {
             .collect();
     }
     spec.env.extend(args.env.iter().cloned());
-    spec.root = args.root.clone();
+    spec.root = args.root.clone().unwrap_or_else(|| PathBuf::from("."));
     spec.zone = ZoneSel::from_option(args.zone.as_deref());
     spec.cpus = args.cpus;
     spec.cpuset_cpus = args.cpuset_cpus.clone();
@@ -131,6 +133,15 @@ pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     // What a native exec would pass on (an MPI launcher's PMI_FD and the like): the guest
     // gets them at the same numbers. Everything this process opened itself is O_CLOEXEC.
     spec.inherit_fds = dualstack_hpcvmm::kernel::files::inheritable_host_fds();
+    // Started by an MPI launcher (mpiexec, mpirun, srun): one rank's share of the node, and
+    // by default the host's filesystem as the rank's own.
+    spec.local_rank = dualstack_jobs::launcher::LocalRank::from_env();
+    if spec.local_rank.is_some() && args.root.is_none() {
+        spec.root = PathBuf::from("/");
+        if let Some(cwd) = std::env::current_dir()?.to_str() {
+            spec.cwd = cwd.to_string();
+        }
+    }
     let mut host = Host::from_env(&global.state_dir);
     // Inside a Slurm job step without --zone: this node's zone of the job (issue 14).
     if args.zone.is_none() {

@@ -122,15 +122,19 @@ impl SharedWindow {
     }
 
     /// Map `len` bytes of host file `fd` from `offset` at guest `addr` (page-aligned, inside
-    /// the window), shared with every other mapping of the file.
+    /// the window), shared with every other mapping of the file. Of the guest's mmap flags,
+    /// the huge page request travels along (the host refuses MAP_HUGETLB for a file outside
+    /// hugetlbfs with EINVAL, as the guest's program expects: UCX probes that way).
     pub fn map_file(
         &self,
         addr: u64,
         len: u64,
         prot: i32,
+        guest_flags: i32,
         fd: i32,
         offset: u64,
     ) -> std::io::Result<()> {
+        let huge = guest_flags & (libc::MAP_HUGETLB | (0x3f << libc::MAP_HUGE_SHIFT));
         let len = len.next_multiple_of(PAGE);
         let at = self.host_at(addr, len)?;
         let prot = prot & (libc::PROT_READ | libc::PROT_WRITE);
@@ -140,7 +144,7 @@ impl SharedWindow {
                 at,
                 len as usize,
                 prot,
-                libc::MAP_SHARED | libc::MAP_FIXED,
+                libc::MAP_SHARED | libc::MAP_FIXED | huge,
                 fd,
                 offset as libc::off_t,
             )
@@ -239,8 +243,8 @@ mod tests {
         let f = tempfile::tempfile().unwrap();
         f.set_len(8192).unwrap();
         let rw = libc::PROT_READ | libc::PROT_WRITE;
-        a.map_file(lo, 8192, rw, f.as_raw_fd(), 0).unwrap();
-        b.map_file(lo + (1 << 20), 4096, rw, f.as_raw_fd(), 4096)
+        a.map_file(lo, 8192, rw, 0, f.as_raw_fd(), 0).unwrap();
+        b.map_file(lo + (1 << 20), 4096, rw, 0, f.as_raw_fd(), 4096)
             .unwrap();
         let pa = a.host_range(lo + 4096, 8).unwrap();
         let pb = b.host_range(lo + (1 << 20), 8).unwrap();
@@ -257,11 +261,17 @@ mod tests {
         assert_eq!(a.mapping_at(lo), Some((lo, lo + 8192)));
         a.unmap(lo, 8192).unwrap();
         assert!(a.host_range(lo, 8).is_none());
-        assert!(a.map_file(lo + 1, 4096, rw, f.as_raw_fd(), 0).is_err());
-        assert!(a.map_file(hi - 4096, 8192, rw, f.as_raw_fd(), 0).is_err());
+        assert!(a.map_file(lo + 1, 4096, rw, 0, f.as_raw_fd(), 0).is_err());
+        assert!(a
+            .map_file(hi - 4096, 8192, rw, 0, f.as_raw_fd(), 0)
+            .is_err());
+        let e = a
+            .map_file(lo, 4096, rw, libc::MAP_HUGETLB, f.as_raw_fd(), 0)
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "not a hugetlbfs file");
         // A read-only file cannot be mapped writable: the host refuses it.
         let ro = std::fs::File::open("/proc/self/exe").unwrap();
-        let e = a.map_file(lo, 4096, rw, ro.as_raw_fd(), 0).unwrap_err();
+        let e = a.map_file(lo, 4096, rw, 0, ro.as_raw_fd(), 0).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EACCES));
     }
 }

@@ -26,7 +26,7 @@ use crate::kernel::group::{Credentials, GroupParts, Limits, ThreadGroup, Uts};
 use crate::kernel::mm::{AddressSpace, VmaAttrs};
 use crate::kernel::run::Run;
 use crate::kernel::task::Task;
-use crate::kernel::{Kernel, GUEST_PID};
+use crate::kernel::Kernel;
 use crate::layout::{self, GuestPageSize, Paging, USER_START};
 use crate::memory::{Backing, GuestMemory, HugePageSize, MemoryError};
 use crate::stack::{self, StackSpec};
@@ -82,6 +82,11 @@ pub struct RunConfig {
     /// pass on ([`crate::kernel::files::inheritable_host_fds`]).
     #[serde(default)]
     pub inherit_fds: Vec<i32>,
+    /// The guest's pid is the VMM's host pid instead of the fixed guest pid: an MPI rank
+    /// names itself to its peers by pid (UCX reads /proc/<pid>/stat of its peers), and the
+    /// ranks of one job must not all be pid 1000.
+    #[serde(default)]
+    pub host_pid: bool,
 }
 
 impl RunConfig {
@@ -107,6 +112,7 @@ impl RunConfig {
             stdout: None,
             stderr: None,
             inherit_fds: Vec::new(),
+            host_pid: false,
         }
     }
 }
@@ -525,6 +531,10 @@ fn build_kernel(
         exe_path: loaded.exe_path.clone(),
         uts: read_release()?,
     });
+    if cfg.host_pid {
+        // SAFETY: getpid has no preconditions.
+        group.set_pid(unsafe { libc::getpid() });
+    }
     Ok(KernelBuilt {
         kernel: Kernel {
             run: Run::new(cfg.cpus.len()),
@@ -565,7 +575,7 @@ fn build_vcpu0(
 
 /// Phase 7: start the main thread on vCPU 0.
 fn spawn(m: &Arc<Machine>, vcpu0: VcpuFd, ncpus: usize) -> Result<(), VmmError> {
-    m.spawn(0, vcpu0, Task::main(GUEST_PID, ncpus))
+    m.spawn(0, vcpu0, Task::main(m.kernel.group.pid(), ncpus))
         .map_err(|e| VmmError::Setup(format!("cannot start the vCPU thread: {e}")))
 }
 

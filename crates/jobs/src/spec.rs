@@ -89,6 +89,11 @@ pub struct JobSpec {
     /// are not a client's to hand out.
     #[serde(skip)]
     pub inherit_fds: Vec<i32>,
+    /// This job is one rank of an MPI job started by a launcher: it takes its share of the
+    /// cores (and of a zone's huge pages) and the guest sees the VMM's host pid. Never read
+    /// from JSON (the CLI reads the launcher's environment).
+    #[serde(skip)]
+    pub local_rank: Option<crate::launcher::LocalRank>,
 }
 
 fn default_root() -> PathBuf {
@@ -129,6 +134,7 @@ impl JobSpec {
             stats: None,
             user: None,
             inherit_fds: Vec::new(),
+            local_rank: None,
         }
     }
 }

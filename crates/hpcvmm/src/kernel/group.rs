@@ -1,7 +1,7 @@
 //! The thread group (the guest process): what its threads share.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::files::FdTable;
@@ -161,6 +161,8 @@ pub struct ThreadGroup {
     pub exe_path: String,
     pub uts: Uts,
     pub threads: Mutex<ThreadCounts>,
+    /// The guest's pid (see [`ThreadGroup::set_pid`]).
+    pid: AtomicI32,
 }
 
 /// What a thread group is made of (see [`ThreadGroup`]'s fields).
@@ -190,11 +192,19 @@ impl ThreadGroup {
             exe_path: p.exe_path,
             uts: p.uts,
             threads: Mutex::new(ThreadCounts::new()),
+            pid: AtomicI32::new(GUEST_PID),
         }
     }
 
     pub fn pid(&self) -> i32 {
-        GUEST_PID
+        self.pid.load(Ordering::Relaxed)
+    }
+
+    /// Use `pid` as the guest's pid (and its main thread's tid) instead of [`GUEST_PID`]:
+    /// set once before the guest runs (an MPI rank is its VMM's host pid, see
+    /// `RunConfig::host_pid`).
+    pub fn set_pid(&self, pid: i32) {
+        self.pid.store(pid, Ordering::Relaxed);
     }
 
     pub fn umask(&self) -> u32 {

@@ -60,7 +60,7 @@ pub fn mmap_file(
         .shared
         .place(addr, len, fixed, noreplace, attrs)
         .map_err(mm_errno)?;
-    if let Err(e) = w.map_file(at, len, prot, f.raw(), off) {
+    if let Err(e) = w.map_file(at, len, prot, flags, f.raw(), off) {
         let _ = w.unmap(at, len);
         mm.shared.unmap(at, len);
         return Err(e.into());
