@@ -154,7 +154,34 @@ pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     let host = host.with_apps_dir(crate::common::apps_dir());
     let result = dualstack_jobs::run(&spec, &host)?;
     report(&result.stats, args.summary);
+    if spec.local_rank.is_some() {
+        if let dualstack_hpcvmm::ExitReport::Faulted(f) = &result.stats.exit {
+            // A rank's launcher tells a crash from an exit by how the process ended: end the
+            // way the program did natively, killed by its signal (Hydra and mpirun then abort
+            // the job and name the signal).
+            die_by_signal(f.signal);
+        }
+    }
     Ok(result.exit_status)
+}
+
+/// End this process with signal `sig` (no core dump of the VMM itself); returns only if the
+/// signal did not end it.
+fn die_by_signal(sig: i32) {
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain libc calls on this process: no core file, default action, unblocked.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+        libc::signal(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+    }
 }
 
 /// Print the fault/timeout report and the summary.

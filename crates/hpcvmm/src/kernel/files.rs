@@ -177,9 +177,13 @@ impl FdTable {
     /// Import descriptors the launcher passed to the VMM (an MPI launcher's `PMI_FD`, a
     /// socket or pipe it set up) at the same guest numbers, as a native exec would inherit
     /// them: sockets become [`FileKind::Socket`], pipes and FIFOs [`FileKind::Pipe`], anything
-    /// else [`FileKind::Host`]. The table takes ownership of each host fd (the caller must
-    /// not use or close it afterwards) and marks it close-on-exec on the host side; for the
-    /// guest it stays open across exec, as it was. Numbers 0-2 replace the standard streams.
+    /// else [`FileKind::Host`].
+    ///
+    /// The table gets a duplicate (close-on-exec) of each; the launcher's own descriptor
+    /// stays open until this process ends, so the launcher sees it close at the moment the
+    /// rank's process ends, as natively, and never earlier: Hydra takes a PMI connection that
+    /// closes before the process is gone for a crash and kills the whole job, which would
+    /// beat the VMM reporting the guest's real exit status or signal.
     pub fn import_inherited(&mut self, fds: &[i32]) -> Result<(), InheritError> {
         for &n in fds {
             if n < 0 || n >= self.limit {
@@ -191,10 +195,16 @@ impl FdTable {
             if unsafe { libc::fstat(n, &mut st) } != 0 {
                 return Err(InheritError::NotOpen(n, std::io::Error::last_os_error()));
             }
-            // SAFETY: sets FD_CLOEXEC on an fd that fstat just found open.
+            // SAFETY: duplicates an fd fstat just found open; the original is left alone.
+            let dup = unsafe { libc::fcntl(n, libc::F_DUPFD_CLOEXEC, 3) };
+            if dup < 0 {
+                return Err(InheritError::NotOpen(n, std::io::Error::last_os_error()));
+            }
+            // SAFETY: sets FD_CLOEXEC on the launcher's fd, which this process keeps open
+            // (and never uses) until it ends.
             unsafe { libc::fcntl(n, libc::F_SETFD, libc::FD_CLOEXEC) };
-            // SAFETY: the caller hands ownership of `n` to the table (documented above).
-            let owned = unsafe { OwnedFd::from_raw_fd(n) };
+            // SAFETY: `dup` is a fresh fd owned by nobody else.
+            let owned = unsafe { OwnedFd::from_raw_fd(dup) };
             let kind = match st.st_mode & libc::S_IFMT {
                 libc::S_IFSOCK => FileKind::Socket(owned),
                 libc::S_IFIFO => FileKind::Pipe(owned),
@@ -297,7 +307,7 @@ mod tests {
         t.import_inherited(&[sv[0]]).unwrap();
         let f = t.get(sv[0]).unwrap();
         assert!(matches!(f.kind(), FileKind::Socket(_)));
-        assert_eq!(f.raw(), sv[0], "same number as on the host");
+        assert_ne!(f.raw(), sv[0], "a duplicate: the launcher's fd stays open");
         assert!(!t.entry(sv[0]).unwrap().cloexec);
         // SAFETY: F_GETFD reads the flags of the fd the table now owns.
         let flags = unsafe { libc::fcntl(sv[0], libc::F_GETFD) };
@@ -306,14 +316,20 @@ mod tests {
             t.import_inherited(&[5000]),
             Err(InheritError::Range(5000, _))
         ));
-        // SAFETY: closes our end of the pair; the other was moved into the table.
-        unsafe { libc::close(sv[1]) };
+        // SAFETY: closes both ends we created (the table holds its own duplicate).
+        unsafe {
+            libc::close(sv[0]);
+            libc::close(sv[1])
+        };
         let closed = sv[1];
         assert!(matches!(
             t.import_inherited(&[closed]),
             Err(InheritError::NotOpen(..))
         ));
-        assert!(!inheritable_host_fds().contains(&sv[0]), "cloexec now");
+        assert!(
+            !inheritable_host_fds().contains(&f.raw()),
+            "the duplicate is cloexec"
+        );
     }
 
     #[test]
