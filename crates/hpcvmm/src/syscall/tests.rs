@@ -494,3 +494,103 @@ fn unix_paths_resolve_inside_the_root_and_tcp_loopback_works() {
         .unwrap();
     assert_eq!(f.sys("poll", [BUF + 0x300, 1, 1000, 0, 0, 0]), Ok(1));
 }
+
+#[test]
+fn epoll_reports_what_was_registered() {
+    let mut f = Fake::new();
+    let (a, b) = socketpair(&mut f);
+    let ep = f
+        .sys("epoll_create1", [libc::EPOLL_CLOEXEC as u64, 0, 0, 0, 0, 0])
+        .unwrap();
+    assert_eq!(
+        f.sys("epoll_create1", [1, 0, 0, 0, 0, 0]),
+        Err(libc::EINVAL)
+    );
+    assert_eq!(f.sys("epoll_create", [0, 0, 0, 0, 0, 0]), Err(libc::EINVAL));
+    // struct epoll_event is packed: u32 events, u64 data.
+    let mut ev = [0u8; 12];
+    ev[..4].copy_from_slice(&(libc::EPOLLIN as u32).to_ne_bytes());
+    ev[4..].copy_from_slice(&0xfeed_beef_u64.to_ne_bytes());
+    f.mem().write(BUF, &ev).unwrap();
+    let add = libc::EPOLL_CTL_ADD as u64;
+    assert_eq!(f.sys("epoll_ctl", [ep, add, b, BUF, 0, 0]), Ok(0));
+    assert_eq!(
+        f.sys("epoll_ctl", [ep, add, ep, BUF, 0, 0]),
+        Err(libc::EINVAL)
+    );
+    assert_eq!(
+        f.sys("epoll_ctl", [a, add, b, BUF, 0, 0]),
+        Err(libc::EINVAL),
+        "not epoll"
+    );
+    assert_eq!(
+        f.sys("epoll_ctl", [ep, add, 99, BUF, 0, 0]),
+        Err(libc::EBADF)
+    );
+    assert_eq!(f.sys("epoll_wait", [ep, BUF + 0x100, 4, 0, 0, 0]), Ok(0));
+    f.mem().write(BUF + 0x200, b"x").unwrap();
+    assert_eq!(f.sys("write", [a, BUF + 0x200, 1, 0, 0, 0]), Ok(1));
+    assert_eq!(f.sys("epoll_wait", [ep, BUF + 0x100, 4, 1000, 0, 0]), Ok(1));
+    let got = f.mem().read_vec(BUF + 0x104, 8).unwrap();
+    assert_eq!(u64::from_ne_bytes(got.try_into().unwrap()), 0xfeed_beef);
+    assert_eq!(
+        f.sys("epoll_wait", [ep, BUF, 0, 0, 0, 0]),
+        Err(libc::EINVAL)
+    );
+    assert_eq!(
+        f.sys("epoll_wait", [ep, MEM - 4, 4, 0, 0, 0]),
+        Err(libc::EFAULT)
+    );
+    // statfs of a path inside the root, and of an fd.
+    f.put_str(BUF, "/hello.txt");
+    assert_eq!(f.sys("statfs", [BUF, BUF + 0x100, 0, 0, 0, 0]), Ok(0));
+    assert_eq!(f.sys("fstatfs", [a, BUF + 0x100, 0, 0, 0, 0]), Ok(0));
+    assert_eq!(
+        f.sys("statfs", [BUF, MEM - 8, 0, 0, 0, 0]),
+        Err(libc::EFAULT)
+    );
+}
+
+#[test]
+fn shared_memory_without_a_window_and_hostile_shmctl() {
+    let mut f = Fake::new();
+    // The fake memory has no shared window: SysV attach has nowhere to go, and a writable
+    // MAP_SHARED file mapping keeps its old answer.
+    let id = f
+        .sys(
+            "shmget",
+            [
+                libc::IPC_PRIVATE as u64,
+                4096,
+                0o600 | libc::IPC_CREAT as u64,
+                0,
+                0,
+                0,
+            ],
+        )
+        .unwrap();
+    assert_eq!(f.sys("shmat", [id, 0, 0, 0, 0, 0]), Err(libc::ENOMEM));
+    assert_eq!(f.sys("shmctl", [id, 999, BUF, 0, 0, 0]), Err(libc::EINVAL));
+    let stat = libc::IPC_STAT as u64;
+    assert_eq!(
+        f.sys("shmctl", [id, stat, MEM - 8, 0, 0, 0]),
+        Err(libc::EFAULT)
+    );
+    assert_eq!(f.sys("shmctl", [id, stat, BUF, 0, 0, 0]), Ok(0));
+    let segsz: u64 = f.mem().get(BUF + 48).unwrap(); // shm_segsz after the 48-byte ipc_perm
+    assert_eq!(segsz, 4096);
+    assert_eq!(
+        f.sys("shmctl", [id, libc::IPC_RMID as u64, 0, 0, 0, 0]),
+        Ok(0)
+    );
+    assert_eq!(f.sys("shmdt", [BUF, 0, 0, 0, 0, 0]), Err(libc::EINVAL));
+    f.put_str(BUF, "/hello.txt");
+    let fd = f
+        .sys("open", [BUF, libc::O_RDWR as u64, 0, 0, 0, 0])
+        .unwrap();
+    let (rw, shared) = (3u64, libc::MAP_SHARED as u64);
+    assert_eq!(
+        f.sys("mmap", [0, 4096, rw, shared, fd, 0]),
+        Err(libc::ENODEV)
+    );
+}
