@@ -5,7 +5,12 @@
 //!
 //! The environment of both runs has `UCX_POSIX_USE_PROC_LINK=n`: UCX's posix shared-memory
 //! transport otherwise opens its peer's segment through `/proc/<pid>/fd/<fd>`, which names
-//! the other VMM's descriptor table (see notes on MPI in the README).
+//! the other VMM's descriptor table (see notes on MPI in the README). Every mode but `hello`
+//! also runs with `UCX_TLS=self,sm` (shared memory only, as for ranks on one node): with UCX's
+//! TCP transport in the mix the `nonblocking` job hangs now and then under load natively too
+//! (seen 1 in 16 with four jobs on two cores). `hello` keeps the default transports, so UCX's
+//! TCP sockets, netlink dumps and interface ioctls are exercised in the VM. One job at a time:
+//! two cores are shared by every test.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -75,7 +80,11 @@ impl Job {
     }
 }
 
+/// One MPI job at a time (each takes both cores).
+static ONE_JOB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn mpiexec(in_vm: bool, mode: &str) -> Job {
+    let _one = ONE_JOB.lock().unwrap_or_else(|e| e.into_inner());
     let prog = program().expect("checked by the caller");
     let dir = prog.parent().unwrap();
     let mut c = Command::new("timeout");
@@ -93,6 +102,9 @@ fn mpiexec(in_vm: bool, mode: &str) -> Job {
     }
     c.arg(prog).arg(mode).current_dir(dir);
     c.env("UCX_POSIX_USE_PROC_LINK", "n");
+    if mode != "hello" {
+        c.env("UCX_TLS", "self,sm");
+    }
     let o = c.output().expect("run mpiexec");
     Job {
         stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -198,11 +210,11 @@ fn mpi_abort_ends_the_job_with_its_code() {
     if !ready() {
         return;
     }
-    let (native, vm) = same_as_native("abort");
-    assert_eq!(native.status, 3);
-    let line = "application called MPI_Abort(MPI_COMM_WORLD, 3) - process 1";
-    assert!(native.all().contains(line), "{}", native.all());
-    assert!(vm.all().contains(line), "{}", vm.all());
+    // The abort code reaches the launcher (same_as_native compares mpiexec's status). The
+    // rank's "application called MPI_Abort" line is not compared: natively it is lost about
+    // one time in four (the rank is killed while printing it), in the VM as well.
+    let (native, _vm) = same_as_native("abort");
+    assert_eq!(native.status, 3, "{}", native.all());
 }
 
 #[test]

@@ -90,9 +90,9 @@ pub enum InheritError {
     NotOpen(i32, #[source] std::io::Error),
 }
 
-/// Host descriptors above 2 that a native `exec` would pass on: open and without FD_CLOEXEC.
-/// Called first thing by a launcher-started VMM (`dualstack run` under mpiexec), before it
-/// opens anything of its own.
+/// Host descriptors above 2 that a native `exec` would pass on: open and without FD_CLOEXEC,
+/// below the guest's descriptor limit (1024; a higher one is left to the VMM and logged).
+/// Called by `dualstack run` before it opens anything of its own.
 pub fn inheritable_host_fds() -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
         return Vec::new();
@@ -103,6 +103,15 @@ pub fn inheritable_host_fds() -> Vec<i32> {
             // SAFETY: F_GETFD only reads the descriptor flags (-1 if not open: the
             // directory's own fd is closed again by the time we ask).
             n > 2 && unsafe { libc::fcntl(n, libc::F_GETFD) } == 0
+        })
+        .filter(|&n| {
+            let fits = n < 1024;
+            if !fits {
+                tracing::warn!(
+                    "inherited descriptor {n} is above the guest's limit: not passed on"
+                );
+            }
+            fits
         })
         .collect();
     v.sort_unstable();
