@@ -594,3 +594,22 @@ fn shared_memory_without_a_window_and_hostile_shmctl() {
         Err(libc::ENODEV)
     );
 }
+
+#[test]
+fn a_unix_socket_symlink_cannot_lead_out_of_the_root() {
+    let mut f = Fake::new();
+    // A host socket outside the guest's root, and a symlink to it inside the root.
+    let outside = tempfile::tempdir().unwrap();
+    let host_sock = outside.path().join("host.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&host_sock).unwrap();
+    std::os::unix::fs::symlink(&host_sock, f._root.path().join("esc")).unwrap();
+    let s = f.sys("socket", [AF_UNIX, STREAM, 0, 0, 0, 0]).unwrap();
+    let mut sa = [0u8; 110];
+    sa[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+    sa[2..7].copy_from_slice(b"/esc\0");
+    f.mem().write(BUF, &sa).unwrap();
+    // The absolute link target is resolved inside the root, where it does not exist.
+    assert_eq!(f.sys("connect", [s, BUF, 7, 0, 0, 0]), Err(libc::ENOENT));
+    // bind on the link's name does not follow it either.
+    assert_eq!(f.sys("bind", [s, BUF, 7, 0, 0, 0]), Err(libc::EADDRINUSE));
+}
