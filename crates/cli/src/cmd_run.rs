@@ -1,4 +1,4 @@
-//! `dualstack run`: one static program in the HPC VMM. (Issue 2.) Argument parsing and
+//! `dualstack run`: one program (static or dynamically linked) in the HPC VMM. (Issues 2, 11.) Argument parsing and
 //! printing only: the job is resolved, checked and run by `dualstack-jobs`.
 
 use std::path::PathBuf;
@@ -104,6 +104,7 @@ pub fn job_spec(args: &RunArgs) -> JobSpec {
     }
     spec.env.extend(args.env.iter().cloned());
     spec.root = args.root.clone().unwrap_or_else(|| PathBuf::from("."));
+    spec.cwd = guest_cwd(&spec.root);
     spec.zone = ZoneSel::from_option(args.zone.as_deref());
     spec.cpus = args.cpus;
     spec.cpuset_cpus = args.cpuset_cpus.clone();
@@ -128,6 +129,19 @@ pub fn job_spec(args: &RunArgs) -> JobSpec {
     spec
 }
 
+/// The guest's working directory: this process's, as seen inside the guest's root (so
+/// `--root / -- ld.so ./prog` finds `./prog` as a shell would), or `/` when it lies outside.
+fn guest_cwd(root: &std::path::Path) -> String {
+    let (Ok(cwd), Ok(root)) = (std::env::current_dir(), std::fs::canonicalize(root)) else {
+        return "/".into();
+    };
+    let cwd = std::fs::canonicalize(&cwd).unwrap_or(cwd);
+    match cwd.strip_prefix(&root) {
+        Ok(rel) => format!("/{}", rel.display()),
+        Err(_) => "/".into(),
+    }
+}
+
 pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     let mut spec = job_spec(&args);
     // What a native exec would pass on (an MPI launcher's PMI_FD and the like): the guest
@@ -138,9 +152,7 @@ pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     spec.local_rank = dualstack_jobs::launcher::LocalRank::from_env();
     if spec.local_rank.is_some() && args.root.is_none() {
         spec.root = PathBuf::from("/");
-        if let Some(cwd) = std::env::current_dir()?.to_str() {
-            spec.cwd = cwd.to_string();
-        }
+        spec.cwd = guest_cwd(&spec.root);
     }
     let mut host = Host::from_env(&global.state_dir);
     // Inside a Slurm job step without --zone: this node's zone of the job (issue 14).

@@ -1,7 +1,8 @@
 //! `dualstack bench vmm`: the HPC VMM's own figures (issues 2 and 3), each measured side by
 //! side in one run: VM vs native runtime of compute-bound CG (1 and 2 threads), page faults
 //! during the run with hugetlb vs lazy memory, launch time, exits per system call, futex
-//! hand-off latency and the cost of a barrier.
+//! hand-off latency, the cost of a barrier, and the start-up of a dynamically linked program
+//! (the loader's many small system calls are each one exit).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -60,6 +61,23 @@ pub struct Latency {
     pub vm_exits_per_op: f64,
 }
 
+/// Start-up of a dynamically linked hello world: spawn to exit, natively and in the VM (the
+/// VMM in this process, guest root `/`, 64 MiB of huge pages), and the exits it costs.
+#[derive(Clone, Debug, Serialize)]
+pub struct DynamicStart {
+    pub native_ms: Summary,
+    pub vm_ms: Summary,
+    /// Median of per-repetition VM/native ratios.
+    pub ratio: f64,
+    /// Guest time only (first guest instruction to exit), VM.
+    pub vm_guest_ms: Summary,
+    /// VM exits of one dynamic start, and of the same program linked statically.
+    pub exits_dynamic: u64,
+    pub exits_static: u64,
+    /// The dynamic start's system calls by name, most frequent first.
+    pub syscalls: Vec<(String, u64)>,
+}
+
 /// Everything `bench vmm` measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -73,6 +91,7 @@ pub struct Report {
     pub exits_per_syscall: f64,
     pub futex_handoff: Option<Latency>,
     pub barrier: Option<Latency>,
+    pub dynamic_start: DynamicStart,
 }
 
 /// Failure of the benchmark.
@@ -212,6 +231,53 @@ fn latency(
     })
 }
 
+fn dynamic_start(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<DynamicStart, BenchError> {
+    progress("start-up of a dynamically linked hello world");
+    let dynamic = guests::build_dynamic(&guests::HELLO, &guests::cache_dir())?;
+    let fixed = guests::build(&guests::HELLO, &guests::cache_dir())?;
+    let one = vec![o.cpus[0]];
+    let cfg = |bin: &Path| {
+        let mut c = vm_config(bin, &[], &one, &[], hugetlb());
+        c.memory = 64 << 20;
+        c.root = PathBuf::from("/");
+        c
+    };
+    let (mut native, mut vm, mut guest, mut ratios) = (vec![], vec![], vec![], vec![]);
+    let mut last = None;
+    for _ in 0..o.reps.max(5) {
+        let n = run_native(&dynamic, &[], &one, &[])
+            .map_err(|e| BenchError::Io(dynamic.display().to_string(), e))?;
+        check("dynamic hello (native)", &n)?;
+        let v = run_vm(cfg(&dynamic), &o.scratch)?;
+        check("dynamic hello (VM)", &v)?;
+        native.push(n.wall_s * 1e3);
+        vm.push(v.wall_s * 1e3);
+        ratios.push(v.wall_s / n.wall_s);
+        if let Some(s) = &v.stats {
+            guest.push(s.guest_wall_s * 1e3);
+        }
+        last = v.stats;
+    }
+    let s = run_vm(cfg(&fixed), &o.scratch)?;
+    check("static hello (VM)", &s)?;
+    let last = last.expect("at least one repetition");
+    let mut syscalls: Vec<(String, u64)> = last
+        .syscalls
+        .iter()
+        .map(|(k, v)| (k.clone(), v.count))
+        .collect();
+    syscalls.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok(DynamicStart {
+        native_ms: summarize(&native),
+        vm_ms: summarize(&vm),
+        ratio: summarize(&ratios).median,
+        vm_guest_ms: summarize(&guest),
+        exits_dynamic: last.exits_total,
+        exits_static: s.stats.map(|s| s.exits_total).unwrap_or(0),
+        syscalls,
+    })
+}
+
 /// Run every VMM benchmark. `progress` receives one line per step.
 pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchError> {
     std::fs::create_dir_all(&o.scratch)
@@ -336,6 +402,7 @@ pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchE
     } else {
         (None, None)
     };
+    let dynamic_start = dynamic_start(o, progress)?;
     Ok(Report {
         reps: o.reps,
         cpus: o.cpus.clone(),
@@ -346,6 +413,7 @@ pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchE
         exits_per_syscall,
         futex_handoff,
         barrier,
+        dynamic_start,
     })
 }
 
@@ -392,5 +460,22 @@ pub fn render(r: &Report) -> String {
             );
         }
     }
+    let d = &r.dynamic_start;
+    s += &format!(
+        "dynamic start            hello (gcc default link) native {:.2} ms  VM {:.2} ms (guest {:.2} ms)  VM/native {:.2}\n",
+        d.native_ms.median, d.vm_ms.median, d.vm_guest_ms.median, d.ratio
+    );
+    let top: Vec<String> = d
+        .syscalls
+        .iter()
+        .take(8)
+        .map(|(n, c)| format!("{n} {c}"))
+        .collect();
+    s += &format!(
+        "dynamic start exits      {} (static build: {}); calls: {}\n",
+        d.exits_dynamic,
+        d.exits_static,
+        top.join(", ")
+    );
     s
 }

@@ -23,7 +23,7 @@ use crate::elf::{ElfError, LoadedImage, Program};
 use crate::kernel::files::FdTable;
 use crate::kernel::fsroot::FsRoot;
 use crate::kernel::group::{Credentials, GroupParts, Limits, ThreadGroup, Uts};
-use crate::kernel::mm::{AddressSpace, VmaAttrs};
+use crate::kernel::mm::{AddressSpace, VmaAttrs, VmaBacking};
 use crate::kernel::run::Run;
 use crate::kernel::task::Task;
 use crate::kernel::Kernel;
@@ -196,6 +196,33 @@ fn guest_path_of_program(root: &Path, program: &Path) -> String {
     )
 }
 
+/// AT_EXECFN: the path the program was started by, as Linux passes the execve filename, when
+/// the guest would find the same file by it (a path through a symlink stays the symlink's,
+/// a relative one stays relative to the guest's working directory); otherwise the program's
+/// guest path (`/proc/self/exe`).
+fn execfn_of(cfg: &RunConfig, exe_path: &str) -> String {
+    let given = cfg.program.to_string_lossy();
+    let in_guest = if cfg.program.is_absolute() {
+        cfg.root.join(given.trim_start_matches('/'))
+    } else {
+        cfg.root
+            .join(cfg.cwd.trim_start_matches('/'))
+            .join(&cfg.program)
+    };
+    let same = match (
+        std::fs::canonicalize(&in_guest),
+        std::fs::canonicalize(&cfg.program),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        given.into_owned()
+    } else {
+        exe_path.to_string()
+    }
+}
+
 fn read_release() -> Result<Uts, VmmError> {
     let mut u: libc::utsname = unsafe_zeroed_utsname();
     // SAFETY: `u` is a writable utsname.
@@ -250,7 +277,7 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
     let vcpu0 = kvm.vm.create_vcpu(0).map_err(kvm_err("create vCPU 0"))?;
     let timebase = if cfg.vdso { tsc_timebase(&vcpu0) } else { None };
     let mem = build_memory(cfg, v.memory, &kvm.vm)?;
-    let loaded = load_program(cfg, &v.program, &mem, &kvm.features, timebase.as_ref())?;
+    let loaded = load_program(cfg, &v, &mem, &kvm.features, timebase.as_ref())?;
     let stats_vm = KvmStatsFile::open(&kvm.vm);
     let vm_before = stats_vm.as_ref().map(|f| f.read()).unwrap_or_default();
     let paging = mem.paging;
@@ -303,6 +330,9 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
 /// What [`validate`] checked and opened.
 struct Validated {
     program: Program,
+    /// The program's interpreter (PT_INTERP), read from inside the guest's root: its guest
+    /// path and image.
+    interp: Option<(String, Program)>,
     fsroot: FsRoot,
     files: FdTable,
     /// Guest memory size, rounded up to the backing's granule.
@@ -329,6 +359,13 @@ fn validate(cfg: &RunConfig) -> Result<Validated, VmmError> {
         path: cfg.root.display().to_string(),
         source,
     })?;
+    let interp = match program.interp() {
+        None => None,
+        Some(i) => Some((
+            i.to_string(),
+            read_interpreter(&program, i, &fsroot, &cfg.root)?,
+        )),
+    };
     let mut files = FdTable::with_stdio_files(
         cfg.stdin.as_deref(),
         cfg.stdout.as_deref(),
@@ -348,10 +385,52 @@ fn validate(cfg: &RunConfig) -> Result<Validated, VmmError> {
     }
     Ok(Validated {
         program,
+        interp,
         fsroot,
         files,
         memory,
     })
+}
+
+/// The interpreter `interp` of `program`, looked up inside the guest's root as the guest's
+/// execve would, and checked the way Linux's binfmt_elf checks one (refused up front when it
+/// is missing, not an ELF, or itself dynamically linked).
+fn read_interpreter(
+    program: &Program,
+    interp: &str,
+    fsroot: &FsRoot,
+    root: &Path,
+) -> Result<Program, VmmError> {
+    use std::io::Read;
+    let bad = |why: String| ElfError::BadInterpreter {
+        path: program.path().to_string(),
+        interp: interp.to_string(),
+        why,
+    };
+    let fd = match fsroot.open_in_root(interp.as_bytes(), libc::O_RDONLY, 0) {
+        Ok(fd) => fd,
+        Err(e) if e.0 == libc::ENOENT || e.0 == libc::ENOTDIR => {
+            return Err(ElfError::InterpreterMissing {
+                path: program.path().to_string(),
+                interp: interp.to_string(),
+                root: std::fs::canonicalize(root)
+                    .unwrap_or_else(|_| root.to_path_buf())
+                    .display()
+                    .to_string(),
+            }
+            .into())
+        }
+        Err(e) => {
+            return Err(bad(std::io::Error::from_raw_os_error(e.0).to_string()).into());
+        }
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::from(fd)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(e.to_string()))?;
+    let ip = Program::from_bytes(interp, bytes).map_err(|e| bad(e.to_string()))?;
+    ip.check_interpreter(program.path(), interp)?;
+    Ok(ip)
 }
 
 /// KVM handles of a run.
@@ -431,23 +510,90 @@ fn build_memory(cfg: &RunConfig, size: u64, vm: &VmFd) -> Result<BuiltMemory, Vm
 /// The program in guest memory.
 struct Loaded {
     image: LoadedImage,
+    /// The interpreter's image and guest path, for a dynamically linked program.
+    interp: Option<(LoadedImage, String)>,
+    /// Where the program break starts.
+    brk_start: u64,
     /// Initial stack pointer (argc, argv, envp, auxv above it).
     sp: u64,
     exe_path: String,
     creds: Credentials,
 }
 
-/// Phase 4: load the ELF, build the initial stack, point the launch stub at the entry.
+/// Where an ET_DYN image goes when it is placed like an mmap (top-down below `top`, aligned to
+/// its largest segment alignment), as Linux places an interpreter, or a loader run directly.
+fn top_down_base(p: &Program, top: u64) -> u64 {
+    top.saturating_sub(p.span()) & !(p.max_align() - 1)
+}
+
+/// Where the program break of a directly run loader (or static-pie) starts: Linux moves it
+/// out of the mmap area to ELF_ET_DYN_BASE; here, above where non-PIE programs the loader
+/// maps at 0x400000 are likely to end (32 MiB, or lower in small guests).
+fn loader_brk_base(image_start: u64) -> u64 {
+    let want = 32u64 << 20;
+    let cap = (image_start / 4) & !((2 << 20) - 1);
+    want.min(cap).max(USER_START)
+}
+
+/// The program's image, its interpreter's (with its guest path), and where brk starts.
+type Placed = (LoadedImage, Option<(LoadedImage, String)>, u64);
+
+/// Lay out the program (and its interpreter) the way Linux's binfmt_elf does, scaled to the
+/// guest's memory: ET_EXEC where linked; a PIE with an interpreter at its low default base;
+/// the interpreter, or an ET_DYN program without one (a loader run directly, static-pie),
+/// top-down just below the stack like an mmap.
+fn place_images(
+    program: &Program,
+    interp: Option<&(String, Program)>,
+    mem: &GuestMemory,
+    mmap_top: u64,
+) -> Result<Placed, VmmError> {
+    match interp {
+        Some((ipath, ip)) => {
+            let image = program.load(mem, mmap_top)?;
+            let base = top_down_base(ip, mmap_top);
+            if base < image.end {
+                return Err(ElfError::DoesNotFit {
+                    path: ipath.clone(),
+                    vaddr: base,
+                    memsz: ip.span(),
+                    low: image.end,
+                    high: mmap_top,
+                }
+                .into());
+            }
+            let ii = ip.load_at(mem, base, mmap_top)?;
+            Ok((image, Some((ii, ipath.clone())), image.end))
+        }
+        None if program.is_pie() => {
+            let image = program.load_at(mem, top_down_base(program, mmap_top), mmap_top)?;
+            Ok((image, None, loader_brk_base(image.start)))
+        }
+        None => {
+            let image = program.load(mem, mmap_top)?;
+            Ok((image, None, image.end))
+        }
+    }
+}
+
+/// Phase 4: load the ELF (and its interpreter), build the initial stack, point the launch
+/// stub at the entry (the interpreter's, for a dynamic program).
 fn load_program(
     cfg: &RunConfig,
-    program: &Program,
+    v: &Validated,
     mem: &BuiltMemory,
     feat: &CpuFeatures,
     timebase: Option<&crate::vdso::TimeBase>,
 ) -> Result<Loaded, VmmError> {
     let stack_top = mem.paging.usable_end;
-    let image = program.load(&mem.mem, stack_top - MAIN_STACK)?;
+    let (image, interp, brk_start) = place_images(
+        &v.program,
+        v.interp.as_ref(),
+        &mem.mem,
+        stack_top - MAIN_STACK,
+    )?;
     let exe_path = guest_path_of_program(&cfg.root, &cfg.program);
+    let execfn = execfn_of(cfg, &exe_path);
     let mut random = [0u8; 16];
     getrandom_host(&mut random)?;
     let creds = Credentials::of_host();
@@ -456,8 +602,9 @@ fn load_program(
     let spec = StackSpec {
         argv: &argv,
         envp: &envp,
-        execfn: exe_path.as_bytes(),
+        execfn: execfn.as_bytes(),
         image: &image,
+        interp_base: interp.as_ref().map_or(0, |(i, _)| i.start),
         hwcap: feat.hwcap,
         hwcap2: if feat.fsgsbase { 2 } else { 0 },
         ids: [creds.uid, creds.euid, creds.gid, creds.egid].map(u64::from),
@@ -469,14 +616,17 @@ fn load_program(
             "arguments and environment do not fit the stack: {e}"
         ))
     })?;
+    let entry = interp.as_ref().map_or(image.entry, |(i, _)| i.entry);
     mem.mem
-        .write_u64(layout::LAUNCH_ENTRY_SLOT, image.entry)
+        .write_u64(layout::LAUNCH_ENTRY_SLOT, entry)
         .map_err(|e| VmmError::Setup(e.to_string()))?;
     if let Some(tb) = timebase {
         crate::vdso::install(&mem.mem, tb).map_err(|e| VmmError::Setup(e.to_string()))?;
     }
     Ok(Loaded {
         image,
+        interp,
+        brk_start,
         sp,
         exe_path,
         creds,
@@ -504,11 +654,23 @@ fn build_kernel(
         setup,
     } = built;
     let stack_top = paging.usable_end;
-    let mut mm = AddressSpace::new(
-        USER_START,
-        stack_top,
-        (loaded.image.start, loaded.image.end),
-    );
+    let image_vma = |path: &str| VmaAttrs {
+        prot: libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+        backing: VmaBacking::FileCopy {
+            path: Some(path.to_string()),
+            offset: 0,
+        },
+        label: None,
+    };
+    let mut images = vec![(
+        loaded.image.start,
+        loaded.image.end,
+        image_vma(&loaded.exe_path),
+    )];
+    if let Some((i, path)) = &loaded.interp {
+        images.push((i.start, i.end, image_vma(path)));
+    }
+    let mut mm = AddressSpace::with_images(USER_START, stack_top, &images, loaded.brk_start);
     let stack = VmaAttrs {
         label: Some("[stack]"),
         ..VmaAttrs::anonymous()
@@ -575,7 +737,11 @@ fn build_vcpu0(
 
 /// Phase 7: start the main thread on vCPU 0.
 fn spawn(m: &Arc<Machine>, vcpu0: VcpuFd, ncpus: usize) -> Result<(), VmmError> {
-    m.spawn(0, vcpu0, Task::main(m.kernel.group.pid(), ncpus))
+    let mut main = Task::main(m.kernel.group.pid(), ncpus);
+    // Linux names a process after the file it executed.
+    let exe = &m.kernel.group.exe_path;
+    main.comm = crate::kernel::task::comm_of(exe.rsplit('/').next().unwrap_or(exe).as_bytes());
+    m.spawn(0, vcpu0, main)
         .map_err(|e| VmmError::Setup(format!("cannot start the vCPU thread: {e}")))
 }
 

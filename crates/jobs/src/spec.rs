@@ -6,7 +6,7 @@ use dualstack_hpcvmm::{GuestPageSize, HugePageSize};
 use dualstack_topology::CpuList;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// One job: a static program to run in the HPC VMM, where, and with what.
+/// One job: a program to run in the HPC VMM, where, and with what.
 ///
 /// Every field but `program` has a default, so the smallest JSON job is
 /// `{"program": "hpccg"}`. Field names are the long options of `dualstack run` with `_` for
@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
-    /// The static program: a host path, or the name of a bundled mini-app looked up in
+    /// The program (static or dynamic): a host path, or the name of a bundled mini-app looked up in
     /// [`crate::Host::apps_dir`] when no such file exists. Also the guest's `argv[0]`.
     pub program: String,
     /// The program's arguments (after `argv[0]`).

@@ -158,4 +158,41 @@ mod tests {
         assert!(out.contains("a thing is missing"), "{out}");
         assert!(!out.contains("returned"), "{out}");
     }
+
+    /// No test anywhere in the workspace skips by printing and returning: every skip goes
+    /// through [`missing`], so `DUALSTACK_REQUIRE_ALL=1` turns it into a failure.
+    #[test]
+    fn no_test_in_the_workspace_skips_silently() {
+        let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut offenders = vec![];
+        let mut stack = vec![crates];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                let name = entry.file_name();
+                if path.is_dir() {
+                    if name != "target" && name != "testutil" {
+                        stack.push(path);
+                    }
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (n, line) in text.lines().enumerate() {
+                    let l = line.to_ascii_lowercase();
+                    if l.contains("eprintln!") && (l.contains("skipping") || l.contains("skipped"))
+                    {
+                        offenders.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                    }
+                }
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "tests that skip without dualstack_testutil::missing:\n{}",
+            offenders.join("\n")
+        );
+    }
 }

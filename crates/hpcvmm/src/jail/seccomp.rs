@@ -173,16 +173,28 @@ pub const ALLOWED: &[(&str, i64)] = &[
     ("sendmsg", libc::SYS_sendmsg),
     ("recvmsg", libc::SYS_recvmsg),
     ("shutdown", libc::SYS_shutdown),
-    // guest epoll sets and statfs (syscall/events.rs, issue 12)
-    ("epoll_create1", libc::SYS_epoll_create1),
-    ("epoll_ctl", libc::SYS_epoll_ctl),
-    ("epoll_wait", libc::SYS_epoll_wait),
-    ("fstatfs", libc::SYS_fstatfs),
     // SysV shared memory between ranks (syscall/shm.rs, issue 12): shmat attaches into the
     // shared window's reservation; MAP_SHARED file mappings need only mmap
     ("shmget", libc::SYS_shmget),
     ("shmat", libc::SYS_shmat),
     ("shmctl", libc::SYS_shmctl),
+    // issue 11 (dyn): the host objects behind the guest's statfs, sendfile, copy_file_range,
+    // fadvise64, fallocate, flock, fchown(at), link(at), getgroups, eventfd2 and epoll_* calls
+    ("fstatfs", libc::SYS_fstatfs),
+    ("sendfile", libc::SYS_sendfile),
+    ("copy_file_range", libc::SYS_copy_file_range),
+    ("fadvise64", libc::SYS_fadvise64),
+    ("fallocate", libc::SYS_fallocate),
+    ("flock", libc::SYS_flock),
+    ("fchown", libc::SYS_fchown),
+    ("fchownat", libc::SYS_fchownat),
+    ("linkat", libc::SYS_linkat),
+    ("getgroups", libc::SYS_getgroups),
+    ("eventfd2", libc::SYS_eventfd2),
+    ("epoll_create1", libc::SYS_epoll_create1),
+    ("epoll_ctl", libc::SYS_epoll_ctl),
+    ("epoll_wait", libc::SYS_epoll_wait),
+    ("epoll_pwait", libc::SYS_epoll_pwait),
 ];
 
 /// The non-KVM ioctls the syscall layer passes on for guest sockets (syscall/sockets.rs):

@@ -35,11 +35,10 @@ pub enum FileKind {
     /// A host socket (created by the guest, received over SCM_RIGHTS, or inherited from the
     /// launcher); [`crate::syscall::sockets`] passes the socket calls through to it.
     Socket(OwnedFd),
-    /// A host epoll instance whose registrations name the host fds behind guest fds
-    /// ([`crate::syscall::events`]).
+    /// An epoll set: a host epoll fd watching the host fds behind guest descriptors.
     Epoll(OwnedFd),
-    /// eventfd counters.
-    EventFd(NotYet),
+    /// An eventfd counter (a host eventfd).
+    EventFd(OwnedFd),
     /// timerfd timers.
     TimerFd(NotYet),
     /// signalfd readers.
@@ -75,8 +74,9 @@ impl OpenFile {
             | FileKind::Pipe(f)
             | FileKind::Virtual(f)
             | FileKind::Socket(f)
-            | FileKind::Epoll(f) => f.as_raw_fd(),
-            FileKind::EventFd(n) | FileKind::TimerFd(n) | FileKind::SignalFd(n) => match *n {},
+            | FileKind::Epoll(f)
+            | FileKind::EventFd(f) => f.as_raw_fd(),
+            FileKind::TimerFd(n) | FileKind::SignalFd(n) => match *n {},
         }
     }
 }

@@ -161,6 +161,8 @@ pub struct ThreadGroup {
     pub exe_path: String,
     pub uts: Uts,
     pub threads: Mutex<ThreadCounts>,
+    /// personality(2) of the group (PER_LINUX plus no-op flags).
+    pub personality: std::sync::atomic::AtomicU32,
     /// The guest's pid (see [`ThreadGroup::set_pid`]).
     pid: AtomicI32,
 }
@@ -192,6 +194,7 @@ impl ThreadGroup {
             exe_path: p.exe_path,
             uts: p.uts,
             threads: Mutex::new(ThreadCounts::new()),
+            personality: std::sync::atomic::AtomicU32::new(0),
             pid: AtomicI32::new(GUEST_PID),
         }
     }

@@ -24,6 +24,18 @@ pub struct Task {
     pub sigmask: u64,
     pub altstack: [u64; 3],
     pub counters: TaskCounters,
+    /// The thread's name (prctl PR_SET_NAME, /proc/self/comm): 15 bytes and a NUL.
+    pub comm: [u8; 16],
+    /// prctl(PR_SET_PDEATHSIG): recorded; the parent is the VMM, which outlives the guest.
+    pub pdeathsig: i32,
+}
+
+/// A thread name as Linux truncates it: the first 15 bytes.
+pub fn comm_of(name: &[u8]) -> [u8; 16] {
+    let mut c = [0u8; 16];
+    let n = name.len().min(15);
+    c[..n].copy_from_slice(&name[..n]);
+    c
 }
 
 impl Task {
@@ -38,6 +50,8 @@ impl Task {
             sigmask: 0,
             altstack: NO_ALTSTACK,
             counters: TaskCounters::default(),
+            comm: [0; 16],
+            pdeathsig: 0,
         }
     }
 
@@ -52,6 +66,8 @@ impl Task {
             sigmask: self.sigmask,
             altstack: NO_ALTSTACK,
             counters: TaskCounters::default(),
+            comm: self.comm,
+            pdeathsig: 0,
         }
     }
 }

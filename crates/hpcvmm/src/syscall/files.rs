@@ -815,3 +815,298 @@ pub fn access(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
 pub fn faccessat(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     faccessat2(ctx, &Args::new([a.u64(0), a.ptr(1), a.u64(2), 0, 0, 0]))
 }
+
+// ---- file systems, metadata, links, locks, copies (issue 11) ----
+
+/// A host fd for what `dirfd` + `path` name, following a final symlink inside the root (or the
+/// descriptor itself for an empty path with AT_EMPTY_PATH), as an O_PATH fd or the guest's
+/// own description.
+fn target_following(ctx: &Ctx<'_>, dirfd: i32, path: &[u8], flags: i32) -> Result<Target, Errno> {
+    open_for_stat(ctx, dirfd, path, flags & !libc::AT_SYMLINK_NOFOLLOW)
+}
+
+impl Target {
+    fn raw(&self) -> i32 {
+        match self {
+            Target::Fd(f) => f.as_raw_fd(),
+            Target::Guest(f) => f.raw(),
+            Target::At(d, _) => d.as_raw_fd(),
+        }
+    }
+}
+
+/// The kernel's magic link for a host fd: acting through it acts on the object the fd names,
+/// never on a path outside the root.
+fn proc_fd_path(fd: i32) -> CString {
+    CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL in a number")
+}
+
+pub fn statfs(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let path = ctx.path(a.ptr(0))?;
+    let t = target_following(ctx, libc::AT_FDCWD, &path, 0)?;
+    let p = ctx.user_ptr(a.ptr(1), std::mem::size_of::<libc::statfs>() as u64)?;
+    // SAFETY: fstatfs writes one struct statfs into checked guest memory.
+    check(unsafe { libc::fstatfs(t.raw(), p.cast()) } as libc::c_long)
+}
+
+pub fn fstatfs(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let f = ctx.file(a.fd(0))?;
+    let p = ctx.user_ptr(a.ptr(1), std::mem::size_of::<libc::statfs>() as u64)?;
+    // SAFETY: fstatfs writes one struct statfs into checked guest memory.
+    check(unsafe { libc::fstatfs(f.raw(), p.cast()) } as libc::c_long)
+}
+
+/// A guest `loff_t *` argument as a host pointer (null stays null).
+fn offset_ptr(ctx: &Ctx<'_>, addr: u64) -> Result<*mut i64, Errno> {
+    if addr == 0 {
+        return Ok(std::ptr::null_mut());
+    }
+    Ok(ctx.user_ptr(addr, 8)?.cast())
+}
+
+pub fn sendfile(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let out = ctx.file(a.fd(0))?;
+    let inp = ctx.file(a.fd(1))?;
+    let off = offset_ptr(ctx, a.ptr(2))?;
+    // SAFETY: sendfile between two host fds we own; the offset, if any, is checked guest memory.
+    check(
+        unsafe { libc::sendfile(out.raw(), inp.raw(), off, a.usize(3).min(MAX_RW) as usize) }
+            as libc::c_long,
+    )
+}
+
+pub fn copy_file_range(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let inp = ctx.file(a.fd(0))?;
+    let out = ctx.file(a.fd(2))?;
+    let off_in = offset_ptr(ctx, a.ptr(1))?;
+    let off_out = offset_ptr(ctx, a.ptr(3))?;
+    // SAFETY: copy_file_range between host fds we own; offsets are checked guest memory.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_copy_file_range,
+            inp.raw(),
+            off_in,
+            out.raw(),
+            off_out,
+            a.usize(4).min(MAX_RW) as usize,
+            a.u32(5),
+        )
+    })
+}
+
+pub fn fadvise64(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let f = ctx.file(a.fd(0))?;
+    // SAFETY: fadvise64 on a host fd we own; advice only.
+    check(unsafe { libc::syscall(libc::SYS_fadvise64, f.raw(), a.i64(1), a.i64(2), a.i32(3)) })
+}
+
+pub fn fallocate(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let f = ctx.file(a.fd(0))?;
+    // SAFETY: fallocate on a host fd we own.
+    check(unsafe { libc::syscall(libc::SYS_fallocate, f.raw(), a.i32(1), a.i64(2), a.i64(3)) })
+}
+
+pub fn flock(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let f = ctx.file(a.fd(0))?;
+    // SAFETY: flock on a host fd we own.
+    check(unsafe { libc::flock(f.raw(), a.i32(1)) } as libc::c_long)
+}
+
+pub fn utimensat(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let flags = a.i32(3);
+    if flags & !(libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH) != 0 {
+        return err(libc::EINVAL);
+    }
+    let times = if a.ptr(2) == 0 {
+        std::ptr::null()
+    } else {
+        ctx.user_ptr(a.ptr(2), 32)?
+            .cast_const()
+            .cast::<libc::timespec>()
+    };
+    if a.ptr(1) == 0 {
+        // futimens: the descriptor itself.
+        let f = ctx.file(a.fd(0))?;
+        // The raw call: glibc's wrapper refuses a null path, the kernel takes it as futimens.
+        // SAFETY: utimensat with a null path acts on our host fd; `times` is checked memory.
+        return check(unsafe {
+            libc::syscall(
+                libc::SYS_utimensat,
+                f.raw(),
+                std::ptr::null::<libc::c_char>(),
+                times,
+                0,
+            )
+        });
+    }
+    let path = ctx.path(a.ptr(1))?;
+    let t = open_for_stat(ctx, a.fd(0), &path, flags)?;
+    let r = match &t {
+        // SAFETY: one name inside a directory we opened within the root, not followed.
+        Target::At(d, n) => unsafe {
+            libc::utimensat(d.as_raw_fd(), n.as_ptr(), times, libc::AT_SYMLINK_NOFOLLOW)
+        },
+        // SAFETY: the object an fd names, through its magic link (never a path outside).
+        _ => unsafe { libc::utimensat(libc::AT_FDCWD, proc_fd_path(t.raw()).as_ptr(), times, 0) },
+    };
+    check(r as libc::c_long)
+}
+
+pub fn fchmod(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let f = ctx.file(a.fd(0))?;
+    // SAFETY: fchmod on a host fd we own.
+    check(unsafe { libc::fchmod(f.raw(), a.u32(1) & 0o7777) } as libc::c_long)
+}
+
+fn chmod_at(ctx: &Ctx<'_>, dirfd: i32, path: u64, mode: u32) -> SysResult {
+    let path = ctx.path(path)?;
+    let t = target_following(ctx, dirfd, &path, 0)?;
+    let p = proc_fd_path(t.raw());
+    // SAFETY: chmod of the object an fd names, through its magic link.
+    check(unsafe { libc::fchmodat(libc::AT_FDCWD, p.as_ptr(), mode & 0o7777, 0) } as libc::c_long)
+}
+
+pub fn fchmodat(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    chmod_at(ctx, a.fd(0), a.ptr(1), a.u32(2))
+}
+
+pub fn chmod(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    chmod_at(ctx, libc::AT_FDCWD, a.ptr(0), a.u32(1))
+}
+
+pub fn fchown(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let f = ctx.file(a.fd(0))?;
+    // SAFETY: fchown on a host fd we own.
+    check(unsafe { libc::fchown(f.raw(), a.u32(1), a.u32(2)) } as libc::c_long)
+}
+
+fn chown_at(ctx: &Ctx<'_>, dirfd: i32, path: u64, uid: u32, gid: u32, flags: i32) -> SysResult {
+    if flags & !(libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH) != 0 {
+        return err(libc::EINVAL);
+    }
+    let path = ctx.path(path)?;
+    let t = open_for_stat(ctx, dirfd, &path, flags)?;
+    let r = match &t {
+        // SAFETY: one name inside a directory we opened within the root, not followed.
+        Target::At(d, n) => unsafe {
+            libc::fchownat(
+                d.as_raw_fd(),
+                n.as_ptr(),
+                uid,
+                gid,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        },
+        // SAFETY: the object an O_PATH fd (or the guest's description) names.
+        _ => unsafe { libc::fchownat(t.raw(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH) },
+    };
+    check(r as libc::c_long)
+}
+
+pub fn fchownat(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    chown_at(ctx, a.fd(0), a.ptr(1), a.u32(2), a.u32(3), a.i32(4))
+}
+
+pub fn chown(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    chown_at(ctx, libc::AT_FDCWD, a.ptr(0), a.u32(1), a.u32(2), 0)
+}
+
+pub fn lchown(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let nofollow = libc::AT_SYMLINK_NOFOLLOW;
+    chown_at(ctx, libc::AT_FDCWD, a.ptr(0), a.u32(1), a.u32(2), nofollow)
+}
+
+pub fn symlinkat(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let target = cstring(&ctx.path(a.ptr(0))?)?;
+    let link = ctx.path(a.ptr(2))?;
+    let full = full_path(ctx, a.fd(1), &link)?;
+    let Name { parent, name, .. } = name_of(ctx, &full)?;
+    if is_dot(&name) {
+        return err(libc::EEXIST);
+    }
+    // The target is stored as given: resolving it later stays inside the root like any path.
+    // SAFETY: symlinkat of one name inside a directory fd we opened within the root.
+    check(
+        unsafe { libc::symlinkat(target.as_ptr(), parent.as_raw_fd(), name.as_ptr()) }
+            as libc::c_long,
+    )
+}
+
+pub fn symlink(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    symlinkat(ctx, &Args::new([a.ptr(0), AT_FDCWD, a.ptr(1), 0, 0, 0]))
+}
+
+pub fn linkat(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let flags = a.i32(4);
+    if flags & !(libc::AT_SYMLINK_FOLLOW | libc::AT_EMPTY_PATH) != 0 {
+        return err(libc::EINVAL);
+    }
+    let old = ctx.path(a.ptr(1))?;
+    let new = ctx.path(a.ptr(3))?;
+    let new_full = full_path(ctx, a.fd(2), &new)?;
+    let Name {
+        parent: np,
+        name: nn,
+        ..
+    } = name_of(ctx, &new_full)?;
+    if is_dot(&nn) {
+        return err(libc::EEXIST);
+    }
+    if flags & libc::AT_SYMLINK_FOLLOW != 0 || old.is_empty() {
+        // Link what the old path resolves to (inside the root), through its magic link.
+        let t = open_for_stat(ctx, a.fd(0), &old, flags & libc::AT_EMPTY_PATH)?;
+        let p = proc_fd_path(t.raw());
+        // SAFETY: linkat from an fd's magic link to one name inside a directory we opened.
+        return check(unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                p.as_ptr(),
+                np.as_raw_fd(),
+                nn.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        } as libc::c_long);
+    }
+    let old_full = full_path(ctx, a.fd(0), &old)?;
+    let (op, on) = parent_and_name(ctx, &old_full)?;
+    // SAFETY: linkat of single names inside directory fds we opened within the root.
+    check(
+        unsafe { libc::linkat(op.as_raw_fd(), on.as_ptr(), np.as_raw_fd(), nn.as_ptr(), 0) }
+            as libc::c_long,
+    )
+}
+
+pub fn link(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    linkat(
+        ctx,
+        &Args::new([AT_FDCWD, a.ptr(0), AT_FDCWD, a.ptr(1), 0, 0]),
+    )
+}
+
+pub fn memfd_create(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let name = ctx.mem.read_cstr(a.ptr(0), 249)?;
+    let flags = a.u32(1);
+    // MFD_HUGETLB may carry a page size in bits 26..31.
+    let known = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | libc::MFD_HUGETLB | (0x3f << 26);
+    if flags & !known != 0 || (flags & (0x3f << 26) != 0 && flags & libc::MFD_HUGETLB == 0) {
+        return err(libc::EINVAL);
+    }
+    let c = cstring(&name)?;
+    // Huge-page memfds are ordinary ones here: the guest never maps them shared.
+    let host_flags = libc::MFD_CLOEXEC | (flags & libc::MFD_ALLOW_SEALING);
+    // SAFETY: memfd_create reads one C string; returns a new fd or -1.
+    let fd = unsafe { libc::memfd_create(c.as_ptr(), host_flags) };
+    if fd < 0 {
+        return last_err();
+    }
+    // SAFETY: a fresh fd from the kernel, owned by us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let file = OpenFile::new(FileKind::Host(fd), None);
+    let n = ctx
+        .tg
+        .files
+        .lock()
+        .unwrap()
+        .add(file, flags & libc::MFD_CLOEXEC != 0)?;
+    Ok(n as u64)
+}

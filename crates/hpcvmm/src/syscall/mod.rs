@@ -4,7 +4,7 @@
 //! [`SysOutcome`]: most return a value for RAX, some end the thread or the thread group,
 //! deliver a signal or ask for a new thread. The vCPU loop owns what happens next.
 //!
-//! Handlers are grouped by area: [`files`], [`memory`], [`time`], [`threads`] and [`futex`],
+//! Handlers are grouped by area: [`files`], [`events`] (eventfd, epoll, select), [`memory`], [`time`], [`threads`] and [`futex`],
 //! [`signals`], [`system`] (identity, limits, uname), [`sockets`] (none yet), [`procfs`].
 
 pub mod events;
