@@ -30,6 +30,11 @@ pub const SYSLOOP: GuestSource = GuestSource {
     source: include_str!("../guests/sysloop.c"),
     openmp: false,
 };
+pub const READLOOP: GuestSource = GuestSource {
+    name: "readloop",
+    source: include_str!("../guests/readloop.c"),
+    openmp: false,
+};
 pub const FUTEXPP: GuestSource = GuestSource {
     name: "futexpp",
     source: include_str!("../guests/futexpp.c"),

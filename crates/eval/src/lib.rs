@@ -6,5 +6,6 @@ pub mod hugepages;
 pub mod isolation;
 pub mod mpi_bench;
 pub mod native;
+pub mod slurm_bench;
 pub mod stats;
 pub mod vmm_bench;

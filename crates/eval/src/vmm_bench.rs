@@ -92,6 +92,27 @@ pub struct Report {
     pub futex_handoff: Option<Latency>,
     pub barrier: Option<Latency>,
     pub dynamic_start: DynamicStart,
+    /// The jail's cost: `dualstack run` with the jail (the default) vs `--no-jail`.
+    pub jail: Option<JailCost>,
+}
+
+/// The jail vs `--no-jail`, interleaved in one run (issue 10's targets: syscall cost ratio
+/// <= 1.05, launch <= +2 ms).
+#[derive(Clone, Debug, Serialize)]
+pub struct JailCost {
+    /// Wall time of `dualstack run --memory 64M hello`, spawn to exit.
+    pub launch_jail_ms: Summary,
+    pub launch_no_jail_ms: Summary,
+    /// Median jailed minus median unjailed launch.
+    pub launch_extra_ms: f64,
+    /// Microseconds per `getppid` (a call served by the VMM with no host call).
+    pub getppid_jail_us: Summary,
+    pub getppid_no_jail_us: Summary,
+    pub getppid_ratio: f64,
+    /// Microseconds per 4 KiB `read` of /dev/zero (a call the VMM passes to the host).
+    pub read_jail_us: Summary,
+    pub read_no_jail_us: Summary,
+    pub read_ratio: f64,
 }
 
 /// Failure of the benchmark.
@@ -278,6 +299,105 @@ fn dynamic_start(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<DynamicS
     })
 }
 
+/// One `dualstack run` of `program args` (with `extra` options before `--`): its wall time in
+/// ms and its stdout.
+fn cli_run(
+    o: &Options,
+    extra: &[&str],
+    program: &Path,
+    args: &[String],
+) -> Result<(f64, String), BenchError> {
+    let t = Instant::now();
+    let out = Command::new(&o.dualstack_exe)
+        .args(["run", "--memory", "64M", "--clear-env", "--cpuset-cpus"])
+        .arg(o.cpus[0].to_string())
+        .args(extra)
+        .arg("--")
+        .arg(program)
+        .args(args)
+        .output()
+        .map_err(|e| BenchError::Io(o.dualstack_exe.display().to_string(), e))?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    if !out.status.success() {
+        return Err(BenchError::Run {
+            what: format!("dualstack run {} {}", extra.join(" "), program.display()),
+            detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok((ms, String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// The jail vs `--no-jail`: launch time and the cost of a VMM-served and a host-passed
+/// system call, interleaved (jail, no jail, jail, ...) so drift hits both alike.
+pub fn jail_cost(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<JailCost, BenchError> {
+    // The 64 MiB hugetlb guests; only the shortfall is added, and given back after.
+    let _pages = crate::hugepages::Reservation::ensure_free_2m(32)?;
+    let hello = guests::build(&guests::HELLO, &guests::cache_dir())?;
+    let sysloop = guests::build(&guests::SYSLOOP, &guests::cache_dir())?;
+    let readloop = guests::build(&guests::READLOOP, &guests::cache_dir())?;
+    let reps = o.reps.max(5);
+    let per_call = |out: &str, what: &str| {
+        field(out, "us_per_call").ok_or_else(|| BenchError::Run {
+            what: what.into(),
+            detail: format!("no us_per_call= in its output: {}", out.trim()),
+        })
+    };
+    let (mut lj, mut ln, mut gj, mut gn, mut rj, mut rn) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut gr, mut rr) = (vec![], vec![]);
+    let calls = vec!["20000".to_string()];
+    for rep in 0..reps {
+        progress(&format!("jail vs --no-jail: repetition {}/{reps}", rep + 1));
+        lj.push(cli_run(o, &[], &hello, &[])?.0);
+        ln.push(cli_run(o, &["--no-jail"], &hello, &[])?.0);
+        let a = per_call(&cli_run(o, &[], &sysloop, &calls)?.1, "sysloop (jail)")?;
+        let b = per_call(&cli_run(o, &["--no-jail"], &sysloop, &calls)?.1, "sysloop")?;
+        gj.push(a);
+        gn.push(b);
+        gr.push(a / b);
+        let a = per_call(&cli_run(o, &[], &readloop, &calls)?.1, "readloop (jail)")?;
+        let b = per_call(
+            &cli_run(o, &["--no-jail"], &readloop, &calls)?.1,
+            "readloop",
+        )?;
+        rj.push(a);
+        rn.push(b);
+        rr.push(a / b);
+    }
+    let (launch_jail_ms, launch_no_jail_ms) = (summarize(&lj), summarize(&ln));
+    Ok(JailCost {
+        launch_extra_ms: launch_jail_ms.median - launch_no_jail_ms.median,
+        launch_jail_ms,
+        launch_no_jail_ms,
+        getppid_jail_us: summarize(&gj),
+        getppid_no_jail_us: summarize(&gn),
+        getppid_ratio: summarize(&gr).median,
+        read_jail_us: summarize(&rj),
+        read_no_jail_us: summarize(&rn),
+        read_ratio: summarize(&rr).median,
+    })
+}
+
+/// The jail's lines of the report.
+pub fn render_jail(j: &JailCost) -> String {
+    format!(
+        "jail launch              jail {:.1} ms  --no-jail {:.1} ms  extra {:+.1} ms (target <= +2 ms; min jail {:.1} ms, --no-jail {:.1} ms)\n\
+         jail getppid             jail {:.3} us  --no-jail {:.3} us  jail/no-jail {:.3} (target <= 1.05)\n\
+         jail read 4 KiB          jail {:.3} us  --no-jail {:.3} us  jail/no-jail {:.3} (target <= 1.05)\n",
+        j.launch_jail_ms.median,
+        j.launch_no_jail_ms.median,
+        j.launch_extra_ms,
+        j.launch_jail_ms.min,
+        j.launch_no_jail_ms.min,
+        j.getppid_jail_us.median,
+        j.getppid_no_jail_us.median,
+        j.getppid_ratio,
+        j.read_jail_us.median,
+        j.read_no_jail_us.median,
+        j.read_ratio
+    )
+}
+
 /// Run every VMM benchmark. `progress` receives one line per step.
 pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchError> {
     std::fs::create_dir_all(&o.scratch)
@@ -414,6 +534,7 @@ pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchE
         futex_handoff,
         barrier,
         dynamic_start,
+        jail: Some(jail_cost(o, progress)?),
     })
 }
 
@@ -477,5 +598,8 @@ pub fn render(r: &Report) -> String {
         d.exits_static,
         top.join(", ")
     );
+    if let Some(j) = &r.jail {
+        s += &render_jail(j);
+    }
     s
 }

@@ -229,6 +229,14 @@ pub struct RunStats {
     /// KVM vCPU statistics after guest setup, before the first instruction (summed).
     pub kvm_vcpu_at_launch: BTreeMap<String, u64>,
     pub vcpus: Vec<VcpuStats>,
+    /// Guest attempts the kernel refused, by kind (see [`crate::kernel::run::refusal`]):
+    /// the VMM's own /proc entries, devices, the user's permissions, other processes.
+    #[serde(default)]
+    pub refusals: BTreeMap<String, u64>,
+    /// What the jail enforced (identity, capabilities, Landlock, seccomp); `None` when the
+    /// run was not jailed (`--no-jail`, or a library caller of [`crate::run`]).
+    #[serde(default)]
+    pub jail: Option<crate::jail::JailReport>,
 }
 
 impl RunStats {
@@ -304,6 +312,24 @@ impl RunStats {
                 crate::memory::Backing::Hugetlb { page_size, .. } => format!("hugetlb {page_size}"),
                 crate::memory::Backing::Lazy => "lazy 4K".to_string(),
             }
-        )
+        ) + &self.security_summary()
+    }
+
+    /// " | refused ... | jail ..." for the summary line.
+    fn security_summary(&self) -> String {
+        let mut s = String::new();
+        if !self.refusals.is_empty() {
+            let kinds: Vec<String> = self
+                .refusals
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            s.push_str(&format!(" | refused: {}", kinds.join(", ")));
+        }
+        match &self.jail {
+            Some(j) => s.push_str(&format!(" | {}", j.summary())),
+            None => s.push_str(" | jail: off"),
+        }
+        s
     }
 }

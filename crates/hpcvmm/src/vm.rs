@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::elf::{ElfError, LoadedImage, Program};
 use crate::kernel::files::FdTable;
 use crate::kernel::fsroot::FsRoot;
-use crate::kernel::group::{Credentials, GroupParts, Limits, ThreadGroup, Uts};
+use crate::kernel::group::{Credentials, GroupParts, Limits, ProcInfo, ThreadGroup, Uts};
 use crate::kernel::mm::{AddressSpace, VmaAttrs, VmaBacking};
 use crate::kernel::run::Run;
 use crate::kernel::task::Task;
@@ -87,6 +87,10 @@ pub struct RunConfig {
     /// ranks of one job must not all be pid 1000.
     #[serde(default)]
     pub host_pid: bool,
+    /// Who the guest is (its uid, gid and groups, as getuid and /proc/self/status tell it):
+    /// the jail's identity. `None`: the VMM process's own ids.
+    #[serde(default)]
+    pub identity: Option<crate::jail::Identity>,
 }
 
 impl RunConfig {
@@ -113,6 +117,7 @@ impl RunConfig {
             stderr: None,
             inherit_fds: Vec::new(),
             host_pid: false,
+            identity: None,
         }
     }
 }
@@ -596,7 +601,15 @@ fn load_program(
     let execfn = execfn_of(cfg, &exe_path);
     let mut random = [0u8; 16];
     getrandom_host(&mut random)?;
-    let creds = Credentials::of_host();
+    let creds = match &cfg.identity {
+        Some(id) => Credentials {
+            uid: id.uid,
+            euid: id.uid,
+            gid: id.gid,
+            egid: id.gid,
+        },
+        None => Credentials::of_host(),
+    };
     let argv: Vec<Vec<u8>> = cfg.argv.iter().map(|s| s.as_bytes().to_vec()).collect();
     let envp: Vec<Vec<u8>> = cfg.env.iter().map(|s| s.as_bytes().to_vec()).collect();
     let spec = StackSpec {
@@ -654,6 +667,7 @@ fn build_kernel(
         setup,
     } = built;
     let stack_top = paging.usable_end;
+    let auxv = read_auxv(&mem, loaded.sp);
     let image_vma = |path: &str| VmaAttrs {
         prot: libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
         backing: VmaBacking::FileCopy {
@@ -683,7 +697,7 @@ fn build_kernel(
     }
     mem.restrict_to(USER_START, stack_top);
     let mem = Arc::new(mem);
-    let group = ThreadGroup::new(GroupParts {
+    let mut group = ThreadGroup::new(GroupParts {
         mem: mem.clone(),
         mm,
         files: v.files,
@@ -697,6 +711,18 @@ fn build_kernel(
         // SAFETY: getpid has no preconditions.
         group.set_pid(unsafe { libc::getpid() });
     }
+    group.proc = ProcInfo {
+        argv: cfg.argv.clone(),
+        env: cfg.env.clone(),
+        auxv,
+        exe_host: std::fs::canonicalize(&cfg.program).unwrap_or_else(|_| cfg.program.clone()),
+        host_cpus: cfg.cpus.clone(),
+        mem_total: v_memory(cfg),
+        groups: match &cfg.identity {
+            Some(id) => id.groups.clone(),
+            None => crate::jail::identity::current_groups(),
+        },
+    };
     Ok(KernelBuilt {
         kernel: Kernel {
             run: Run::new(cfg.cpus.len()),
@@ -705,6 +731,33 @@ fn build_kernel(
         mem,
         setup,
     })
+}
+
+/// The auxiliary vector on the initial stack at `sp` (argc, argv..., NULL, envp..., NULL,
+/// then (type, value) pairs up to AT_NULL), for /proc/self/auxv.
+fn read_auxv(mem: &GuestMemory, sp: u64) -> Vec<u8> {
+    let word = |a: u64| mem.read_u64(a).ok();
+    let mut out = Vec::new();
+    let Some(argc) = word(sp) else { return out };
+    let mut p = sp + 8 * (argc + 2);
+    while let Some(w) = word(p) {
+        p += 8;
+        if w == 0 {
+            break;
+        }
+    }
+    for _ in 0..64 {
+        let (Some(t), Some(v)) = (word(p), word(p + 8)) else {
+            break;
+        };
+        out.extend_from_slice(&t.to_le_bytes());
+        out.extend_from_slice(&v.to_le_bytes());
+        p += 16;
+        if t == 0 {
+            break;
+        }
+    }
+    out
 }
 
 /// Phase 5b: vCPU 0 starts in the launch stub: it prefaults all usable memory (hugetlb backing
@@ -846,6 +899,8 @@ fn collect_stats(
         kvm_vcpu_delta: BTreeMap::new(),
         kvm_vcpu_at_launch: m.launch_kvm(),
         vcpus,
+        refusals: m.kernel.run.refusals(),
+        jail: None,
     };
     stats.aggregate(&m.enosys());
     stats

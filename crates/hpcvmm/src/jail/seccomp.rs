@@ -20,6 +20,25 @@
 //!
 //! `clone3` answers ENOSYS (a second filter) so glibc falls back to `clone`, whose flags a BPF
 //! filter can check: only threads (CLONE_THREAD) may be created, never a process.
+//!
+//! ## Adding a host call (for everyone changing the syscall layer, the vCPU loop or the stats)
+//! Any host system call the VMM makes *after* the jail is applied (that is, anything reachable
+//! from a guest system call handler, the vCPU thread loop, thread creation, teardown or
+//! statistics collection) must be in this list, or the run ends with exit 159 and
+//! `seccomp-violation NR NAME` naming it (the integration tests run every guest jailed, so a
+//! missing entry shows up there as a 159, not silently). To add one:
+//! 1. check the call cannot hand the guest more than its user's rights: nothing that acts on
+//!    another process (`ptrace`, `process_vm_*`, `kill` outside this process, `pidfd_*`),
+//!    changes credentials or namespaces, loads code (`execve`, `bpf`, `init_module`) or
+//!    re-opens by handle (`open_by_handle_at`); those stay out, and
+//!    `the_allow_list_has_no_process_or_privilege_calls` below lists them;
+//! 2. add `("name", libc::SYS_name)` to [`ALLOWED`] under the right heading, or, when only
+//!    some arguments are safe (as for `ioctl`, `clone`, `prctl`, `tgkill`), a rule with
+//!    argument conditions in [`rules`];
+//! 3. say in the commit which handler needs it. Calls made only *before* the jail (opening
+//!    /dev/kvm, creating the VM, mapping and locking guest memory, installing signal
+//!    handlers) need no entry: that work happens in the privileged set-up phase of
+//!    `vm::run_with`, before the `before_guest` hook.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -28,6 +47,9 @@ use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
 };
+
+/// glibc's internal signal for set*id broadcasts (SIGRTMIN - 1 on x86-64 Linux).
+const GLIBC_SIGSETXID: u64 = 33;
 
 /// Exit status of a VMM that made a forbidden system call (128 + SIGSYS).
 pub const EXIT_SECCOMP: i32 = 159;
@@ -111,6 +133,9 @@ pub const ALLOWED: &[(&str, i64)] = &[
     ("newfstatat", libc::SYS_newfstatat),
     ("fstat", libc::SYS_fstat),
     ("statx", libc::SYS_statx),
+    // the guest's /proc: is an opened file in procfs (a path that led to the VMM's files)?
+    ("fstatfs", libc::SYS_fstatfs),
+    ("statfs", libc::SYS_statfs),
     ("faccessat2", libc::SYS_faccessat2),
     ("getdents64", libc::SYS_getdents64),
     ("readlink", libc::SYS_readlink),
@@ -273,6 +298,13 @@ pub fn rules(pid: i32) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompError> 
             SeccompCmpOp::MaskedEq(thread),
             thread,
         )?])?],
+    );
+    // rt_sigaction: only glibc's own SIGSETXID (33) handler, which glibc installs on the
+    // first pthread_create of a process (the first vCPU thread is created after the drop).
+    // Every other handler (the vCPU kick, SIGSYS) is installed before the filter.
+    m.insert(
+        libc::SYS_rt_sigaction,
+        vec![rule(vec![dword(0, SeccompCmpOp::Eq, GLIBC_SIGSETXID)?])?],
     );
     // clone3 passes this filter; the ENOSYS filter answers it.
     m.insert(libc::SYS_clone3, Vec::new());
@@ -463,7 +495,6 @@ mod tests {
             libc::SYS_capset,
             libc::SYS_mount,
             libc::SYS_kill,
-            libc::SYS_rt_sigaction,
             libc::SYS_seccomp,
             libc::SYS_bpf,
             libc::SYS_open_by_handle_at,

@@ -32,6 +32,9 @@ pub enum FileKind {
     /// A virtual file the VMM generated (procfs/sysfs), served from a memfd snapshot of its
     /// content taken at open.
     Virtual(OwnedFd),
+    /// A directory the VMM generated (the guest's /proc/self, its fd/ and task/), listed by
+    /// getdents64 from its own entries.
+    VirtualDir(VirtualDir),
     /// A host socket (created by the guest, received over SCM_RIGHTS, or inherited from the
     /// launcher); [`crate::syscall::sockets`] passes the socket calls through to it.
     Socket(OwnedFd),
@@ -43,6 +46,35 @@ pub enum FileKind {
     TimerFd(NotYet),
     /// signalfd readers.
     SignalFd(NotYet),
+}
+
+/// A generated directory: its entries (name, `DT_*` type) and the listing cursor. The host fd
+/// behind it is an empty directory that was removed right after it was opened, so fstat says
+/// "directory" and nothing can be opened or created relative to it.
+#[derive(Debug)]
+pub struct VirtualDir {
+    fd: OwnedFd,
+    entries: Vec<(String, u8)>,
+    pos: std::sync::Mutex<usize>,
+}
+
+impl VirtualDir {
+    pub fn new(fd: OwnedFd, entries: Vec<(String, u8)>) -> Self {
+        VirtualDir {
+            fd,
+            entries,
+            pos: std::sync::Mutex::new(0),
+        }
+    }
+
+    pub fn entries(&self) -> &[(String, u8)] {
+        &self.entries
+    }
+
+    /// The listing cursor (index of the next entry getdents64 returns).
+    pub fn pos(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.pos.lock().unwrap()
+    }
 }
 
 /// An open file description: what the file is and the guest path it was opened by.
@@ -76,6 +108,7 @@ impl OpenFile {
             | FileKind::Socket(f)
             | FileKind::Epoll(f)
             | FileKind::EventFd(f) => f.as_raw_fd(),
+            FileKind::VirtualDir(d) => d.fd.as_raw_fd(),
             FileKind::TimerFd(n) | FileKind::SignalFd(n) => match *n {},
         }
     }
@@ -237,6 +270,11 @@ impl FdTable {
 
     pub fn entry(&self, fd: i32) -> Result<&FdEntry, Errno> {
         self.map.get(&fd).ok_or(Errno(libc::EBADF))
+    }
+
+    /// The open descriptor numbers, in order (what /proc/self/fd lists).
+    pub fn numbers(&self) -> Vec<i32> {
+        self.map.keys().copied().collect()
     }
 
     /// One past the highest fd number the table may hold (RLIMIT_NOFILE).

@@ -134,6 +134,11 @@ impl ThreadCounts {
         self.live
     }
 
+    /// The tid the next thread gets (every guest tid so far is below it).
+    pub fn next_tid(&self) -> i32 {
+        self.next_tid
+    }
+
     /// (threads created, most live at once, more threads than CPUs at some point)
     pub fn totals(&self) -> (u64, u64, bool) {
         (self.created, self.max_live, self.oversubscribed)
@@ -165,6 +170,27 @@ pub struct ThreadGroup {
     pub personality: std::sync::atomic::AtomicU32,
     /// The guest's pid (see [`ThreadGroup::set_pid`]).
     pid: AtomicI32,
+    /// What the guest's own /proc shows about it (set once when the run is built).
+    pub proc: ProcInfo,
+}
+
+/// What the guest's /proc describes that the kernel objects do not hold: its argv and
+/// environment, the auxiliary vector, the program's host path, the run's host cores, the
+/// VMM's host pid (which the guest also sees as itself) and the guest user's groups.
+#[derive(Clone, Debug, Default)]
+pub struct ProcInfo {
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    /// The auxiliary vector as on the initial stack (u64 pairs, AT_NULL included).
+    pub auxv: Vec<u8>,
+    /// Host path of the program (opened for `/proc/self/exe`).
+    pub exe_host: std::path::PathBuf,
+    /// Host CPUs of the run (for /proc/cpuinfo).
+    pub host_cpus: Vec<usize>,
+    /// Guest memory in bytes (MemTotal).
+    pub mem_total: u64,
+    /// Supplementary groups of the guest's user.
+    pub groups: Vec<u32>,
 }
 
 /// What a thread group is made of (see [`ThreadGroup`]'s fields).
@@ -196,6 +222,7 @@ impl ThreadGroup {
             threads: Mutex::new(ThreadCounts::new()),
             personality: std::sync::atomic::AtomicU32::new(0),
             pid: AtomicI32::new(GUEST_PID),
+            proc: ProcInfo::default(),
         }
     }
 

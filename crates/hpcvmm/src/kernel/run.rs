@@ -1,5 +1,6 @@
 //! The run: objects shared by everything inside one HPC VMM run.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -13,6 +14,21 @@ pub struct Run {
     cv: Condvar,
     ncpus: usize,
     started: Mutex<Option<Instant>>,
+    refusals: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// Kinds of guest attempts the kernel refused (the run's statistics count them).
+pub mod refusal {
+    /// A /proc entry that would be the VMM's own (mem, pagemap, syscall, root, cwd...).
+    pub const VMM_PROC: &str = "vmm_proc";
+    /// A device node outside the harmless list (/dev/kvm, /dev/mem, block devices...).
+    pub const DEVICE: &str = "device";
+    /// The host refused an open with EACCES/EPERM: the guest user's rights (or Landlock).
+    pub const PERMISSION: &str = "permission";
+    /// A descriptor number the guest does not have (`/proc/self/fd/N` of a VMM fd).
+    pub const FD: &str = "fd";
+    /// Calls on other processes: ptrace, process_vm_readv/writev, kcmp, pidfd_getfd.
+    pub const HOST_PROCESS: &str = "host_process";
 }
 
 impl Run {
@@ -25,6 +41,7 @@ impl Run {
             cv: Condvar::new(),
             ncpus,
             started: Mutex::new(None),
+            refusals: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -72,5 +89,20 @@ impl Run {
 
     pub fn started(&self) -> Option<Instant> {
         *self.started.lock().unwrap()
+    }
+
+    /// Count one refused guest attempt of `kind` (see [`refusal`]).
+    pub fn refuse(&self, kind: &'static str) {
+        *self.refusals.lock().unwrap().entry(kind).or_default() += 1;
+    }
+
+    /// Refused attempts so far, by kind.
+    pub fn refusals(&self) -> BTreeMap<String, u64> {
+        self.refusals
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect()
     }
 }

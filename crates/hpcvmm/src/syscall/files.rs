@@ -15,8 +15,9 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::{err, procfs, Args, Ctx, Errno, SysResult};
-use crate::kernel::files::{FileKind, FileRef, OpenFile};
+use crate::kernel::files::{FileKind, FileRef, OpenFile, VirtualDir};
 use crate::kernel::fsroot::{check, cstring, last_err};
+use crate::kernel::run::refusal;
 
 const AT_FDCWD: u64 = libc::AT_FDCWD as u64;
 /// Most bytes one read/write moves (Linux's MAX_RW_COUNT).
@@ -226,6 +227,15 @@ pub fn writev(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
 
 pub fn lseek(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     let f = ctx.file(a.fd(0))?;
+    if let FileKind::VirtualDir(d) = f.kind() {
+        // rewinddir/seekdir: offsets are entry indices.
+        let off = a.i64(1);
+        if a.i32(2) != libc::SEEK_SET || off < 0 {
+            return err(libc::EINVAL);
+        }
+        *d.pos() = (off as usize).min(d.entries().len());
+        return Ok(off as u64);
+    }
     // SAFETY: lseek on a host fd we own; invalid whence/offset give EINVAL.
     check(unsafe { libc::lseek(f.raw(), a.i64(1), a.i32(2)) } as libc::c_long)
 }
@@ -239,17 +249,83 @@ fn open_at(ctx: &mut Ctx<'_>, dirfd: i32, path: u64, flags: i32, mode: u32) -> S
     }
     let full = full_path(ctx, dirfd, &path)?;
     let cloexec = flags & libc::O_CLOEXEC != 0;
-    let kind = match procfs::file(ctx, &full) {
-        Some(content) => FileKind::Virtual(memfd_with(&content)?),
-        None => FileKind::Host(ctx.tg.fs.open_full(
-            &full,
-            flags & !libc::O_CLOEXEC,
-            mode & !ctx.tg.umask(),
-        )?),
+    let (kind, path) = match procfs::answer(ctx, &full) {
+        procfs::Answer::Host => {
+            let fd = ctx
+                .tg
+                .fs
+                .open_full(&full, flags & !libc::O_CLOEXEC, mode & !ctx.tg.umask())
+                .inspect_err(|e| {
+                    if e.0 == libc::EACCES || e.0 == libc::EPERM {
+                        ctx.run.refuse(refusal_kind(ctx, &full));
+                    }
+                })?;
+            // A path that reached the VMM's procfs files some other way, or a device.
+            match procfs::check_host_fd(ctx, &fd)? {
+                None => (FileKind::Host(fd), Some(full)),
+                Some(a) => {
+                    drop(fd);
+                    open_answer(ctx, a, flags, full)?
+                }
+            }
+        }
+        a => open_answer(ctx, a, flags, full)?,
     };
-    let file = OpenFile::new(kind, Some(full));
+    let file = OpenFile::new(kind, path);
     let n = ctx.tg.files.lock().unwrap().add(file, cloexec)?;
     Ok(n as u64)
+}
+
+/// The kind of a refused open: a device node (Landlock or its mode kept it out), or the
+/// user's rights on a file.
+fn refusal_kind(ctx: &Ctx<'_>, full: &str) -> &'static str {
+    let Ok(fd) = ctx.tg.fs.open_full(full, libc::O_PATH, 0) else {
+        return refusal::PERMISSION;
+    };
+    match fstat_host(fd.as_raw_fd()) {
+        Ok(st) if matches!(st.st_mode & libc::S_IFMT, libc::S_IFCHR | libc::S_IFBLK) => {
+            refusal::DEVICE
+        }
+        _ => refusal::PERMISSION,
+    }
+}
+
+/// Open what the guest's own /proc answers for `full`.
+fn open_answer(
+    ctx: &Ctx<'_>,
+    a: procfs::Answer,
+    flags: i32,
+    full: String,
+) -> Result<(FileKind, Option<String>), Errno> {
+    match a {
+        procfs::Answer::Host => unreachable!("host paths are opened by the caller"),
+        procfs::Answer::File(content) => {
+            if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_CREAT != 0 {
+                ctx.run.refuse(refusal::VMM_PROC);
+                return err(libc::EACCES);
+            }
+            if flags & libc::O_DIRECTORY != 0 {
+                return err(libc::ENOTDIR);
+            }
+            Ok((FileKind::Virtual(memfd_with(&content)?), Some(full)))
+        }
+        procfs::Answer::Exe => Ok((
+            FileKind::Host(procfs::open_exe(ctx, flags)?),
+            Some(ctx.tg.exe_path.clone()),
+        )),
+        procfs::Answer::Fd(n) => {
+            let (fd, path) = procfs::reopen_fd(ctx, n, flags)?;
+            Ok((FileKind::Host(fd), path))
+        }
+        procfs::Answer::Dir(entries) => {
+            if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_CREAT != 0 {
+                return err(libc::EISDIR);
+            }
+            let dir = VirtualDir::new(procfs::empty_dir()?, entries);
+            Ok((FileKind::VirtualDir(dir), Some(full)))
+        }
+        procfs::Answer::Refused(e) => Err(e),
+    }
 }
 
 pub fn openat(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
@@ -447,8 +523,13 @@ fn open_for_stat(ctx: &Ctx<'_>, dirfd: i32, path: &[u8], flags: i32) -> Result<T
         return Ok(Target::Guest(f));
     }
     let full = full_path(ctx, dirfd, path)?;
-    if let Some(content) = procfs::file(ctx, &full) {
-        return Ok(Target::Fd(memfd_with(&content)?));
+    match procfs::answer(ctx, &full) {
+        procfs::Answer::Host => {}
+        procfs::Answer::File(content) => return Ok(Target::Fd(memfd_with(&content)?)),
+        procfs::Answer::Exe => return Ok(Target::Fd(procfs::open_exe(ctx, libc::O_RDONLY)?)),
+        procfs::Answer::Fd(n) => return Ok(Target::Guest(ctx.file(n)?)),
+        procfs::Answer::Dir(_) => return Ok(Target::Fd(procfs::empty_dir()?)),
+        procfs::Answer::Refused(e) => return Err(e),
     }
     if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
         // "name/" follows a final symlink even for lstat: only plain names act on the link.
@@ -541,8 +622,8 @@ pub fn readlinkat(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
         return err(libc::EINVAL);
     }
     let full = full_path(ctx, a.fd(0), &path)?;
-    let target: Vec<u8> = if let Some(procfs::Node::Link(t)) = procfs::lookup(ctx, &full) {
-        t
+    let target: Vec<u8> = if let Some(t) = procfs::readlink(ctx, &full) {
+        t?
     } else {
         let (parent, name) = parent_and_name(ctx, &full)?;
         let mut buf = vec![0u8; 4096];
@@ -623,8 +704,37 @@ pub fn renameat2(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     })
 }
 
+/// getdents64 of a generated directory: `struct linux_dirent64` records (ino, next offset,
+/// record length, type, NUL-terminated name, padded to 8 bytes) from the cursor on.
+fn virtual_getdents(ctx: &Ctx<'_>, d: &VirtualDir, addr: u64, len: u64) -> SysResult {
+    let mut out = Vec::new();
+    let mut pos = d.pos();
+    while let Some((name, kind)) = d.entries().get(*pos) {
+        let reclen = (19 + name.len() + 1).div_ceil(8) * 8;
+        if (out.len() + reclen) as u64 > len {
+            if out.is_empty() {
+                return err(libc::EINVAL);
+            }
+            break;
+        }
+        let start = out.len();
+        out.extend_from_slice(&(*pos as u64 + 1).to_le_bytes());
+        out.extend_from_slice(&(*pos as i64 + 1).to_le_bytes());
+        out.extend_from_slice(&(reclen as u16).to_le_bytes());
+        out.push(*kind);
+        out.extend_from_slice(name.as_bytes());
+        out.resize(start + reclen, 0);
+        *pos += 1;
+    }
+    ctx.write_user(addr, &out)?;
+    Ok(out.len() as u64)
+}
+
 pub fn getdents64(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     let f = ctx.file(a.fd(0))?;
+    if let FileKind::VirtualDir(d) = f.kind() {
+        return virtual_getdents(ctx, d, a.ptr(1), a.usize(2));
+    }
     let len = a.usize(2).min(MAX_RW);
     let p = ctx.user_ptr(a.ptr(1), len)?;
     // SAFETY: getdents64 writes at most len bytes into checked guest memory.

@@ -207,8 +207,22 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// Calls that act on another process by pid (the table answers them ENOSYS); counted as
+/// refusals of kind `host_process`.
+const HOST_PROCESS_CALLS: [i64; 5] = [
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_kcmp,
+    libc::SYS_pidfd_getfd,
+];
+
 /// Serve system call `nr` with `args`.
 pub fn dispatch(ctx: &mut Ctx<'_>, nr: u64, args: &Args) -> SysOutcome {
+    if HOST_PROCESS_CALLS.contains(&(nr as i64)) {
+        // Never passed on: the guest has no other process to act on, least of all the VMM.
+        ctx.run.refuse(crate::kernel::run::refusal::HOST_PROCESS);
+    }
     let r = match table::lookup(nr) {
         Some(e) => match e.handler {
             table::Handler::Value(f) => f(ctx, args).map(SysOutcome::Return),
