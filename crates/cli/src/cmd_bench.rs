@@ -11,6 +11,9 @@ pub enum BenchCmd {
     /// The HPC VMM's own figures: VM vs native, page faults, launch, exits per syscall,
     /// futex and barrier latency.
     Vmm(VmmArgs),
+    /// MPI ping-pong latency/bandwidth (1 B..4 MiB) and allreduce between two ranks, native vs
+    /// one HPC VM per rank under MPICH's mpiexec, side by side in one run.
+    Mpi(MpiArgs),
     /// The paper's isolation experiment: HPC mini-apps in dual-stack, single-stack and native
     /// configurations beside 0..all commodity cores of competing load (Figures 2, 4 and 5).
     Isolation(IsolationArgs),
@@ -65,9 +68,45 @@ pub struct VmmArgs {
     pub jail_only: bool,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct MpiArgs {
+    /// Runs of each configuration (alternating); the best per message size is reported.
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// One run of each, a fifth of the iterations.
+    #[arg(long)]
+    pub quick: bool,
+    /// Guest memory of each rank's VM.
+    #[arg(long, default_value = "1G")]
+    pub memory: String,
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+fn mpi(a: MpiArgs) -> anyhow::Result<i32> {
+    let opts = dualstack_eval::mpi_bench::Options {
+        dualstack_exe: std::env::current_exe().context("locating the dualstack executable")?,
+        scratch: std::env::temp_dir().join(format!("dualstack-bench-mpi-{}", std::process::id())),
+        reps: if a.quick { 1 } else { a.reps.max(1) },
+        scale: if a.quick { 0.2 } else { 1.0 },
+        memory: a.memory,
+    };
+    let report = dualstack_eval::mpi_bench::run(&opts, &mut |line| eprintln!("bench: {line}"));
+    let _ = std::fs::remove_dir_all(&opts.scratch);
+    let report = report?;
+    print!("{}", dualstack_eval::mpi_bench::render(&report));
+    if let Some(p) = a.json {
+        std::fs::write(&p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(0)
+}
+
 pub fn run(cmd: BenchCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
     match cmd {
         BenchCmd::Vmm(a) => vmm(a),
+        BenchCmd::Mpi(a) => mpi(a),
         BenchCmd::Isolation(a) => isolation(a, _global),
         BenchCmd::Slurm(a) => slurm(a),
     }

@@ -155,6 +155,11 @@ fn guest_cwd(root: &std::path::Path) -> String {
 
 pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     let mut spec = job_spec(&args);
+    // What a native exec would pass on (an MPI launcher's PMI_FD and the like): the guest
+    // gets them at the same numbers. Everything this process opened itself is O_CLOEXEC.
+    spec.inherit_fds = dualstack_hpcvmm::kernel::files::inheritable_host_fds();
+    // Started by an MPI launcher (mpiexec, mpirun, srun): one rank's share of the node.
+    spec.local_rank = dualstack_jobs::launcher::LocalRank::from_env();
     let mut host = Host::from_env(&global.state_dir);
     // Inside a Slurm job step without --zone: this node's zone of the job (issue 14).
     if args.zone.is_none() {
@@ -176,7 +181,34 @@ pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         Err(e) => return Err(e.into()),
     };
     report(&result.stats, args.summary);
+    if spec.local_rank.is_some() {
+        if let dualstack_hpcvmm::ExitReport::Faulted(f) = &result.stats.exit {
+            // A rank's launcher tells a crash from an exit by how the process ended: end the
+            // way the program did natively, killed by its signal (Hydra and mpirun then abort
+            // the job and name the signal).
+            die_by_signal(f.signal);
+        }
+    }
     Ok(result.exit_status)
+}
+
+/// End this process with signal `sig` (no core dump of the VMM itself); returns only if the
+/// signal did not end it.
+fn die_by_signal(sig: i32) {
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain libc calls on this process: no core file, default action, unblocked.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+        libc::signal(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+    }
 }
 
 /// Print the fault/timeout report and the summary.

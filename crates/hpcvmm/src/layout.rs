@@ -145,9 +145,21 @@ fn table_pages(mapped: u64, ps: GuestPageSize) -> u64 {
 
 /// Write all system structures and page tables for `vcpus` vCPUs into guest memory.
 pub fn build(mem: &GuestMemory, ps: GuestPageSize) -> Result<Paging, Efault> {
+    build_with_window(mem, ps, None)
+}
+
+/// [`build`], also identity-mapping `window` (guest addresses above RAM, GiB-aligned, inside
+/// the first 512 GiB) user read-write with 2 MiB pages: the shared-memory window of
+/// [`crate::shmem`], whose KVM slot is filled in while the guest runs.
+pub fn build_with_window(
+    mem: &GuestMemory,
+    ps: GuestPageSize,
+    window: Option<(u64, u64)>,
+) -> Result<Paging, Efault> {
     let size = mem.size();
+    let window_pds = window.map_or(0, |(lo, hi)| div_ceil(hi - lo, 1 << 30));
     // Find the largest usable end such that page tables for [0, usable_end) fit above it.
-    let pt_bytes = table_pages(size, ps) * 4096;
+    let pt_bytes = (table_pages(size, ps) + window_pds) * 4096;
     let usable_end = match ps {
         GuestPageSize::Size4K => (size - pt_bytes) & !0xfff,
         _ => (size - pt_bytes) & !((2 << 20) - 1),
@@ -215,6 +227,17 @@ pub fn build(mem: &GuestMemory, ps: GuestPageSize) -> Result<Paging, Efault> {
                 if flags != 0 {
                     mem.write_u64(pt + 8 * p, addr | flags)?;
                 }
+            }
+        }
+    }
+    if let Some((lo, hi)) = window {
+        debug_assert!(lo % (1 << 30) == 0 && hi <= 512 << 30 && lo >= size);
+        for g in lo >> 30..div_ceil(hi, 1 << 30) {
+            let pd = alloc();
+            mem.write_u64(pdpt + 8 * g, pd | P | RW | US)?;
+            for e in 0..512u64 {
+                let base = (g << 30) + (e << 21);
+                mem.write_u64(pd + 8 * e, base | P | RW | US | PS)?;
             }
         }
     }

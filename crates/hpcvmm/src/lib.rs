@@ -26,6 +26,7 @@ pub mod kernel;
 pub mod layout;
 pub mod memory;
 pub mod pump;
+pub mod shmem;
 pub mod stack;
 pub mod stats;
 mod sys;

@@ -26,7 +26,7 @@ use crate::kernel::group::{Credentials, GroupParts, Limits, ProcInfo, ThreadGrou
 use crate::kernel::mm::{AddressSpace, VmaAttrs, VmaBacking};
 use crate::kernel::run::{FpuLayout, Run};
 use crate::kernel::task::Task;
-use crate::kernel::{Kernel, GUEST_PID};
+use crate::kernel::Kernel;
 use crate::layout::{self, GuestPageSize, Paging, USER_START};
 use crate::memory::{Backing, GuestMemory, HugePageSize, MemoryError};
 use crate::stack::{self, StackSpec};
@@ -79,6 +79,17 @@ pub struct RunConfig {
     pub stdout: Option<PathBuf>,
     #[serde(default)]
     pub stderr: Option<PathBuf>,
+    /// Host descriptors the guest inherits at the same numbers (what a launcher such as
+    /// MPICH's Hydra passed: `PMI_FD`, pipes, sockets). The run takes ownership of them.
+    /// `dualstack run` fills in every descriptor it was started with that a native exec would
+    /// pass on ([`crate::kernel::files::inheritable_host_fds`]).
+    #[serde(default)]
+    pub inherit_fds: Vec<i32>,
+    /// The guest's pid is the VMM's host pid instead of the fixed guest pid: an MPI rank
+    /// names itself to its peers by pid (UCX reads /proc/<pid>/stat of its peers), and the
+    /// ranks of one job must not all be pid 1000.
+    #[serde(default)]
+    pub host_pid: bool,
     /// Who the guest is (its uid, gid and groups, as getuid and /proc/self/status tell it):
     /// the jail's identity. `None`: the VMM process's own ids.
     #[serde(default)]
@@ -107,6 +118,8 @@ impl RunConfig {
             stdin: None,
             stdout: None,
             stderr: None,
+            inherit_fds: Vec::new(),
+            host_pid: false,
             identity: None,
         }
     }
@@ -433,12 +446,15 @@ fn validate(cfg: &RunConfig) -> Result<Validated, VmmError> {
             read_interpreter(&program, i, &fsroot, &cfg.root)?,
         )),
     };
-    let files = FdTable::with_stdio_files(
+    let mut files = FdTable::with_stdio_files(
         cfg.stdin.as_deref(),
         cfg.stdout.as_deref(),
         cfg.stderr.as_deref(),
     )
     .map_err(|(what, path, source)| VmmError::Stdio { what, path, source })?;
+    files
+        .import_inherited(&cfg.inherit_fds)
+        .map_err(|e| VmmError::Config(e.to_string()))?;
     let memory = v_memory(cfg);
     if memory < (8 << 20) + MAIN_STACK + STACK_GUARD {
         return Err(VmmError::Config(format!(
@@ -541,12 +557,21 @@ struct BuiltMemory {
 /// memory slot.
 fn build_memory(cfg: &RunConfig, size: u64, vm: &VmFd) -> Result<BuiltMemory, VmmError> {
     let t_mem = Instant::now();
-    let mem = GuestMemory::new(size, cfg.backing)?;
+    let mut mem = GuestMemory::new(size, cfg.backing)?;
     let setup = t_mem.elapsed();
     let page_size = cfg
         .guest_page_size
         .unwrap_or_else(|| default_page_size(cfg.backing));
-    let paging = layout::build(&mem, page_size).map_err(|e| VmmError::Setup(e.to_string()))?;
+    // The window for memory shared with other VMs (MAP_SHARED files, SysV segments).
+    let window = crate::shmem::window_for(size);
+    if let Some(w) = window {
+        let w = crate::shmem::SharedWindow::reserve(w).map_err(|e| {
+            VmmError::Setup(format!("cannot reserve the shared-memory window: {e}"))
+        })?;
+        mem.attach_shared_window(w);
+    }
+    let paging = layout::build_with_window(&mem, page_size, window)
+        .map_err(|e| VmmError::Setup(e.to_string()))?;
     for r in mem.regions().iter() {
         let region = kvm_userspace_memory_region {
             slot: r.slot,
@@ -756,6 +781,10 @@ fn build_kernel(
         guard,
     )
     .map_err(|_| VmmError::Setup("no room for the stack guard".into()))?;
+    if let Some(w) = mem.shared_window() {
+        let (lo, hi) = w.bounds();
+        mm.shared = crate::kernel::mm::SharedArea::new(lo, hi);
+    }
     mem.restrict_to(USER_START, stack_top);
     let mem = Arc::new(mem);
     let mut group = ThreadGroup::new(GroupParts {
@@ -768,6 +797,10 @@ fn build_kernel(
         exe_path: loaded.exe_path.clone(),
         uts: read_release()?,
     });
+    if cfg.host_pid {
+        // SAFETY: getpid has no preconditions.
+        group.set_pid(unsafe { libc::getpid() });
+    }
     group.proc = ProcInfo {
         argv: cfg.argv.clone(),
         env: cfg.env.clone(),
@@ -840,7 +873,7 @@ fn init_clocks(m: &Machine, tb: Option<&crate::vdso::TimeBase>, kvm_rdpid: &bool
         &*m.mem,
         &clocks::Vars {
             flags,
-            pid: GUEST_PID,
+            pid: m.kernel.group.pid(),
             lo: USER_START,
             hi: usable_end,
             bad: (guard, guard + STACK_GUARD),
@@ -882,7 +915,7 @@ fn build_vcpu0(
 
 /// Phase 7: start the main thread on vCPU 0.
 fn spawn(m: &Arc<Machine>, vcpu0: VcpuFd, ncpus: usize) -> Result<(), VmmError> {
-    let mut main = Task::main(GUEST_PID, ncpus);
+    let mut main = Task::main(m.kernel.group.pid(), ncpus);
     // Linux names a process after the file it executed.
     let exe = &m.kernel.group.exe_path;
     main.comm = crate::kernel::task::comm_of(exe.rsplit('/').next().unwrap_or(exe).as_bytes());

@@ -50,6 +50,7 @@ use dualstack_topology::{CpuList, HUGEPAGE_1G_KIB, HUGEPAGE_2M_KIB};
 use dualstack_zones::{HostPaths, Zone, ZoneError, ZoneState};
 use serde::Serialize;
 
+pub mod launcher;
 pub mod spec;
 
 pub use dualstack_hpcvmm::jail::{Caller as JobCaller, Identity, JailReport};
@@ -283,6 +284,8 @@ pub fn prepare_as(spec: &JobSpec, host: &Host, caller: &Caller) -> Result<Prepar
     cfg.stdin = spec.stdin.clone();
     cfg.stdout = spec.stdout.clone();
     cfg.stderr = spec.stderr.clone();
+    cfg.inherit_fds = spec.inherit_fds.clone();
+    cfg.host_pid = spec.local_rank.is_some();
     cfg.timeout = match spec.timeout_s {
         Some(t) if !(t.is_finite() && t > 0.0) => return Err(JobError::BadTimeout { value: t }),
         Some(t) => Some(Duration::from_secs_f64(t)),
@@ -388,7 +391,11 @@ fn place_on_host(spec: &JobSpec, cfg: &mut RunConfig) -> Result<(), JobError> {
             }
             allowed[..n].to_vec()
         }
-        (None, None) => allowed,
+        // One rank of an MPI job: its share of the cores, disjoint from the other ranks'.
+        (None, None) => match spec.local_rank {
+            Some(r) => r.share(&allowed),
+            None => allowed,
+        },
     };
     cfg.memory = spec.memory.unwrap_or(DEFAULT_MEMORY);
     cfg.backing = match spec.memory_backing {
@@ -450,7 +457,13 @@ fn place_in_zone(spec: &JobSpec, zone: &Zone, cfg: &mut RunConfig) -> Result<(),
             }
             zcpus.iter().take(n).map(|c| c as usize).collect()
         }
-        (None, None) => zcpus.iter().map(|c| c as usize).collect(),
+        (None, None) => {
+            let all: Vec<usize> = zcpus.iter().map(|c| c as usize).collect();
+            match spec.local_rank {
+                Some(r) => r.share(&all),
+                None => all,
+            }
+        }
     };
     cfg.memory = match spec.memory {
         Some(m) if m > zone.memory_bytes() => {
@@ -461,7 +474,14 @@ fn place_in_zone(spec: &JobSpec, zone: &Zone, cfg: &mut RunConfig) -> Result<(),
             })
         }
         Some(m) => m,
-        None => zone.memory_bytes(),
+        // One rank of several on the node: an equal share of the zone's huge pages.
+        None => match spec.local_rank {
+            Some(r) => {
+                let page = zone.hugepage_kib << 10;
+                (zone.memory_bytes() / r.size as u64) / page.max(1) * page.max(1)
+            }
+            None => zone.memory_bytes(),
+        },
     };
     if spec.memory_backing == MemoryBacking::Lazy {
         return Err(JobError::ZoneLazy { zone: name() });
@@ -574,7 +594,9 @@ fn timed(cfg: &RunConfig, jail: Option<&Jail>) -> Result<(f64, RunStats), JobErr
     };
     let opts = SuperviseOptions {
         forward_signals: true,
-        keep_fds: Vec::new(),
+        // What a launcher passed (an MPI rank's PMI_FD...): the jailed VMM serves them to the
+        // guest at the same numbers.
+        keep_fds: cfg.inherit_fds.clone(),
     };
     let r = run_jailed(cfg, jail, &opts)?;
     let wall = t.elapsed().as_secs_f64();

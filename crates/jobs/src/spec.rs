@@ -87,6 +87,16 @@ pub struct JobSpec {
     /// sudo). Only root may name another identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Host descriptors of the calling process the guest inherits at the same numbers (what an
+    /// MPI launcher passed to `dualstack run`). Never read from JSON: a daemon's descriptors
+    /// are not a client's to hand out.
+    #[serde(skip)]
+    pub inherit_fds: Vec<i32>,
+    /// This job is one rank of an MPI job started by a launcher: it takes its share of the
+    /// cores (and of a zone's huge pages) and the guest sees the VMM's host pid. Never read
+    /// from JSON (the CLI reads the launcher's environment).
+    #[serde(skip)]
+    pub local_rank: Option<crate::launcher::LocalRank>,
     /// Serve the guest from a jailed VMM (the default): a privileged supervisor does the
     /// set-up, the process that serves the guest becomes the job's user with no capability,
     /// `no_new_privs`, Landlock and a seccomp allow-list. `false` (`--no-jail`) is a
@@ -132,6 +142,8 @@ impl JobSpec {
             stderr: None,
             stats: None,
             user: None,
+            inherit_fds: Vec::new(),
+            local_rank: None,
             jail: true,
         }
     }

@@ -232,3 +232,26 @@ fn host_jobs_check_the_callers_cpus_and_the_backing() {
         }
     );
 }
+
+#[test]
+fn mpi_ranks_in_one_zone_get_disjoint_cores_and_equal_shares_of_its_pages() {
+    use dualstack_jobs::launcher::LocalRank;
+    let (fake, host) = host_with_zone();
+    let mut seen = Vec::new();
+    for rank in 0..2 {
+        let mut spec = zone_job("z");
+        spec.local_rank = Some(LocalRank { rank, size: 2 });
+        let cfg = prepare(&spec, &host).unwrap().config().clone();
+        assert_eq!(cfg.cpus.len(), 1, "rank {rank}: {:?}", cfg.cpus);
+        assert_eq!(cfg.memory, 32 << 20, "half of the zone's 64 MiB");
+        assert!(cfg.host_pid, "a rank's guest is its VMM's host pid");
+        seen.extend(cfg.cpus);
+    }
+    let zone_cpus: Vec<usize> = dualstack_zones::get(&fake.paths, "z")
+        .unwrap()
+        .cpus()
+        .iter()
+        .map(|c| c as usize)
+        .collect();
+    assert_eq!(seen, zone_cpus, "the two ranks split the zone's cores");
+}

@@ -192,6 +192,26 @@ pub const ALLOWED: &[(&str, i64)] = &[
     ("getgid", libc::SYS_getgid),
     ("getegid", libc::SYS_getegid),
     ("uname", libc::SYS_uname),
+    // guest sockets, passed through by syscall/sockets.rs (issue 12, MPI); socket and
+    // socketpair themselves are allowed per family in `rules`
+    ("bind", libc::SYS_bind),
+    ("listen", libc::SYS_listen),
+    ("accept4", libc::SYS_accept4),
+    ("connect", libc::SYS_connect),
+    ("getsockname", libc::SYS_getsockname),
+    ("getpeername", libc::SYS_getpeername),
+    ("setsockopt", libc::SYS_setsockopt),
+    ("getsockopt", libc::SYS_getsockopt),
+    ("sendto", libc::SYS_sendto),
+    ("recvfrom", libc::SYS_recvfrom),
+    ("sendmsg", libc::SYS_sendmsg),
+    ("recvmsg", libc::SYS_recvmsg),
+    ("shutdown", libc::SYS_shutdown),
+    // SysV shared memory between ranks (syscall/shm.rs, issue 12): shmat attaches into the
+    // shared window's reservation; MAP_SHARED file mappings need only mmap
+    ("shmget", libc::SYS_shmget),
+    ("shmat", libc::SYS_shmat),
+    ("shmctl", libc::SYS_shmctl),
     // issue 11 (dyn): the host objects behind the guest's statfs, sendfile, copy_file_range,
     // fadvise64, fallocate, flock, fchown(at), link(at), getgroups, eventfd2 and epoll_* calls
     ("fstatfs", libc::SYS_fstatfs),
@@ -209,6 +229,24 @@ pub const ALLOWED: &[(&str, i64)] = &[
     ("epoll_ctl", libc::SYS_epoll_ctl),
     ("epoll_wait", libc::SYS_epoll_wait),
     ("epoll_pwait", libc::SYS_epoll_pwait),
+];
+
+/// The non-KVM ioctls the syscall layer passes on for guest sockets (syscall/sockets.rs):
+/// pointer-free interface queries and int-valued queue/blocking requests.
+pub const SOCKET_IOCTLS: [(&str, u64); 13] = [
+    ("SIOCGIFNAME", libc::SIOCGIFNAME),
+    ("SIOCGIFINDEX", libc::SIOCGIFINDEX),
+    ("SIOCGIFFLAGS", libc::SIOCGIFFLAGS),
+    ("SIOCGIFADDR", libc::SIOCGIFADDR),
+    ("SIOCGIFDSTADDR", libc::SIOCGIFDSTADDR),
+    ("SIOCGIFBRDADDR", libc::SIOCGIFBRDADDR),
+    ("SIOCGIFNETMASK", libc::SIOCGIFNETMASK),
+    ("SIOCGIFMTU", libc::SIOCGIFMTU),
+    ("SIOCGIFHWADDR", libc::SIOCGIFHWADDR),
+    ("SIOCGIFTXQLEN", libc::SIOCGIFTXQLEN),
+    ("FIONREAD", libc::FIONREAD),
+    ("TIOCOUTQ", libc::TIOCOUTQ),
+    ("FIONBIO", libc::FIONBIO),
 ];
 
 fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, SeccompError> {
@@ -232,10 +270,29 @@ pub fn rules(pid: i32) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompError> 
     }
     // ioctl: only the KVM requests above (on any descriptor: only KVM fds take them).
     let mut ioctls = Vec::new();
-    for &(_, req) in &KVM_IOCTLS {
+    for &(_, req) in KVM_IOCTLS.iter().chain(&SOCKET_IOCTLS) {
         ioctls.push(rule(vec![dword(1, SeccompCmpOp::Eq, req)?])?);
     }
     m.insert(libc::SYS_ioctl, ioctls);
+    // socket: only the families syscall/sockets.rs passes through; socketpair: AF_UNIX.
+    let mut families = Vec::new();
+    for fam in [
+        libc::AF_UNIX,
+        libc::AF_INET,
+        libc::AF_INET6,
+        libc::AF_NETLINK,
+    ] {
+        families.push(rule(vec![dword(0, SeccompCmpOp::Eq, fam as u64)?])?);
+    }
+    m.insert(libc::SYS_socket, families);
+    m.insert(
+        libc::SYS_socketpair,
+        vec![rule(vec![dword(
+            0,
+            SeccompCmpOp::Eq,
+            libc::AF_UNIX as u64,
+        )?])?],
+    );
     // tgkill: vCPU kicks to threads of this process only.
     m.insert(
         libc::SYS_tgkill,
@@ -447,13 +504,15 @@ mod tests {
             libc::SYS_capset,
             libc::SYS_mount,
             libc::SYS_kill,
-            libc::SYS_socket,
             libc::SYS_seccomp,
             libc::SYS_bpf,
             libc::SYS_open_by_handle_at,
         ] {
             assert!(!m.contains_key(&nr), "syscall {nr} must not be allowed");
         }
+        // Sockets only for the families the syscall layer passes through (no AF_PACKET...).
+        assert_eq!(m[&libc::SYS_socket].len(), 4);
+        assert_eq!(m[&libc::SYS_socketpair].len(), 1);
         let progs = filters(1).unwrap();
         assert_eq!(progs.len(), 2);
         assert!(progs[1].len() > ALLOWED.len());

@@ -1,7 +1,7 @@
 //! The thread group (the guest process): what its threads share.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::files::FdTable;
@@ -169,6 +169,8 @@ pub struct ThreadGroup {
     pub threads: Mutex<ThreadCounts>,
     /// personality(2) of the group (PER_LINUX plus no-op flags).
     pub personality: std::sync::atomic::AtomicU32,
+    /// The guest's pid (see [`ThreadGroup::set_pid`]).
+    pid: AtomicI32,
     /// What the guest's own /proc shows about it (set once when the run is built).
     pub proc: ProcInfo,
 }
@@ -221,12 +223,20 @@ impl ThreadGroup {
             uts: p.uts,
             threads: Mutex::new(ThreadCounts::new()),
             personality: std::sync::atomic::AtomicU32::new(0),
+            pid: AtomicI32::new(GUEST_PID),
             proc: ProcInfo::default(),
         }
     }
 
     pub fn pid(&self) -> i32 {
-        GUEST_PID
+        self.pid.load(Ordering::Relaxed)
+    }
+
+    /// Use `pid` as the guest's pid (and its main thread's tid) instead of [`GUEST_PID`]:
+    /// set once before the guest runs (an MPI rank is its VMM's host pid, see
+    /// `RunConfig::host_pid`).
+    pub fn set_pid(&self, pid: i32) {
+        self.pid.store(pid, Ordering::Relaxed);
     }
 
     pub fn umask(&self) -> u32 {

@@ -24,7 +24,7 @@ const AT_FDCWD: u64 = libc::AT_FDCWD as u64;
 const MAX_RW: u64 = 0x7fff_f000;
 
 /// How a path argument is to be interpreted: `dirfd` + `path` as the *at calls take them.
-fn full_path(ctx: &Ctx<'_>, dirfd: i32, path: &[u8]) -> Result<String, Errno> {
+pub(super) fn full_path(ctx: &Ctx<'_>, dirfd: i32, path: &[u8]) -> Result<String, Errno> {
     if path.first() == Some(&b'/') || dirfd == libc::AT_FDCWD {
         return Ok(ctx.tg.fs.full_path(None, path));
     }
@@ -40,9 +40,9 @@ fn full_path(ctx: &Ctx<'_>, dirfd: i32, path: &[u8]) -> Result<String, Errno> {
 }
 
 /// A path's parent directory (opened inside the root) and final component.
-struct Name {
-    parent: OwnedFd,
-    name: CString,
+pub(super) struct Name {
+    pub(super) parent: OwnedFd,
+    pub(super) name: CString,
     /// The path ended in '/': the final component must be a directory.
     trailing_slash: bool,
 }
@@ -72,7 +72,7 @@ fn parent_and_name(ctx: &Ctx<'_>, full: &str) -> Result<(OwnedFd, CString), Errn
     Ok((n.parent, n.name))
 }
 
-fn name_of(ctx: &Ctx<'_>, full: &str) -> Result<Name, Errno> {
+pub(super) fn name_of(ctx: &Ctx<'_>, full: &str) -> Result<Name, Errno> {
     let trimmed = full.trim_end_matches('/');
     let trailing_slash = trimmed.len() != full.len();
     let (dir, name) = match trimmed.rfind('/') {
@@ -184,7 +184,7 @@ pub fn pwrite64(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     check(unsafe { libc::pwrite(f.raw(), p.cast(), len as usize, a.i64(3)) } as libc::c_long)
 }
 
-fn host_iovecs(ctx: &Ctx<'_>, addr: u64, count: u64) -> Result<Vec<libc::iovec>, Errno> {
+pub(super) fn host_iovecs(ctx: &Ctx<'_>, addr: u64, count: u64) -> Result<Vec<libc::iovec>, Errno> {
     if count > 1024 {
         return err(libc::EINVAL);
     }
@@ -428,7 +428,10 @@ pub fn fcntl(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
 }
 
 pub fn ioctl(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
-    ctx.tg.files.lock().unwrap().entry(a.fd(0))?;
+    let f = ctx.tg.files.lock().unwrap().get(a.fd(0))?;
+    if let FileKind::Socket(_) = f.kind() {
+        return super::sockets::ioctl(ctx, &f, a);
+    }
     // Terminal and device ioctls are never passed to the host.
     err(libc::ENOTTY)
 }

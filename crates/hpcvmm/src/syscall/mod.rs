@@ -12,6 +12,7 @@ pub mod files;
 pub mod futex;
 pub mod memory;
 pub mod procfs;
+pub mod shm;
 pub mod signals;
 pub mod sockets;
 pub mod system;
@@ -244,11 +245,31 @@ pub fn dispatch(ctx: &mut Ctx<'_>, nr: u64, args: &Args) -> SysOutcome {
             err(libc::ENOSYS)
         }
     };
-    match r {
+    let o = match r {
         Ok(o) => o,
         Err(Errno(e)) => SysOutcome::Return((-(e as i64)) as u64),
+    };
+    if *TRACE {
+        let name = table::name(nr).unwrap_or("?");
+        let a: Vec<String> = args.0.iter().map(|v| format!("{v:#x}")).collect();
+        match &o {
+            SysOutcome::Return(v) => {
+                eprintln!(
+                    "[dualstack-strace] {name}({}) = {}",
+                    a.join(", "),
+                    *v as i64
+                )
+            }
+            other => eprintln!("[dualstack-strace] {name}({}) -> {other:?}", a.join(", ")),
+        }
     }
+    o
 }
+
+/// `DUALSTACK_STRACE=1` in the VMM's environment prints every guest system call, its
+/// arguments and its outcome on the VMM's stderr (a debugging aid, like strace).
+static TRACE: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var_os("DUALSTACK_STRACE").is_some_and(|v| v == "1"));
 
 #[cfg(test)]
 mod tests;
