@@ -56,9 +56,9 @@ pub fn run(args: DaemonArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
             print!("{}", dualstack_daemon::api::openapi_json());
             Ok(0)
         }
-        Some(DaemonCmd::Supervise { job_dir, command }) => {
-            Ok(dualstack_daemon::supervise::supervise(&job_dir, &command))
-        }
+        Some(DaemonCmd::Supervise { job_dir, command }) => Ok(
+            dualstack_daemon::supervise::supervise(&global.state_dir, &job_dir, &command),
+        ),
         None => {
             let exe = match args.dualstack {
                 Some(p) => p,

@@ -138,7 +138,14 @@ pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         }
     }
     let host = host.with_apps_dir(crate::common::apps_dir());
-    let result = dualstack_jobs::run(&spec, &host)?;
+    let result = match dualstack_jobs::run(&spec, &host) {
+        // Ended by a signal while it held a lease (given back): exit like the signal did.
+        Err(e @ dualstack_jobs::JobError::Killed { status, .. }) => {
+            eprintln!("dualstack: {e}");
+            return Ok(status);
+        }
+        r => r?,
+    };
     report(&result.stats, args.summary);
     Ok(result.exit_status)
 }

@@ -284,12 +284,21 @@ fn recover_quietly(paths: &HostPaths) {
 pub fn recover(args: RecoverArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     let paths = paths(global)?;
     let report = dualstack_zones::recover(&paths)?;
+    // Then what runs took for their lifetime only (huge pages, transient zones) and whose
+    // process is gone.
+    let leases = dualstack_jobs::lease::recover(&paths)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(0);
     }
-    if report.is_clean() {
+    if report.is_clean() && leases.is_clean() {
         println!("nothing to recover");
+    }
+    for l in &leases.given_back {
+        println!("gave back {l}");
+    }
+    for w in &leases.warnings {
+        println!("warning: {w}");
     }
     for z in &report.rolled_back {
         println!("rolled back half-made zone {z}");

@@ -71,9 +71,25 @@ pub fn recover_at_start(global: &GlobalOpts) {
     {
         return;
     }
-    let report = dualstack_zones::HostPaths::from_env(&global.state_dir)
-        .map_err(anyhow::Error::from)
-        .and_then(|p| Ok(dualstack_zones::recover(&p)?));
+    let paths = dualstack_zones::HostPaths::from_env(&global.state_dir);
+    let report = paths
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|p| Ok(dualstack_zones::recover(p)?));
+    // Runs killed while they held huge pages or a transient zone: give those back too.
+    if let Ok(p) = &paths {
+        match dualstack_jobs::lease::recover(p) {
+            Ok(l) => {
+                for g in &l.given_back {
+                    eprintln!("dualstack: recovered from a killed run: gave back {g}");
+                }
+                for w in &l.warnings {
+                    eprintln!("dualstack: warning: {w}");
+                }
+            }
+            Err(e) => eprintln!("dualstack: warning: could not check the run leases: {e}"),
+        }
+    }
     match report {
         Ok(r) if !r.is_clean() => eprintln!(
             "dualstack: recovered from an interrupted operation: rolled back {:?}, finished releasing {:?}, dropped stale {:?}, removed {:?}",

@@ -157,6 +157,11 @@ fn reconcile(app: &App) -> Result<(), DaemonError> {
     if !report.is_clean() {
         tracing::warn!(?report, "recovered interrupted zone operations");
     }
+    match dualstack_jobs::lease::recover(&app.paths) {
+        Ok(l) if !l.is_clean() => tracing::warn!(?l, "gave back what killed runs held"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("checking run leases: {e}"),
+    }
     app.jobs.tick(&app.events)?;
     Ok(())
 }

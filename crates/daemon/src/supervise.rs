@@ -51,7 +51,7 @@ pub fn now_unix() -> f64 {
 
 /// Run `argv` under supervision; returns the supervisor's own exit code (0 once the status is
 /// written).
-pub fn supervise(job_dir: &Path, argv: &[OsString]) -> i32 {
+pub fn supervise(state_dir: &Path, job_dir: &Path, argv: &[OsString]) -> i32 {
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
         // SAFETY: setting a signal to SIG_IGN; no handler code runs.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
@@ -106,6 +106,18 @@ pub fn supervise(job_dir: &Path, argv: &[OsString]) -> i32 {
             }
         }
     };
+    // A run killed while it held huge pages or a transient zone (SIGKILL after a cancel's
+    // grace period) could not give them back: do it now, before the result is final.
+    if let Ok(paths) = dualstack_zones::HostPaths::from_env(state_dir) {
+        match dualstack_jobs::lease::recover(&paths) {
+            Ok(r) => {
+                for g in r.given_back {
+                    eprintln!("dualstack supervise: gave back {g}");
+                }
+            }
+            Err(e) => eprintln!("dualstack supervise: checking run leases: {e}"),
+        }
+    }
     let text = serde_json::to_string(&status).expect("status serializes");
     match write_atomic(job_dir, STATUS_FILE, &text) {
         Ok(()) => 0,
