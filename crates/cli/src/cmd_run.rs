@@ -127,6 +127,9 @@ pub fn job_spec(args: &RunArgs) -> JobSpec {
 }
 
 pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
+    if let Some(socket) = &global.api {
+        return crate::cmd_api::run(&args, socket);
+    }
     let mut spec = job_spec(&args);
     let mut host = Host::from_env(&global.state_dir);
     // Inside a Slurm job step without --zone: this node's zone of the job (issue 14).

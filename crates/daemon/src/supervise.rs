@@ -56,6 +56,10 @@ pub fn supervise(state_dir: &Path, job_dir: &Path, argv: &[OsString]) -> i32 {
         // SAFETY: setting a signal to SIG_IGN; no handler code runs.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
+    // Orphans of the run (its VMM child, when the run was killed) become ours, so they are
+    // reaped here and the run's zone is empty before its leases are given back.
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) };
     let me = std::process::id();
     let start = crate::proc::start_time(me).unwrap_or(0);
     if let Err(e) = write_atomic(
@@ -106,6 +110,7 @@ pub fn supervise(state_dir: &Path, job_dir: &Path, argv: &[OsString]) -> i32 {
             }
         }
     };
+    reap_descendants(std::time::Duration::from_secs(30));
     // A run killed while it held huge pages or a transient zone (SIGKILL after a cancel's
     // grace period) could not give them back: do it now, before the result is final.
     if let Ok(paths) = dualstack_zones::HostPaths::from_env(state_dir) {
@@ -124,6 +129,28 @@ pub fn supervise(state_dir: &Path, job_dir: &Path, argv: &[OsString]) -> i32 {
         Err(e) => {
             eprintln!("dualstack supervise: cannot write {STATUS_FILE}: {e}");
             1
+        }
+    }
+}
+
+/// Wait for every remaining descendant (we are their subreaper) to exit, up to `limit`.
+fn reap_descendants(limit: std::time::Duration) {
+    let t = std::time::Instant::now();
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with WNOHANG on any child; status is a valid out-parameter.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid < 0 {
+            return; // ECHILD: none left
+        }
+        if pid == 0 {
+            if t.elapsed() > limit {
+                eprintln!(
+                    "dualstack supervise: a process of the run is still alive after {limit:?}"
+                );
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
 }

@@ -437,6 +437,45 @@ fn zone_jobs_output_stats_cancel_and_nobody_on_the_real_host() {
         assert_eq!((s, &j["field"]), (403, &json!("user")), "{j}");
         assert!(j["error"].as_str().unwrap().contains("--user"), "{j}");
     }
+    // `dualstack --api SOCKET run` is the same run through the daemon: same output, same exit.
+    let root = dir.display().to_string();
+    let hello_s = hello.display().to_string();
+    let run_args = [
+        "run", "--zone", "hpc0", "--root", &root, "--", &hello_s, "a", "b",
+    ];
+    let local = r.cli(&run_args);
+    let mut api_args = vec!["--api", sock.to_str().unwrap()];
+    api_args.extend(run_args);
+    let via = r.cli(&api_args);
+    assert_eq!(local.status.code(), Some(7), "{local:?}");
+    assert_eq!(via.status.code(), Some(7), "{via:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&via.stdout),
+        String::from_utf8_lossy(&local.stdout)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&via.stderr),
+        String::from_utf8_lossy(&local.stderr)
+    );
+    for args in [
+        &["zone", "list"][..],
+        &["zone", "show", "hpc0"],
+        &["zone", "list", "--json"],
+    ] {
+        let local = r.cli(args);
+        let mut a = vec!["--api", sock.to_str().unwrap()];
+        a.extend(args);
+        let via = r.cli(&a);
+        assert!(
+            local.status.success() && via.status.success(),
+            "{args:?}: {via:?}"
+        );
+        assert_eq!(via.stdout, local.stdout, "{args:?}");
+    }
+    let e = r.cli(&["--api", sock.to_str().unwrap(), "zone", "release", "hpc0"]);
+    assert!(!e.status.success());
+    assert!(String::from_utf8_lossy(&e.stderr).contains("only `zone list` and `zone show`"));
+
     // Root sees every job; nothing changed for root's.
     let (_, all) = d.json("GET", "/v1/jobs", None);
     assert!(all.as_array().unwrap().len() >= 4, "{all}");
@@ -448,6 +487,24 @@ fn zone_jobs_output_stats_cancel_and_nobody_on_the_real_host() {
     assert!(!r.instance.exists(), "instance cgroup left behind");
     let m = d.req("GET", "/metrics", None).text();
     assert!(m.contains("dualstack_jobs{state=\"cancelled\"} 1"), "{m}");
+
+    // Without a zone the run reserves its huge page shortfall and gives it back; with
+    // `zone: auto` it carves a transient zone sized to the job and releases it.
+    let id = job(d, json!({"program": hello, "memory": "32M"}));
+    let j = ended(d, id, 60);
+    assert_eq!(j["state"], "succeeded", "{j}");
+    assert_eq!(pool(), pool0, "the shortfall was given back");
+    let id = job(
+        d,
+        json!({"program": hello, "zone": "auto", "cpus": 1, "memory": "32M"}),
+    );
+    let j = ended(d, id, 60);
+    assert_eq!(j["state"], "succeeded", "{j}");
+    assert_eq!(j["stats"]["cpus"].as_array().unwrap().len(), 1, "{j}");
+    assert_eq!(j["stats"]["memory"]["size_bytes"], 32 << 20, "{j}");
+    assert_eq!(d.json("GET", "/v1/zones", None).1, json!([]));
+    assert_eq!(pool(), pool0);
+    assert!(!r.instance.exists(), "instance cgroup left behind");
 }
 
 #[test]
@@ -551,6 +608,27 @@ fn cancel_escalates_to_sigkill_and_a_killed_daemon_reattaches_on_the_real_host()
     assert_eq!((s, &z["state"]), (200, &json!("active")), "{z}");
     let (s, rel) = d.json("DELETE", "/v1/zones/hpc1", None);
     assert_eq!(s, 200, "{rel}");
+    assert_eq!(pool(), pool0);
+    assert!(!r.instance.exists(), "instance cgroup left behind");
+
+    // A transient zone whose run had to be SIGKILLed (it could not release the zone itself):
+    // the job's supervisor gives it back before the result is recorded.
+    let id = job(
+        d,
+        json!({"program": spin, "args": ["60"], "zone": "auto", "memory": "32M"}),
+    );
+    running(d, id);
+    let (_, zones) = d.json("GET", "/v1/zones", None);
+    assert_eq!(zones.as_array().unwrap().len(), 1, "{zones}");
+    assert!(zones[0]["name"].as_str().unwrap().starts_with("auto-"));
+    assert_eq!(d.json("DELETE", &format!("/v1/jobs/{id}"), None).0, 202);
+    let j = ended(d, id, 30);
+    assert_eq!(
+        (j["state"].clone(), j["exit_status"].clone()),
+        (json!("cancelled"), json!(137)),
+        "{j}"
+    );
+    assert_eq!(d.json("GET", "/v1/zones", None).1, json!([]));
     assert_eq!(pool(), pool0);
     assert!(!r.instance.exists(), "instance cgroup left behind");
 }
