@@ -34,12 +34,17 @@ pub struct RunStatus {
     pub ended_unix: f64,
 }
 
-/// Write `text` to `dir/name` through a temporary file and a rename.
-pub fn write_atomic(dir: &Path, name: &str, text: &str) -> std::io::Result<()> {
+/// Write `text` to `dir/name` through a temporary file and a rename (atomic for readers);
+/// `durable` also syncs it to disk first (the status must survive a crash of the host; pid
+/// files need not, as pids mean nothing after a reboot, and the sync would delay the run's
+/// start by a disk flush).
+pub fn write_atomic(dir: &Path, name: &str, text: &str, durable: bool) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(text.as_bytes())?;
-    f.sync_all()?;
+    if durable {
+        f.sync_all()?;
+    }
     std::fs::rename(&tmp, dir.join(name))
 }
 
@@ -66,6 +71,7 @@ pub fn supervise(state_dir: &Path, job_dir: &Path, argv: &[OsString]) -> i32 {
         job_dir,
         crate::jobs::SUPERVISOR_PID_FILE,
         &format!("{me} {start}\n"),
+        false,
     ) {
         eprintln!(
             "dualstack supervise: cannot write to {}: {e}",
@@ -93,7 +99,7 @@ pub fn supervise(state_dir: &Path, job_dir: &Path, argv: &[OsString]) -> i32 {
                 Ok(mut child) => {
                     let pid = child.id();
                     let start = crate::proc::start_time(pid).unwrap_or(0);
-                    let _ = write_atomic(job_dir, RUN_PID_FILE, &format!("{pid} {start}\n"));
+                    let _ = write_atomic(job_dir, RUN_PID_FILE, &format!("{pid} {start}\n"), false);
                     match child.wait() {
                         Ok(st) => RunStatus {
                             exit_code: st.code(),
@@ -124,7 +130,7 @@ pub fn supervise(state_dir: &Path, job_dir: &Path, argv: &[OsString]) -> i32 {
         }
     }
     let text = serde_json::to_string(&status).expect("status serializes");
-    match write_atomic(job_dir, STATUS_FILE, &text) {
+    match write_atomic(job_dir, STATUS_FILE, &text, true) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("dualstack supervise: cannot write {STATUS_FILE}: {e}");
