@@ -20,6 +20,9 @@ pub enum BenchCmd {
     /// What a dualstack zone costs a Slurm job: submission -> first guest instruction with and
     /// without a zone, Prolog and Epilog durations, on contrib/slurm/test-cluster (run as root).
     Slurm(SlurmArgs),
+    /// The control plane: job submission to first guest instruction through the API vs
+    /// `dualstack run`, zone PUT/DELETE round trip, GET /v1/node requests/s under load.
+    Api(ApiArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -47,6 +50,42 @@ pub struct SlurmArgs {
     /// Write the report as JSON here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ApiArgs {
+    /// Repetitions of each latency.
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Concurrent clients of the GET /v1/node load.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Seconds of that load.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+fn api(a: ApiArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
+    let opts = dualstack_daemon::bench::Options {
+        exe: std::env::current_exe().context("locating the dualstack executable")?,
+        state_dir: global.state_dir.clone(),
+        reps: a.reps,
+        clients: a.clients,
+        seconds: a.seconds,
+        scratch: std::env::temp_dir().join(format!("dualstack-bench-api-{}", std::process::id())),
+    };
+    let report = dualstack_daemon::bench::run(&opts, &mut |l| eprintln!("bench: {l}"));
+    let _ = std::fs::remove_dir_all(&opts.scratch);
+    let report = report?;
+    print!("{}", dualstack_daemon::bench::render(&report));
+    if let Some(p) = a.json {
+        std::fs::write(&p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(0)
 }
 
 #[derive(clap::Args, Debug)]
@@ -109,6 +148,7 @@ pub fn run(cmd: BenchCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
         BenchCmd::Mpi(a) => mpi(a),
         BenchCmd::Isolation(a) => isolation(a, _global),
         BenchCmd::Slurm(a) => slurm(a),
+        BenchCmd::Api(a) => api(a, _global),
     }
 }
 

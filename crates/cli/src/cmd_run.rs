@@ -154,6 +154,9 @@ fn guest_cwd(root: &std::path::Path) -> String {
 }
 
 pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
+    if let Some(socket) = &global.api {
+        return crate::cmd_api::run(&args, socket);
+    }
     let mut spec = job_spec(&args);
     // What a native exec would pass on (an MPI launcher's PMI_FD and the like): the guest
     // gets them at the same numbers. Everything this process opened itself is O_CLOEXEC.

@@ -46,14 +46,16 @@ use std::time::{Duration, Instant};
 use dualstack_hpcvmm::jail::run::run_jailed;
 use dualstack_hpcvmm::jail::{Caller, Jail, SuperviseOptions, UserSpec};
 use dualstack_hpcvmm::{Backing, HugePageSize, RunConfig, RunStats, VmmError};
-use dualstack_topology::{CpuList, HUGEPAGE_1G_KIB, HUGEPAGE_2M_KIB};
-use dualstack_zones::{HostPaths, Zone, ZoneError, ZoneState};
-use serde::Serialize;
+use dualstack_topology::{CpuList, CpuRequest, ZoneRequest, HUGEPAGE_1G_KIB, HUGEPAGE_2M_KIB};
+use dualstack_zones::{HostPaths, Zone, ZoneError, ZoneOptions, ZoneState};
+use serde::{Deserialize, Serialize};
 
 pub mod launcher;
+pub mod lease;
 pub mod spec;
 
 pub use dualstack_hpcvmm::jail::{Caller as JobCaller, Identity, JailReport};
+pub use lease::{Lease, LeaseError, LeaseReport};
 pub use spec::{JobSpec, MemoryBacking, ZoneSel};
 
 /// Guest memory when neither the job nor a zone says otherwise.
@@ -147,8 +149,37 @@ pub enum JobError {
     LazyWithHugePages,
     #[error(transparent)]
     Zone(#[from] Box<ZoneError>),
-    #[error("`auto` zones (a zone made for the job) are not implemented yet; create one with `dualstack zone create NAME ...` and run with --zone NAME")]
-    AutoZone,
+    #[error("--zone auto: this host has no usable HPC zones ({reason})")]
+    AutoZoneNode { reason: String },
+    #[error("--zone auto: carving transient zone {name} for the run")]
+    AutoZoneCreate {
+        name: String,
+        #[source]
+        source: Box<ZoneError>,
+    },
+    #[error(
+        "--zone auto: releasing transient zone {name} after the run (`dualstack recover` retries)"
+    )]
+    AutoZoneRelease {
+        name: String,
+        #[source]
+        source: Box<ZoneError>,
+    },
+    #[error("--zone auto and --memory-backing lazy: a zone's memory is its huge pages")]
+    AutoZoneLazy,
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    #[error("supervising the run")]
+    Supervise(#[source] dualstack_hpcvmm::jail::JailError),
+    #[error("{0}")]
+    InChild(String),
+    /// The run ended before reporting (killed by a signal): `status` is 128 + signal.
+    #[error("the run was ended by signal {signal} before it finished; gave back {released}")]
+    Killed {
+        status: i32,
+        signal: i32,
+        released: String,
+    },
     #[error("zone {zone} is {state}, not active: run `dualstack recover` first")]
     ZoneNotActive { zone: String, state: ZoneState },
     #[error("--cpus {asked} is more than zone {zone} holds ({holds} CPUs: {cpus}); create the zone with more --cpus or ask for fewer")]
@@ -225,10 +256,14 @@ pub struct PreparedJob {
     stats: Option<PathBuf>,
     /// The jail the VMM runs in (`None`: `--no-jail`).
     jail: Option<Jail>,
+    /// A run without a zone on the hugetlb backing: where to reserve its shortfall.
+    reserve: Option<HostPaths>,
+    /// `--zone auto`: the transient zone to carve at run time, and the spec to place in it.
+    auto: Option<(HostPaths, ZoneRequest, Box<JobSpec>)>,
 }
 
 /// What a job did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobResult {
     /// What `dualstack run` exits with: the guest's exit status, 128 + signal when it was
     /// killed by a fault or signal, 124 when it timed out.
@@ -304,9 +339,14 @@ pub fn prepare_as(spec: &JobSpec, host: &Host, caller: &Caller) -> Result<Prepar
             });
         }
     }
+    let mut reserve = None;
+    let mut auto = None;
     let zone = match &spec.zone {
         ZoneSel::None => {
             place_on_host(spec, &mut cfg)?;
+            if matches!(cfg.backing, Backing::Hugetlb { .. }) {
+                reserve = host.paths().cloned();
+            }
             None
         }
         ZoneSel::Named(name) => {
@@ -318,7 +358,16 @@ pub fn prepare_as(spec: &JobSpec, host: &Host, caller: &Caller) -> Result<Prepar
             place_in_zone(spec, &zone, &mut cfg)?;
             Some((zone, paths.clone()))
         }
-        ZoneSel::Auto => return Err(JobError::AutoZone),
+        ZoneSel::Auto => {
+            let paths = host
+                .zones
+                .as_ref()
+                .map_err(|reason| JobError::AutoZoneNode {
+                    reason: reason.clone(),
+                })?;
+            auto = Some((paths.clone(), auto_request(spec)?, Box::new(spec.clone())));
+            None
+        }
     };
     let jail = identity.map(|id| {
         let mut j = Jail::new(id.clone(), &cfg.root);
@@ -334,6 +383,28 @@ pub fn prepare_as(spec: &JobSpec, host: &Host, caller: &Caller) -> Result<Prepar
         zone,
         stats: spec.stats.clone(),
         jail,
+        reserve,
+        auto,
+    })
+}
+
+/// The transient zone `--zone auto` carves: `--cpus` whole cores (default 1) or exactly
+/// `--cpuset-cpus`, `--memory` (default [`DEFAULT_MEMORY`]) of `--hugepages` pages (default
+/// 2M) on `--numa-node`.
+fn auto_request(spec: &JobSpec) -> Result<ZoneRequest, JobError> {
+    if spec.memory_backing == MemoryBacking::Lazy {
+        return Err(JobError::AutoZoneLazy);
+    }
+    let page = spec.hugepages.unwrap_or(HugePageSize::Size2M);
+    let cpus = match (&spec.cpuset_cpus, spec.cpus) {
+        (Some(list), _) => CpuRequest::List(list.clone()),
+        (None, n) => CpuRequest::Cores(n.unwrap_or(1) as u32),
+    };
+    Ok(ZoneRequest {
+        cpus,
+        memory_bytes: spec.memory.unwrap_or(DEFAULT_MEMORY).div_ceil(page.bytes()) * page.bytes(),
+        numa_node: spec.numa_node,
+        hugepage_kib: page.bytes() >> 10,
     })
 }
 
@@ -531,9 +602,115 @@ impl PreparedJob {
         self.zone.as_ref().map(|(z, _)| z)
     }
 
-    /// Run it (see the crate docs): enter the zone's cgroup, run the VMM, leave, write the
-    /// statistics file.
-    pub fn run(self) -> Result<JobResult, JobError> {
+    /// Run it (see the crate docs): take what the run needs for its lifetime only (the huge
+    /// page shortfall, a transient zone: see [`lease`]), enter the zone's cgroup, run the VMM,
+    /// leave, write the statistics file, give back what was taken.
+    ///
+    /// With a lease the VMM runs in a supervised child process (signals to this process are
+    /// forwarded to it) so that this process gives the lease back however the run ends; a
+    /// run ended by a signal is [`JobError::Killed`].
+    pub fn run(mut self) -> Result<JobResult, JobError> {
+        let mut leases = Vec::new();
+        if let Some((paths, request, spec)) = self.auto.take() {
+            let (lease, zone) = lease::zone(&paths, &request, &ZoneOptions::default())?;
+            leases.push(lease);
+            place_in_zone(&spec, &zone, &mut self.config)?;
+            self.zone = Some((zone, paths));
+        } else if let Some(paths) = self.reserve.take() {
+            leases.extend(self.reserve_shortfall(&paths)?);
+        }
+        if leases.is_empty() {
+            return self.run_here();
+        }
+        if self.jail.is_some() {
+            // The jailed VMM already runs in a supervised child that gets this process's
+            // signals: this process only waits, then gives the leases back however it ended.
+            let ran = self.run_here();
+            let mut give_back = Ok(());
+            for l in leases.into_iter().rev() {
+                if let Err(e) = l.give_back() {
+                    give_back = Err(e);
+                }
+            }
+            let result = ran?;
+            give_back?;
+            return Ok(result);
+        }
+        let parent = std::process::id();
+        let opts = dualstack_hpcvmm::jail::SuperviseOptions {
+            forward_signals: true,
+            keep_fds: Vec::new(),
+        };
+        let ran = dualstack_hpcvmm::jail::run_in_child(&opts, |_side| {
+            // Die with this process: a kill -9 of it must not leave the guest running.
+            // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers; getppid has no
+            // preconditions.
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                if libc::getppid() as u32 != parent {
+                    libc::_exit(137);
+                }
+            }
+            self.run_here().map_err(|e| error_chain(&e))
+        });
+        let released: Vec<String> = leases.iter().map(Lease::describe).collect();
+        let mut give_back = Ok(());
+        for l in leases.into_iter().rev() {
+            if let Err(e) = l.give_back() {
+                give_back = Err(e);
+            }
+        }
+        let ran = ran.map_err(JobError::Supervise)?;
+        give_back?;
+        match ran.result {
+            Some(Ok(result)) => Ok(result),
+            Some(Err(message)) => Err(JobError::InChild(message)),
+            None => {
+                let status = ran.supervised.exit_code();
+                Err(JobError::Killed {
+                    status,
+                    signal: match ran.supervised.end {
+                        dualstack_hpcvmm::jail::ChildEnd::Signaled(s) => s,
+                        dualstack_hpcvmm::jail::ChildEnd::Exited(_) => 0,
+                    },
+                    released: released.join(", "),
+                })
+            }
+        }
+    }
+
+    /// The huge pages a run without a zone lacks, reserved for its lifetime when this process
+    /// may grow the pool (see [`lease`]); nothing when there are enough or it may not (the VMM
+    /// then says what is missing).
+    fn reserve_shortfall(&self, paths: &HostPaths) -> Result<Option<Lease>, JobError> {
+        let Backing::Hugetlb {
+            page_size,
+            numa_node,
+        } = self.config.backing
+        else {
+            return Ok(None);
+        };
+        let page_kib = page_size.bytes() >> 10;
+        let dir = lease::pool_dir(paths, page_kib, numa_node);
+        let pages = self.config.memory.div_ceil(page_size.bytes());
+        let Some(short) = lease::shortfall(&dir, pages) else {
+            return Ok(None);
+        };
+        let pool = dir.join("nr_hugepages");
+        if short == 0 || !lease::may_reserve(&pool) {
+            return Ok(None);
+        }
+        Ok(Some(lease::hugepages(
+            paths,
+            &pool,
+            numa_node.unwrap_or(0),
+            page_kib,
+            short,
+        )?))
+    }
+
+    /// Run in this process (no lease to give back).
+    fn run_here(&self) -> Result<JobResult, JobError> {
         let (wall_s, stats) = match &self.zone {
             None => timed(&self.config, self.jail.as_ref())?,
             Some((zone, paths)) => {
@@ -577,7 +754,7 @@ impl PreparedJob {
         }
         Ok(JobResult {
             exit_status: stats.exit_status,
-            zone: self.zone.map(|(z, _)| z.name),
+            zone: self.zone.as_ref().map(|(z, _)| z.name.clone()),
             wall_s,
             stats,
         })
@@ -623,9 +800,22 @@ impl JobError {
         match self {
             JobError::SeccompKilled { .. } => dualstack_hpcvmm::jail::EXIT_SECCOMP,
             JobError::VmmDied { exit_code, .. } => *exit_code,
+            JobError::Killed { status, .. } => *status,
             _ => 1,
         }
     }
+}
+
+/// An error and its causes on one line (what a supervised child sends back).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
 }
 
 impl From<ZoneError> for JobError {

@@ -114,8 +114,15 @@ fn zone_refusals_name_what_was_asked_and_found_and_change_nothing() {
     assert!(e.to_string().contains("holds 2048 KiB huge pages"), "{e}");
     let e = refuse(&|s| s.numa_node = Some(zone.numa_node() + 1));
     assert!(matches!(e, JobError::ZoneNuma { .. }), "{e}");
-    let e = refuse(&|s| s.zone = ZoneSel::Auto);
-    assert!(matches!(e, JobError::AutoZone), "{e}");
+    // `auto` is carved at run time only: preparing it changes nothing; lazy memory is refused.
+    let mut auto = zone_job("z");
+    auto.zone = ZoneSel::Auto;
+    assert!(prepare(&auto, &host).unwrap().zone().is_none());
+    let e = refuse(&|s| {
+        s.zone = ZoneSel::Auto;
+        s.memory_backing = MemoryBacking::Lazy;
+    });
+    assert!(matches!(e, JobError::AutoZoneLazy), "{e}");
     let e = refuse(&|s| s.user = Some("no-such-user-dualstack".into()));
     assert!(matches!(e, JobError::Identity(_)), "{e}");
     assert!(e.to_string().contains("no such user"), "{e}");
