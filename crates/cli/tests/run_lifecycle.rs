@@ -5,10 +5,9 @@
 //! `dualstack` start). After each case the pool and the cgroups are exactly as before.
 //!
 //! Needs root, /dev/kvm, gcc and a 2 MiB huge page pool. Holds the host lock
-//! (/tmp/dualstack-host.lock) while it runs: do not wrap it in `flock` yourself. IRQ
+//! (/tmp/dualstack-host.lock, `dualstack_testutil::HostLock`) while it runs. IRQ
 //! affinities and the workqueue mask are fake files.
 
-use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,16 +24,12 @@ fn pool() -> u64 {
         .unwrap()
 }
 
-fn require_all() -> bool {
-    std::env::var("DUALSTACK_REQUIRE_ALL").is_ok_and(|v| v == "1")
-}
-
 struct Host {
     tmp: tempfile::TempDir,
     vars: Vec<(String, String)>,
     instance: PathBuf,
     pool_before: u64,
-    _lock: std::fs::File,
+    _lock: dualstack_testutil::HostLock,
 }
 
 impl Host {
@@ -48,17 +43,9 @@ impl Host {
             .is_ok();
         if !root || !kvm || !Path::new(POOL).exists() {
             let what = "needs root, /dev/kvm and a 2 MiB huge page pool";
-            assert!(!require_all(), "SKIP: {what} (DUALSTACK_REQUIRE_ALL=1)");
-            eprintln!("SKIP: {what}");
-            return None;
+            return dualstack_testutil::missing_none(what);
         }
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open("/tmp/dualstack-host.lock")
-            .unwrap();
-        // SAFETY: flock on a descriptor we own; blocks until the host is ours.
-        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let lock = dualstack_testutil::HostLock::take();
         let tmp = tempfile::tempdir().unwrap();
         let irq = tmp.path().join("irq");
         for (n, aff) in [("1", "0-1"), ("2", "1")] {
