@@ -456,7 +456,8 @@ fn validate(cfg: &RunConfig) -> Result<Validated, VmmError> {
         .import_inherited(&cfg.inherit_fds)
         .map_err(|e| VmmError::Config(e.to_string()))?;
     let memory = v_memory(cfg);
-    if memory < (8 << 20) + MAIN_STACK + STACK_GUARD {
+    // 16 MiB: the stack (with its guard below it) and room under it for a small program.
+    if memory < (8 << 20) + MAIN_STACK {
         return Err(VmmError::Config(format!(
             "--memory {} MiB is too small: the HPC VMM needs at least {} MiB",
             cfg.memory >> 20,
