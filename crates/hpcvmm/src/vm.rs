@@ -28,7 +28,7 @@ use crate::kernel::run::Run;
 use crate::kernel::task::Task;
 use crate::kernel::{Kernel, GUEST_PID};
 use crate::layout::{self, GuestPageSize, Paging, USER_START};
-use crate::memory::{Backing, GuestMemory, HugePageSize, MemoryError};
+use crate::memory::{Backing, GuestMemory, HugePageSize, MemoryError, WarmMemory};
 use crate::stack::{self, StackSpec};
 use crate::stats::{ExitReport, KvmStatsFile, MemoryStats, RunStats};
 use crate::vcpu::{self, CpuFeatures, Finished, Machine, MachineParts, VcpuError};
@@ -76,6 +76,10 @@ pub struct RunConfig {
     pub stdout: Option<PathBuf>,
     #[serde(default)]
     pub stderr: Option<PathBuf>,
+    /// Map this zone memory instead of allocating any (`memory` must equal its size; `backing`
+    /// gives the NUMA node and the guest's default page size).
+    #[serde(default)]
+    pub warm_memory: Option<WarmMemory>,
 }
 
 impl RunConfig {
@@ -100,6 +104,7 @@ impl RunConfig {
             stdin: None,
             stdout: None,
             stderr: None,
+            warm_memory: None,
         }
     }
 }
@@ -323,6 +328,15 @@ fn validate(cfg: &RunConfig) -> Result<Validated, VmmError> {
     )
     .map_err(|(what, path, source)| VmmError::Stdio { what, path, source })?;
     let memory = v_memory(cfg);
+    if let Some(w) = &cfg.warm_memory {
+        if w.size() != memory {
+            return Err(VmmError::Config(format!(
+                "zone memory of {} MiB given for a guest of {} MiB",
+                w.size() >> 20,
+                memory >> 20
+            )));
+        }
+    }
     if memory < (8 << 20) + MAIN_STACK {
         return Err(VmmError::Config(format!(
             "--memory {} MiB is too small: the HPC VMM needs at least {} MiB",
@@ -382,7 +396,16 @@ struct BuiltMemory {
 /// memory slot.
 fn build_memory(cfg: &RunConfig, size: u64, vm: &VmFd) -> Result<BuiltMemory, VmmError> {
     let t_mem = Instant::now();
-    let mem = GuestMemory::new(size, cfg.backing)?;
+    let mem = match &cfg.warm_memory {
+        Some(w) => GuestMemory::from_warm(
+            w,
+            match cfg.backing {
+                Backing::Hugetlb { numa_node, .. } => numa_node,
+                Backing::Lazy => None,
+            },
+        )?,
+        None => GuestMemory::new(size, cfg.backing)?,
+    };
     let setup = t_mem.elapsed();
     let page_size = cfg
         .guest_page_size
@@ -628,6 +651,9 @@ fn collect_stats(
                 .guest_page_size
                 .unwrap_or_else(|| default_page_size(cfg.backing)),
             setup_s: timing.mem_setup.as_secs_f64(),
+            source: m.mem.source(),
+            zero_wait_s: 0.0,
+            zero_wait_bytes: 0,
             peak_mapped_bytes: tg.mm.lock().unwrap().peak_bytes(),
         },
         cpus: cfg.cpus.clone(),
