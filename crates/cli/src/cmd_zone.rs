@@ -373,7 +373,8 @@ fn recover_quietly(paths: &HostPaths) {
 
 pub fn recover(args: RecoverArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     let paths = paths(global)?;
-    let report = dualstack_zones::recover(&paths)?;
+    let mut report = dualstack_zones::recover(&paths)?;
+    dualstack_zones::finish_zeroing(&paths, &mut report)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(0);

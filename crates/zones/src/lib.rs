@@ -27,6 +27,7 @@ pub use state::{open_db, StateError, StateLock};
 pub use status::{load_node, node_status, NodeStatus, StatusError};
 pub use steer::HostTasks;
 pub use zone::{
-    create, create_with, enter, get, list, recover, recover_locked, release, zone_count,
-    CreateReport, RecoverReport, ReleaseReport, Zone, ZoneEntry, ZoneError, ZoneOptions,
+    create, create_with, enter, finish_zeroing, get, list, recover, recover_locked, release,
+    zone_count, CreateReport, RecoverReport, ReleaseReport, Zone, ZoneEntry, ZoneError,
+    ZoneOptions,
 };

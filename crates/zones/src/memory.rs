@@ -550,7 +550,19 @@ pub fn zero_pending(
     zone: &str,
     mem: &ZoneMemory,
 ) -> Result<ZeroReport, MemError> {
-    zero_pending_from(paths, zone, mem, None)
+    zero_pending_from(paths, zone, mem, None, None)
+}
+
+/// Tell the spawning process that the extents handed over are ours now (or that there were
+/// none): one byte on the pipe, which is then closed.
+fn signal_ready(ready: &mut Option<i32>) {
+    if let Some(fd) = ready.take() {
+        // SAFETY: writing one byte from a local to, then closing, the zeroer's own pipe end.
+        unsafe {
+            libc::write(fd, [1u8].as_ptr().cast(), 1);
+            libc::close(fd);
+        }
+    }
 }
 
 /// [`zero_pending`], also taking over extents `handoff` (the job that spawned this zeroer)
@@ -560,6 +572,7 @@ fn zero_pending_from(
     zone: &str,
     mem: &ZoneMemory,
     handoff: Option<&str>,
+    mut ready: Option<i32>,
 ) -> Result<ZeroReport, MemError> {
     let owner = me(paths);
     let mut conn = open_db(&paths.state_dir)?;
@@ -573,6 +586,7 @@ fn zero_pending_from(
             .find(|r| r.state == "dirty" && (!r.owner_alive || r.owner.as_deref() == handoff));
         let Some(r) = next else {
             tx.commit()?;
+            signal_ready(&mut ready);
             break;
         };
         tx.execute(
@@ -580,6 +594,7 @@ fn zero_pending_from(
             params![r.id, owner],
         )?;
         tx.commit()?;
+        signal_ready(&mut ready);
         report.bytes += zero_row(&conn, mem, r.id, &owner, u64::MAX)?;
         conn.execute(
             "DELETE FROM zone_extents WHERE id = ?1 AND owner = ?2 AND clean_to >= start + len",
@@ -631,7 +646,7 @@ pub fn spawn_zeroer(
         // SAFETY: second fork, so the zeroer is re-parented to init and never a zombie of ours.
         let grandchild = unsafe { libc::fork() };
         if grandchild == 0 {
-            let code = zeroer_main(paths, zone, mem, housekeeping.as_ref(), handoff);
+            let code = zeroer_main(paths, zone, mem, housekeeping.as_ref(), handoff, fds[1]);
             // SAFETY: leaving the zeroer process without running the parent's atexit handlers.
             unsafe { libc::_exit(code) };
         }
@@ -651,8 +666,16 @@ pub fn spawn_zeroer(
     let mut buf = [0u8; 4];
     // SAFETY: reading 4 bytes into a local array from our pipe.
     let n = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), 4) };
-    // SAFETY: closing our read end.
-    unsafe { libc::close(fds[0]) };
+    // Wait until the zeroer owns what was handed over (one byte), or is gone (end of file): a
+    // recovery running meanwhile must not take the extent for a dead job's.
+    let mut one = [0u8; 1];
+    // SAFETY: reading 1 byte into a local array, then closing our read end.
+    unsafe {
+        while libc::read(fds[0], one.as_mut_ptr().cast(), 1) < 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+        {}
+        libc::close(fds[0]);
+    }
     let pid = i32::from_ne_bytes(buf);
     Ok((n == 4 && pid > 0).then_some(pid as u32))
 }
@@ -663,25 +686,29 @@ fn zeroer_main(
     mem: &ZoneMemory,
     housekeeping: Option<&dualstack_topology::CpuList>,
     handoff: Option<&str>,
+    ready: i32,
 ) -> i32 {
-    // SAFETY: plain syscalls on this fresh process: new session, stdio to /dev/null (so the
-    // parent's pipes close when it exits), every other inherited descriptor closed, lower
-    // priority.
+    // SAFETY: plain syscalls on this fresh process: new session, the ready pipe moved to fd 3,
+    // stdio to /dev/null (so the parent's pipes close when it exits), every other inherited
+    // descriptor closed, lower priority.
     unsafe {
         libc::setsid();
+        if ready != 3 {
+            libc::dup2(ready, 3);
+        }
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
         if null >= 0 {
             for fd in 0..3 {
                 libc::dup2(null, fd);
             }
         }
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
         libc::setpriority(libc::PRIO_PROCESS, 0, 10);
     }
     if let Some(cpus) = housekeeping.filter(|c| !c.is_empty()) {
         let _ = crate::steer::set_affinity(std::process::id(), cpus);
     }
-    match std::panic::catch_unwind(|| zero_pending_from(paths, zone, mem, handoff)) {
+    match std::panic::catch_unwind(|| zero_pending_from(paths, zone, mem, handoff, Some(3))) {
         Ok(Ok(_)) => 0,
         _ => 1,
     }
@@ -997,21 +1024,41 @@ pub(crate) fn stop_and_forget(
     Ok(())
 }
 
-/// Recovery of an active zone: extents of dead jobs become dirty, and every dirty extent no live
-/// zeroer works on is zeroed now. Returns the bytes zeroed.
+/// Recovery of an active zone: extents of dead jobs become dirty, and a background zeroer takes
+/// over every dirty extent no live process works on. Returns the bytes it took over.
 pub(crate) fn recover_zone(
     paths: &HostPaths,
     zone: &str,
     mem: &ZoneMemory,
 ) -> Result<u64, MemError> {
-    if !has_pending(paths, zone, None)?
-        && !extents(paths, zone)?
-            .iter()
-            .any(|r| r.state == "job" && !r.owner_alive)
-    {
-        return Ok(0);
+    let conn = open_db(&paths.state_dir)?;
+    reap(paths, &conn, zone)?;
+    let left: u64 = rows(paths, &conn, zone)?
+        .iter()
+        .filter(|r| r.state == "dirty" && !r.owner_alive)
+        .map(|r| r.end() - r.clean_to.max(r.start))
+        .sum();
+    drop(conn);
+    if left > 0 {
+        spawn_zeroer(paths, zone, mem, None)?;
     }
-    Ok(zero_pending(paths, zone, mem)?.bytes)
+    Ok(left)
+}
+
+/// Zero every dirty extent of `zone` here and now, then wait until live zeroers have finished
+/// theirs: afterwards every page not held by a running job is zero.
+pub fn finish(paths: &HostPaths, zone: &str, mem: &ZoneMemory) -> Result<ZeroReport, MemError> {
+    let t = Instant::now();
+    let mut report = ZeroReport::default();
+    loop {
+        report.bytes += zero_pending(paths, zone, mem)?.bytes;
+        if !extents(paths, zone)?.iter().any(|r| r.state == "dirty") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    report.seconds = t.elapsed().as_secs_f64();
+    Ok(report)
 }
 
 /// Zeroing throughput recorded by zeroers of `zone` (bytes, seconds), newest first.

@@ -181,7 +181,8 @@ pub struct RecoverReport {
     pub removed_orphans: Vec<PathBuf>,
     /// Whether the commodity cpuset and instance dir were removed (nothing left using them).
     pub layout_removed: bool,
-    /// Warm zone memory left dirty by a killed job or zeroer, zeroed now (`zone: N MiB`).
+    /// Warm zone memory a killed job or zeroer left dirty, handed to a new zeroer (or zeroed by
+    /// [`finish_zeroing`]).
     #[serde(default)]
     pub zeroed: Vec<String>,
     pub warnings: Vec<String>,
@@ -888,14 +889,16 @@ pub fn recover_locked(paths: &HostPaths, _lock: &StateLock) -> Result<RecoverRep
         }
         match zone.state {
             ZoneState::Active => {
+                // Memory a killed job or zeroer left dirty: a new zeroer takes it over in the
+                // background (`finish_zeroing` waits for it; `dualstack recover` does).
                 if let Some(mem) = &zone.memory {
                     match zmem::recover_zone(paths, &zone.name, mem) {
                         Ok(0) => {}
-                        Ok(bytes) => {
-                            report
-                                .zeroed
-                                .push(format!("{}: {} MiB", zone.name, bytes >> 20))
-                        }
+                        Ok(bytes) => report.zeroed.push(format!(
+                            "{}: {} MiB (zeroing in the background)",
+                            zone.name,
+                            bytes.div_ceil(1 << 20)
+                        )),
                         Err(e) => report.warnings.push(e.to_string()),
                     }
                 }
@@ -951,6 +954,26 @@ pub fn recover_locked(paths: &HostPaths, _lock: &StateLock) -> Result<RecoverRep
         Err(e) => report.warnings.push(e.to_string()),
     }
     Ok(report)
+}
+
+/// Zero, in this process, all warm memory of active zones that is dirty and that no live
+/// zeroer works on, then wait for the live zeroers to finish (`dualstack recover`). Adds what
+/// it zeroed to `report.zeroed`.
+pub fn finish_zeroing(paths: &HostPaths, report: &mut RecoverReport) -> Result<(), ZoneError> {
+    for zone in list(paths)? {
+        let (ZoneState::Active, Some(mem)) = (zone.state, &zone.memory) else {
+            continue;
+        };
+        let r = zmem::finish(paths, &zone.name, mem)?;
+        if r.bytes > 0 {
+            report.zeroed.push(format!(
+                "{}: {} MiB (zeroed here)",
+                zone.name,
+                r.bytes.div_ceil(1 << 20)
+            ));
+        }
+    }
+    Ok(())
 }
 
 // ---- entering a zone (HPC VMM) ----
