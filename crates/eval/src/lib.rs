@@ -4,6 +4,7 @@
 pub mod guests;
 pub mod hugepages;
 pub mod isolation;
+pub mod launch_curve;
 pub mod native;
 pub mod stats;
 pub mod vmm_bench;

@@ -29,8 +29,9 @@ use serde::{Deserialize, Serialize};
 use crate::paths::HostPaths;
 use crate::state::{open_db, StateError};
 
-/// Bytes zeroed between two watermark updates.
-const CHUNK: u64 = 64 << 20;
+/// Bytes zeroed between two watermark updates (a waiting job waits at most one chunk more than
+/// the pages it needs; larger chunks keep the database off the zeroing's critical path).
+const CHUNK: u64 = 128 << 20;
 /// Populate chunk (progress granularity).
 const POPULATE_CHUNK: u64 = 256 << 20;
 const GIB: u64 = 1 << 30;
@@ -497,7 +498,7 @@ fn zero_row(
         // Map whole pages of the file; write only [a, b).
         let ma = seg.start + (a - seg.start) / seg.page() * seg.page();
         let mb = (seg.start + align_up(b - seg.start, seg.page())).min(seg.end());
-        let map = FileMap::open(&seg.path, ma - seg.start, mb - ma)?;
+        let map = FileMap::open(&seg.path, ma - seg.start, mb - ma, libc::MAP_POPULATE)?;
         let mut c = a;
         while c < b {
             let n = CHUNK.min(b - c);
@@ -729,7 +730,7 @@ struct FileMap {
 }
 
 impl FileMap {
-    fn open(path: &Path, offset: u64, len: u64) -> Result<Self, MemError> {
+    fn open(path: &Path, offset: u64, len: u64, flags: i32) -> Result<Self, MemError> {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -739,10 +740,16 @@ impl FileMap {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Self::map(&file, path, offset, len)
+        Self::map(&file, path, offset, len, flags)
     }
 
-    fn map(file: &std::fs::File, path: &Path, offset: u64, len: u64) -> Result<Self, MemError> {
+    fn map(
+        file: &std::fs::File,
+        path: &Path,
+        offset: u64,
+        len: u64,
+        flags: i32,
+    ) -> Result<Self, MemError> {
         use std::os::fd::AsRawFd;
         // SAFETY: a new shared mapping of a file we opened; no existing memory is affected.
         let p = unsafe {
@@ -750,7 +757,7 @@ impl FileMap {
                 std::ptr::null_mut(),
                 len as usize,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
+                libc::MAP_SHARED | flags,
                 file.as_raw_fd(),
                 offset as libc::off_t,
             )
@@ -883,7 +890,7 @@ pub fn make_file(
             source,
         })?;
         steal_for_test(page_kib);
-        let map = FileMap::map(&file, path, 0, size).map_err(|e| match e {
+        let map = FileMap::map(&file, path, 0, size, 0).map_err(|e| match e {
             MemError::Io { ref source, .. } if source.raw_os_error() == Some(libc::ENOMEM) => {
                 MemError::Shortfall {
                     path: path.to_path_buf(),
