@@ -11,7 +11,10 @@
 //!    for, and has huge pages of a size the VMM maps. It derives the
 //!    [`dualstack_hpcvmm::RunConfig`] ([`PreparedJob::config`]).
 //! 2. [`PreparedJob::run`]`(self) -> Result<JobResult, JobError>` re-reads the zone (it must be
-//!    the same, still active), moves the calling process into the zone's cgroup, runs the VMM,
+//!    the same, still active), claims a disjoint extent of the zone's warm memory when it has
+//!    one (waiting for pages still being zeroed after an earlier job; the VMM then only maps
+//!    it, and the extent goes to a background zeroer when the job ends, see
+//!    [`dualstack_zones::memory`]), moves the calling process into the zone's cgroup, runs the VMM,
 //!    moves the process back (also on error), writes the statistics file if asked, and returns
 //!    the exit status `dualstack run` exits with (the guest's status, 128 + signal for a
 //!    fault, 124 for a timeout) with the run's statistics.

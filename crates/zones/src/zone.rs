@@ -276,6 +276,7 @@ fn transition(conn: &Connection, zone: &mut Zone, next: ZoneState) -> Result<(),
 fn forget(conn: &Connection, name: &str) -> Result<(), ZoneError> {
     journal::delete(conn, name)?;
     conn.execute("DELETE FROM zone_extents WHERE zone = ?1", [name])?;
+    conn.execute("DELETE FROM zone_zeroing WHERE zone = ?1", [name])?;
     conn.execute("DELETE FROM zones WHERE name = ?1", [name])?;
     Ok(())
 }
