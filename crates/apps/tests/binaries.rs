@@ -132,11 +132,10 @@ fn static_builds_are_static_and_verify() {
         .filter(|(app, _)| dir.join(app).exists())
         .collect();
     if present.is_empty() {
-        eprintln!(
-            "no static builds in {} (run scripts/build-apps); skipping",
+        return dualstack_testutil::missing(&format!(
+            "no static builds in {} (run scripts/build-apps)",
             dir.display()
-        );
-        return;
+        ));
     }
     for (app, _) in present {
         let exe = dir.join(app);

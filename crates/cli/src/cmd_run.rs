@@ -1,4 +1,4 @@
-//! `dualstack run`: one static program in the HPC VMM. (Issue 2.) Argument parsing and
+//! `dualstack run`: one program (static or dynamically linked) in the HPC VMM. (Issues 2, 11.) Argument parsing and
 //! printing only: the job is resolved, checked and run by `dualstack-jobs`.
 
 use std::path::PathBuf;
@@ -61,9 +61,18 @@ pub struct RunArgs {
     /// NUMA node to take the huge pages from.
     #[arg(long)]
     pub numa_node: Option<u32>,
-    /// Host directory the guest sees as its filesystem root.
-    #[arg(long, default_value = ".")]
+    /// Host directory the guest sees as its filesystem root. The default, `/`, shows the
+    /// guest the host's files exactly as its user would see them; a directory confines it.
+    #[arg(long, default_value = "/")]
     pub root: PathBuf,
+    /// Run the guest as USER[:GROUP] (names or numeric ids) [default: the invoking user,
+    /// SUDO_UID/SUDO_GID under sudo]. Only root may name another identity.
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// Developer switch, root only: serve the guest from this process without the jail (no
+    /// privilege drop, Landlock or seccomp; the guest's own /proc and device checks stay).
+    #[arg(long)]
+    pub no_jail: bool,
     /// Extra environment variable for the guest (KEY=VALUE); repeatable.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
@@ -102,6 +111,9 @@ pub fn job_spec(args: &RunArgs) -> JobSpec {
     }
     spec.env.extend(args.env.iter().cloned());
     spec.root = args.root.clone();
+    spec.cwd = guest_cwd(&args.root);
+    spec.user = args.user.clone();
+    spec.jail = !args.no_jail;
     spec.zone = ZoneSel::from_option(args.zone.as_deref());
     spec.cpus = args.cpus;
     spec.cpuset_cpus = args.cpuset_cpus.clone();
@@ -126,6 +138,21 @@ pub fn job_spec(args: &RunArgs) -> JobSpec {
     spec
 }
 
+/// The guest's working directory: this process's, as seen inside the guest's root (so
+/// `--root / -- ld.so ./prog` finds `./prog` as a shell would, and as `runsc do` does), or `/`
+/// when it lies outside.
+fn guest_cwd(root: &std::path::Path) -> String {
+    let (Ok(cwd), Ok(root)) = (std::env::current_dir(), std::fs::canonicalize(root)) else {
+        return "/".into();
+    };
+    let cwd = std::fs::canonicalize(&cwd).unwrap_or(cwd);
+    match cwd.strip_prefix(&root) {
+        Ok(rel) if rel.as_os_str().is_empty() => "/".into(),
+        Ok(rel) => format!("/{}", rel.display()),
+        Err(_) => "/".into(),
+    }
+}
+
 pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     let mut spec = job_spec(&args);
     let mut host = Host::from_env(&global.state_dir);
@@ -138,7 +165,16 @@ pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         }
     }
     let host = host.with_apps_dir(crate::common::apps_dir());
-    let result = dualstack_jobs::run(&spec, &host)?;
+    let result = match dualstack_jobs::run(&spec, &host) {
+        Ok(r) => r,
+        // The jail caught a VMM bug (seccomp) or the VMM child died: its own exit status.
+        Err(e) if e.exit_code() != 1 => {
+            let code = e.exit_code();
+            crate::common::print_error(&anyhow::Error::from(e));
+            return Ok(code);
+        }
+        Err(e) => return Err(e.into()),
+    };
     report(&result.stats, args.summary);
     Ok(result.exit_status)
 }

@@ -1,5 +1,6 @@
-//! Benchmark guest programs written in C, compiled statically on the machine that runs the
-//! benchmark (gcc -static), cached by content hash.
+//! Benchmark guest programs written in C, compiled on the machine that runs the benchmark
+//! (gcc -static, or the default dynamic link for the start-up benchmark), cached by content
+//! hash.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -29,6 +30,11 @@ pub const SYSLOOP: GuestSource = GuestSource {
     source: include_str!("../guests/sysloop.c"),
     openmp: false,
 };
+pub const READLOOP: GuestSource = GuestSource {
+    name: "readloop",
+    source: include_str!("../guests/readloop.c"),
+    openmp: false,
+};
 pub const FUTEXPP: GuestSource = GuestSource {
     name: "futexpp",
     source: include_str!("../guests/futexpp.c"),
@@ -37,6 +43,18 @@ pub const FUTEXPP: GuestSource = GuestSource {
 pub const BARRIER: GuestSource = GuestSource {
     name: "barrier",
     source: include_str!("../guests/barrier.c"),
+    openmp: true,
+};
+
+pub const SIGRT: GuestSource = GuestSource {
+    name: "sigrt",
+    source: include_str!("../guests/sigrt.c"),
+    openmp: false,
+};
+/// CG timing every kernel with getrusage (as HPCCG does).
+pub const CG_TIMED: GuestSource = GuestSource {
+    name: "cg_timed",
+    source: include_str!("../guests/cg_timed.c"),
     openmp: true,
 };
 
@@ -65,21 +83,32 @@ pub fn cache_dir() -> PathBuf {
 
 /// Build (or reuse) a static binary of `g` in `dir`.
 pub fn build(g: &GuestSource, dir: &Path) -> Result<PathBuf, GuestError> {
+    build_linked(g, dir, true)
+}
+
+/// Build (or reuse) `g` linked the default, dynamic way (gcc without -static).
+pub fn build_dynamic(g: &GuestSource, dir: &Path) -> Result<PathBuf, GuestError> {
+    build_linked(g, dir, false)
+}
+
+fn build_linked(g: &GuestSource, dir: &Path, link_static: bool) -> Result<PathBuf, GuestError> {
     std::fs::create_dir_all(dir).map_err(|e| GuestError::Dir(dir.display().to_string(), e))?;
     let mut h = DefaultHasher::new();
     g.source.hash(&mut h);
     g.openmp.hash(&mut h);
-    let out = dir.join(format!("{}-{:016x}", g.name, h.finish()));
+    let kind = if link_static { "" } else { "-dyn" };
+    let out = dir.join(format!("{}{kind}-{:016x}", g.name, h.finish()));
     if out.exists() {
         return Ok(out);
     }
-    let src = dir.join(format!("{}.c", g.name));
+    let src = dir.join(format!("{}{kind}.c", g.name));
     std::fs::write(&src, g.source).map_err(|e| GuestError::Dir(src.display().to_string(), e))?;
     let tmp = out.with_extension("tmp");
     let mut cmd = Command::new("gcc");
-    cmd.args(["-static", "-O2", "-pthread", "-o"])
-        .arg(&tmp)
-        .arg(&src);
+    if link_static {
+        cmd.arg("-static");
+    }
+    cmd.args(["-O2", "-pthread", "-o"]).arg(&tmp).arg(&src);
     if g.openmp {
         cmd.arg("-fopenmp");
     }

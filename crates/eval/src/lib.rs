@@ -6,5 +6,6 @@ pub mod hugepages;
 pub mod isolation;
 pub mod launch_curve;
 pub mod native;
+pub mod slurm_bench;
 pub mod stats;
 pub mod vmm_bench;

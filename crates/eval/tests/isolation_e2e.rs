@@ -42,8 +42,7 @@ impl Observer for StopAfterFirst {
 fn tiny_experiment_runs_stops_resumes_and_cleans_up() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/dev/kvm").exists() {
-        eprintln!("needs root and /dev/kvm; skipping");
-        return;
+        return dualstack_testutil::missing("needs root and /dev/kvm");
     }
     if std::process::Command::new("stress-ng")
         .arg("--version")

@@ -1,5 +1,9 @@
-//! Static x86-64 ELF loading: validation before any VM exists, then copying the PT_LOAD
-//! segments into guest memory exactly where the program expects them.
+//! x86-64 ELF loading: validation before any VM exists, then copying the PT_LOAD segments into
+//! guest memory where the program expects them (ET_EXEC) or at a load base (ET_DYN: PIE
+//! programs, static-pie, and dynamic loaders such as `ld-linux-x86-64.so.2`).
+//!
+//! A program with `PT_INTERP` is started as Linux starts it: the caller loads the interpreter
+//! too (see [`Program::check_interpreter`]) and execution begins in the interpreter.
 
 use std::path::Path;
 
@@ -23,8 +27,18 @@ pub enum ElfError {
     Not64(String),
     #[error("{path} is built for machine {machine}, not x86-64")]
     WrongMachine { path: String, machine: String },
-    #[error("{path} is a dynamically linked program (interpreter {interp}); the HPC VMM runs static programs only: link it with -static (C/C++/Fortran) or -C target-feature=+crt-static (Rust)")]
-    Dynamic { path: String, interp: String },
+    #[error("{path} needs the interpreter {interp}, which does not exist inside the guest's root {root} (run with --root / to give the guest the host's files)")]
+    InterpreterMissing {
+        path: String,
+        interp: String,
+        root: String,
+    },
+    #[error("{path} names the interpreter {interp}, which is not usable: {why}")]
+    BadInterpreter {
+        path: String,
+        interp: String,
+        why: String,
+    },
     #[error("{path} is an ELF of type {kind}, not an executable (ET_EXEC or static-pie)")]
     NotExecutable { path: String, kind: String },
     #[error("{path} is malformed: {what}")]
@@ -59,6 +73,7 @@ pub struct Program {
     phent: u64,
     pie: bool,
     max_align: u64,
+    interp: Option<String>,
 }
 
 /// Where a program landed in guest memory.
@@ -114,11 +129,9 @@ impl Program {
         if !elf.little_endian {
             return Err(malformed(path, "big-endian"));
         }
-        if let Some(interp) = elf.interpreter {
-            return Err(ElfError::Dynamic {
-                path: path.into(),
-                interp: interp.to_string(),
-            });
+        let interp = elf.interpreter.map(str::to_string);
+        if interp.as_deref() == Some("") {
+            return Err(malformed(path, "empty PT_INTERP"));
         }
         let pie = match elf.header.e_type {
             header::ET_EXEC => false,
@@ -207,29 +220,101 @@ impl Program {
             phent: elf.header.e_phentsize as u64,
             pie,
             max_align,
+            interp,
             bytes,
         })
     }
 
+    /// ET_DYN (position independent: loaded at a base).
     pub fn is_pie(&self) -> bool {
         self.pie
     }
 
-    /// Copy the program into guest memory. `limit` is the end of memory the image may use.
-    pub fn load(&self, mem: &GuestMemory, limit: u64) -> Result<LoadedImage, ElfError> {
+    /// The PT_INTERP path, for a dynamically linked program.
+    pub fn interp(&self) -> Option<&str> {
+        self.interp.as_deref()
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Bytes from the first segment's page to the end of the last segment, page-rounded.
+    pub fn span(&self) -> u64 {
         let first = self.segments[0].vaddr & !0xfff;
-        let bias = if self.pie {
-            // Static PIE: place it at 4 MiB (aligned to its largest segment alignment).
-            let base = (4u64 << 20).next_multiple_of(self.max_align.min(1 << 30));
-            base - first
+        let end = self
+            .segments
+            .iter()
+            .map(|s| s.vaddr + s.memsz)
+            .max()
+            .unwrap_or(first);
+        (end - first).next_multiple_of(4096)
+    }
+
+    /// The largest segment alignment (at least a page, at most 1 GiB).
+    pub fn max_align(&self) -> u64 {
+        self.max_align.min(1 << 30)
+    }
+
+    /// Check that this program (read from `interp` named by `program`'s PT_INTERP) can serve as
+    /// an interpreter the way Linux's binfmt_elf accepts one: a position-independent ELF with no
+    /// interpreter of its own.
+    pub fn check_interpreter(&self, program: &str, interp: &str) -> Result<(), ElfError> {
+        let bad = |why: &str| ElfError::BadInterpreter {
+            path: program.into(),
+            interp: interp.into(),
+            why: why.into(),
+        };
+        if let Some(i) = &self.interp {
+            return Err(bad(&format!(
+                "it is itself dynamically linked (interpreter {i})"
+            )));
+        }
+        if !self.pie {
+            return Err(bad("it is not position independent (ET_EXEC)"));
+        }
+        Ok(())
+    }
+
+    /// Where [`Program::load_at`] puts the first segment page for a load `base`: the bias.
+    pub fn bias_for(&self, base: u64) -> u64 {
+        if self.pie {
+            base.wrapping_sub(self.segments[0].vaddr & !0xfff)
         } else {
             0
-        };
+        }
+    }
+
+    /// The load base Linux's binfmt_elf would choose for a PIE main program, scaled to the
+    /// guest: Linux puts ET_DYN programs with an interpreter at ELF_ET_DYN_BASE, far above
+    /// ET_EXEC programs' 0x400000; guest addresses are physical here, so the base is the
+    /// lowest one that leaves room for a non-PIE program loaded later by a directly run
+    /// loader (4 MiB, aligned to the largest segment alignment).
+    pub fn default_base(&self) -> u64 {
+        (4u64 << 20).next_multiple_of(self.max_align())
+    }
+
+    /// Copy the program into guest memory at its default place. `limit` is the end of memory
+    /// the image may use.
+    pub fn load(&self, mem: &GuestMemory, limit: u64) -> Result<LoadedImage, ElfError> {
+        self.load_at(mem, self.default_base(), limit)
+    }
+
+    /// Copy the program into guest memory; an ET_DYN image starts at `base` (page aligned),
+    /// an ET_EXEC one where it was linked.
+    pub fn load_at(
+        &self,
+        mem: &GuestMemory,
+        base: u64,
+        limit: u64,
+    ) -> Result<LoadedImage, ElfError> {
+        let first = self.segments[0].vaddr & !0xfff;
+        let bias = self.bias_for(base);
         let mut prev_end = 0u64;
         let mut end = 0u64;
         for s in &self.segments {
-            let va = s.vaddr + bias;
-            if va < USER_START || va + s.memsz > limit {
+            let va = s.vaddr.wrapping_add(bias);
+            if va < USER_START || va.checked_add(s.memsz).is_none_or(|e| e > limit) {
                 return Err(ElfError::DoesNotFit {
                     path: self.path.clone(),
                     vaddr: va,
@@ -254,12 +339,12 @@ impl Program {
             end = end.max(prev_end);
         }
         Ok(LoadedImage {
-            entry: self.entry + bias,
-            phdr: self.phoff_vaddr + bias,
+            entry: self.entry.wrapping_add(bias),
+            phdr: self.phoff_vaddr.wrapping_add(bias),
             phnum: self.phnum,
             phent: self.phent,
             bias,
-            start: first + bias,
+            start: first.wrapping_add(bias),
             end: end.next_multiple_of(4096),
         })
     }
@@ -322,8 +407,6 @@ mod tests {
     #[test]
     fn refuses_bad_programs_with_clear_messages() {
         let err = |b: Vec<u8>| Program::from_bytes("prog", b).unwrap_err().to_string();
-        assert!(err(minimal_elf(2, 62, true)).contains("dynamically linked"));
-        assert!(err(minimal_elf(2, 62, true)).contains("-static"));
         assert!(err(minimal_elf(2, 3, false)).contains("not x86-64"));
         assert!(err(minimal_elf(1, 62, false)).contains("not an executable"));
         assert!(err(b"#!/bin/sh\n".to_vec()).contains("not an ELF"));
@@ -333,6 +416,37 @@ mod tests {
         let mut trunc = minimal_elf(2, 62, false);
         trunc.truncate(0x100);
         assert!(err(trunc).contains("prog is malformed"));
+    }
+
+    #[test]
+    fn dynamic_programs_name_their_interpreter_and_interpreters_are_checked() {
+        let p = Program::from_bytes("prog", minimal_elf(2, 62, true)).unwrap();
+        assert_eq!(p.interp(), Some("/lib/ld-linux.s"));
+        // An interpreter must be ET_DYN without an interpreter of its own.
+        let e = p
+            .check_interpreter("main", "/lib/ld")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("itself dynamically linked"), "{e}");
+        let exec = Program::from_bytes("i", minimal_elf(2, 62, false)).unwrap();
+        let e = exec
+            .check_interpreter("main", "/i")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not position independent"), "{e}");
+        let dynl = Program::from_bytes("i", minimal_elf(3, 62, false)).unwrap();
+        dynl.check_interpreter("main", "/i").unwrap();
+        // ET_DYN images go where they are put; the ELF header lands at the base.
+        let mem = GuestMemory::new(32 << 20, crate::memory::Backing::Lazy).unwrap();
+        let img = dynl.load_at(&mem, 0x100_0000, 32 << 20).unwrap();
+        assert_eq!(img.start, 0x100_0000);
+        assert_eq!(img.entry, 0x100_0100);
+        assert_eq!(img.bias, 0x100_0000 - 0x40_0000);
+        assert_eq!(dynl.span(), 0x2000);
+        assert!(
+            dynl.load_at(&mem, 0x1000, 32 << 20).is_err(),
+            "below user memory"
+        );
     }
 
     #[test]

@@ -48,6 +48,13 @@ pub const FUTEX_BUCKET_COUNT: u64 = 1024;
 /// RIP at a syscall exit (after the stub's `out`).
 pub const SYSCALL_EXIT_RIP: u64 = SYSCALL_STUB + 112;
 
+/// Per-vCPU clock slots the fast system call entry reads (128 bytes each, user read-write:
+/// the guest can only lie to itself there). See [`crate::kernel::clocks`].
+pub const CLOCK_SLOTS: u64 = 0x7_2000;
+pub const CLOCK_SLOT_SIZE: u64 = 128;
+/// The group's clock fields, in the vDSO data page after the vDSO's own.
+pub const CLOCK_VARS: u64 = crate::vdso::VVAR_ADDR + 64;
+
 /// Bucket of a futex address.
 pub fn futex_bucket(addr: u64) -> u64 {
     FUTEX_BUCKETS + 4 * ((addr >> 2) & (FUTEX_BUCKET_COUNT - 1))
@@ -67,6 +74,8 @@ pub const LAUNCH_PORT: u16 = 0xf2;
 pub const LAUNCH_STUB: u64 = SYSCALL_STUB + 0x100;
 /// Where the launch stub skips the prefault loop (lazy backing: nothing is prefaulted).
 pub const LAUNCH_STUB_NO_PREFAULT: u64 = LAUNCH_STUB + 35;
+/// The prefault loop's first instruction (`or byte [rdi], 0`): a second range starts here.
+pub const LAUNCH_PREFAULT_LOOP: u64 = LAUNCH_STUB + 24;
 /// RIP at the launch exit.
 pub const LAUNCH_EXIT_RIP: u64 = LAUNCH_STUB + 37;
 /// 8-byte slot holding the program entry point.
@@ -195,7 +204,10 @@ pub fn build(mem: &GuestMemory, ps: GuestPageSize) -> Result<Paging, Efault> {
                     || addr == crate::vdso::VVAR_ADDR
                 {
                     P | US // user may execute the syscall stub and read buckets, not write
-                } else if addr == FAST_COUNTERS {
+                } else if addr == FAST_COUNTERS
+                    || (CLOCK_SLOTS..CLOCK_SLOTS + CLOCK_SLOT_SIZE * MAX_VCPUS as u64)
+                        .contains(&addr)
+                {
                     P | RW | US
                 } else {
                     P | RW // supervisor only
@@ -342,6 +354,8 @@ fn write_stubs(mem: &GuestMemory, usable_end: u64) -> Result<(), Efault> {
     ];
     let o = (LAUNCH_STUB - SYSCALL_STUB) as usize;
     page[o..o + launch.len()].copy_from_slice(&launch);
+    let f = (crate::fastcall::ENTRY - SYSCALL_STUB) as usize;
+    page[f..f + crate::fastcall::CODE.len()].copy_from_slice(&crate::fastcall::CODE);
     mem.write(SYSCALL_STUB, &page)?;
     // exception v: `out EXCEPTION_PORT, al; hlt`, padded with int3; the VMM tells vectors apart
     // by the stub's address.
@@ -368,6 +382,47 @@ fn write_tss(mem: &GuestMemory, i: usize) -> Result<(), Efault> {
         bitmap[usize::from(port / 8)] &= !(1 << (port % 8));
     }
     mem.write(tss + 104, &bitmap)?;
+    Ok(())
+}
+
+/// Make `[start, start+len)` not present in the guest page tables (a guard: any access
+/// faults). Only whole 4 KiB/2 MiB entries are cleared; a range inside a 1 GiB page is
+/// refused. Call before any vCPU runs (no TLB to flush).
+pub fn unmap_guard(mem: &GuestMemory, pml4: u64, start: u64, len: u64) -> Result<(), Efault> {
+    let mut va = start;
+    let end = start + len;
+    while va < end {
+        let e4 = mem.read_u64(pml4 + 8 * ((va >> 39) & 511))?;
+        let pdpt = e4 & !0xfff;
+        let e3a = pdpt + 8 * ((va >> 30) & 511);
+        let e3 = mem.read_u64(e3a)?;
+        if e3 & 1 == 0 || e3 & 0x80 != 0 {
+            return Err(Efault {
+                addr: va,
+                len: end - va,
+            });
+        }
+        let e2a = (e3 & !0xfff) + 8 * ((va >> 21) & 511);
+        let e2 = mem.read_u64(e2a)?;
+        if e2 & 0x80 != 0 {
+            if va % (2 << 20) != 0 || end - va < (2 << 20) {
+                return Err(Efault {
+                    addr: va,
+                    len: end - va,
+                });
+            }
+            mem.write_u64(e2a, 0)?;
+            va += 2 << 20;
+            continue;
+        }
+        if e2 & 1 == 0 {
+            va += 4096;
+            continue;
+        }
+        let e1a = (e2 & !0xfff) + 8 * ((va >> 12) & 511);
+        mem.write_u64(e1a, 0)?;
+        va += 4096;
+    }
     Ok(())
 }
 
@@ -467,6 +522,7 @@ mod tests {
         assert_eq!(jb[0], 0x72);
         let target = LAUNCH_STUB_NO_PREFAULT.wrapping_add_signed(i64::from(jb[1] as i8));
         assert_eq!(at(target, 3), [0x80, 0x0f, 0x00]);
+        assert_eq!(target, LAUNCH_PREFAULT_LOOP);
         // Every exception stub: `out EXCEPTION_PORT, al; hlt`, decoded back to its vector.
         for v in 0..256u64 {
             let stub = EXCEPTION_STUBS + v * EXCEPTION_STUB_SIZE;

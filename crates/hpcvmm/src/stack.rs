@@ -33,6 +33,8 @@ pub struct StackSpec<'a> {
     pub envp: &'a [Vec<u8>],
     pub execfn: &'a [u8],
     pub image: &'a LoadedImage,
+    /// Where the interpreter was loaded (AT_BASE), 0 for a program without one.
+    pub interp_base: u64,
     pub hwcap: u64,
     pub hwcap2: u64,
     pub ids: [u64; 4],
@@ -83,7 +85,7 @@ pub fn build(mem: &GuestMemory, top: u64, spec: &StackSpec<'_>) -> Result<u64, E
         (AT_PHDR, img.phdr),
         (AT_PHENT, img.phent),
         (AT_PHNUM, img.phnum),
-        (AT_BASE, 0),
+        (AT_BASE, spec.interp_base),
         (AT_FLAGS, 0),
         (AT_ENTRY, img.entry),
         (AT_UID, spec.ids[0]),
@@ -147,6 +149,7 @@ mod tests {
             envp: &envp,
             execfn: b"/prog",
             image: &img,
+            interp_base: 0x7f_0000,
             hwcap: 1,
             hwcap2: 2,
             ids: [0, 0, 0, 0],
@@ -174,6 +177,9 @@ mod tests {
             a += 16;
         }
         assert_eq!(found[&AT_ENTRY], 0x401000);
+        assert_eq!(found[&AT_BASE], 0x7f_0000);
+        assert_eq!(found[&AT_PHDR], 0x400040);
+        assert_eq!(found[&AT_PHNUM], 9);
         assert_eq!(found[&AT_PAGESZ], 4096);
         let r = found[&AT_RANDOM];
         assert_eq!(mem.read_vec(r, 16).unwrap(), vec![7; 16]);

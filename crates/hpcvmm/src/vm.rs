@@ -22,9 +22,9 @@ use serde::{Deserialize, Serialize};
 use crate::elf::{ElfError, LoadedImage, Program};
 use crate::kernel::files::FdTable;
 use crate::kernel::fsroot::FsRoot;
-use crate::kernel::group::{Credentials, GroupParts, Limits, ThreadGroup, Uts};
-use crate::kernel::mm::{AddressSpace, VmaAttrs};
-use crate::kernel::run::Run;
+use crate::kernel::group::{Credentials, GroupParts, Limits, ProcInfo, ThreadGroup, Uts};
+use crate::kernel::mm::{AddressSpace, VmaAttrs, VmaBacking};
+use crate::kernel::run::{FpuLayout, Run};
 use crate::kernel::task::Task;
 use crate::kernel::{Kernel, GUEST_PID};
 use crate::layout::{self, GuestPageSize, Paging, USER_START};
@@ -37,6 +37,9 @@ pub use crate::vcpu::ThreadStartHook;
 
 /// Stack reserved for the main thread (RLIMIT_STACK).
 pub const MAIN_STACK: u64 = 8 << 20;
+
+/// Unmapped guest memory just below the main stack: a stack overflow faults there.
+pub const STACK_GUARD: u64 = 2 << 20;
 
 /// Everything a run needs; one definition shared by the CLI, config files and the API.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -80,6 +83,10 @@ pub struct RunConfig {
     /// gives the NUMA node and the guest's default page size).
     #[serde(default)]
     pub warm_memory: Option<WarmMemory>,
+    /// Who the guest is (its uid, gid and groups, as getuid and /proc/self/status tell it):
+    /// the jail's identity. `None`: the VMM process's own ids.
+    #[serde(default)]
+    pub identity: Option<crate::jail::Identity>,
 }
 
 impl RunConfig {
@@ -105,6 +112,7 @@ impl RunConfig {
             stdout: None,
             stderr: None,
             warm_memory: None,
+            identity: None,
         }
     }
 }
@@ -188,6 +196,33 @@ fn guest_path_of_program(root: &Path, program: &Path) -> String {
     )
 }
 
+/// AT_EXECFN: the path the program was started by, as Linux passes the execve filename, when
+/// the guest would find the same file by it (a path through a symlink stays the symlink's,
+/// a relative one stays relative to the guest's working directory); otherwise the program's
+/// guest path (`/proc/self/exe`).
+fn execfn_of(cfg: &RunConfig, exe_path: &str) -> String {
+    let given = cfg.program.to_string_lossy();
+    let in_guest = if cfg.program.is_absolute() {
+        cfg.root.join(given.trim_start_matches('/'))
+    } else {
+        cfg.root
+            .join(cfg.cwd.trim_start_matches('/'))
+            .join(&cfg.program)
+    };
+    let same = match (
+        std::fs::canonicalize(&in_guest),
+        std::fs::canonicalize(&cfg.program),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        given.into_owned()
+    } else {
+        exe_path.to_string()
+    }
+}
+
 fn read_release() -> Result<Uts, VmmError> {
     let mut u: libc::utsname = unsafe_zeroed_utsname();
     // SAFETY: `u` is a writable utsname.
@@ -242,10 +277,40 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
     let vcpu0 = kvm.vm.create_vcpu(0).map_err(kvm_err("create vCPU 0"))?;
     let timebase = if cfg.vdso { tsc_timebase(&vcpu0) } else { None };
     let mem = build_memory(cfg, v.memory, &kvm.vm)?;
-    let loaded = load_program(cfg, &v.program, &mem, &kvm.features, timebase.as_ref())?;
+    let loaded = load_program(cfg, &v, &mem, &kvm.features, timebase.as_ref())?;
     let stats_vm = KvmStatsFile::open(&kvm.vm);
     let vm_before = stats_vm.as_ref().map(|f| f.read()).unwrap_or_default();
     let paging = mem.paging;
+    // A guard below the main stack, as Linux's stack gap: overflowing the stack faults.
+    if let Err(e) = layout::unmap_guard(
+        &mem.mem,
+        paging.pml4,
+        paging.usable_end - MAIN_STACK - STACK_GUARD,
+        STACK_GUARD,
+    ) {
+        tracing::debug!("no stack guard: {e}");
+    }
+    // Signal frames carry the XSAVE image whenever KVM describes one (CPUID leaf 0xD): the
+    // guest may use AVX state even where leaf 1 hides XSAVE from the VMM (this nested host).
+    let has_xsave_leaf = kvm
+        .cpuid
+        .as_slice()
+        .iter()
+        .any(|e| e.function == 0xd && e.index == 0 && e.ebx >= 576);
+    let fpu = FpuLayout {
+        xstate_size: if kvm.features.xsave || has_xsave_leaf {
+            vcpu::xstate_size(&kvm.cpuid, kvm.xcr0)
+        } else {
+            0
+        },
+        xcr0: kvm.xcr0,
+        mxcsr_mask: 0xffff,
+    };
+    let kvm_cpuid_rdpid = kvm
+        .cpuid
+        .as_slice()
+        .iter()
+        .any(|e| e.function == 7 && e.index == 0 && e.ecx & (1 << 22) != 0);
     let memory = build_kernel(cfg, v, mem, &loaded)?;
     let (machine, done) = Machine::new(MachineParts {
         kernel: memory.kernel,
@@ -260,6 +325,31 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
         thread_start: hooks.vcpu_thread_start,
     });
     build_vcpu0(&machine, &vcpu0, cfg.backing, loaded.sp, paging.usable_end)?;
+    machine.kernel.run.set_fpu(FpuLayout {
+        mxcsr_mask: vcpu0
+            .get_xsave()
+            .ok()
+            .map(|x| x.region[7])
+            .filter(|&m| m != 0)
+            .unwrap_or(0xffbf),
+        ..fpu
+    });
+    tracing::debug!("guest FPU layout {:?}", machine.kernel.run.fpu());
+    init_clocks(
+        &machine,
+        timebase.as_ref(),
+        &kvm_cpuid_rdpid,
+        paging.usable_end,
+    );
+    // Signals from outside go to the guest: blocked in every VMM thread from here on and
+    // read by the pump (before the jail: signalfd4 is not on its allow-list).
+    let outside = match crate::pump::OutsideSignals::capture() {
+        Ok(o) => Some(o),
+        Err(e) => {
+            tracing::warn!("signals sent to the VMM will not reach the guest: {e}");
+            None
+        }
+    };
 
     // The kick handler is process-wide: install it now, before the hook (a jail's seccomp
     // filter forbids rt_sigaction afterwards).
@@ -269,11 +359,28 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
         hook().map_err(VmmError::Hook)?;
     }
 
+    let pump = {
+        let m = machine.clone();
+        let fd = outside.as_ref().map(|o| o.raw_fd());
+        std::thread::Builder::new()
+            .name("sigpump".into())
+            .spawn(move || crate::pump::run(m, fd))
+            .map_err(|e| VmmError::Setup(format!("cannot start the signal pump thread: {e}")))?
+    };
     let t_spawn = Instant::now();
-    spawn(&machine, vcpu0, cfg.cpus.len())?;
+    if let Err(e) = spawn(&machine, vcpu0, cfg.cpus.len()) {
+        machine.finish_all(ExitReport::VmmError {
+            message: "the main vCPU thread did not start".into(),
+        });
+        let _ = pump.join();
+        return Err(e);
+    }
     wait(&machine, cfg.timeout, t_spawn);
     let t_end = Instant::now();
     let vcpus = teardown(&machine, &done);
+    machine.wake_pump();
+    let _ = pump.join();
+    drop(outside);
     let t_guest = machine.kernel.run.started().unwrap_or(t_spawn);
     let timing = Timing {
         launch: t_guest - t_start,
@@ -295,6 +402,9 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
 /// What [`validate`] checked and opened.
 struct Validated {
     program: Program,
+    /// The program's interpreter (PT_INTERP), read from inside the guest's root: its guest
+    /// path and image.
+    interp: Option<(String, Program)>,
     fsroot: FsRoot,
     files: FdTable,
     /// Guest memory size, rounded up to the backing's granule.
@@ -321,6 +431,13 @@ fn validate(cfg: &RunConfig) -> Result<Validated, VmmError> {
         path: cfg.root.display().to_string(),
         source,
     })?;
+    let interp = match program.interp() {
+        None => None,
+        Some(i) => Some((
+            i.to_string(),
+            read_interpreter(&program, i, &fsroot, &cfg.root)?,
+        )),
+    };
     let files = FdTable::with_stdio_files(
         cfg.stdin.as_deref(),
         cfg.stdout.as_deref(),
@@ -337,7 +454,7 @@ fn validate(cfg: &RunConfig) -> Result<Validated, VmmError> {
             )));
         }
     }
-    if memory < (8 << 20) + MAIN_STACK {
+    if memory < (8 << 20) + MAIN_STACK + STACK_GUARD {
         return Err(VmmError::Config(format!(
             "--memory {} MiB is too small: the HPC VMM needs at least {} MiB",
             cfg.memory >> 20,
@@ -346,10 +463,52 @@ fn validate(cfg: &RunConfig) -> Result<Validated, VmmError> {
     }
     Ok(Validated {
         program,
+        interp,
         fsroot,
         files,
         memory,
     })
+}
+
+/// The interpreter `interp` of `program`, looked up inside the guest's root as the guest's
+/// execve would, and checked the way Linux's binfmt_elf checks one (refused up front when it
+/// is missing, not an ELF, or itself dynamically linked).
+fn read_interpreter(
+    program: &Program,
+    interp: &str,
+    fsroot: &FsRoot,
+    root: &Path,
+) -> Result<Program, VmmError> {
+    use std::io::Read;
+    let bad = |why: String| ElfError::BadInterpreter {
+        path: program.path().to_string(),
+        interp: interp.to_string(),
+        why,
+    };
+    let fd = match fsroot.open_in_root(interp.as_bytes(), libc::O_RDONLY, 0) {
+        Ok(fd) => fd,
+        Err(e) if e.0 == libc::ENOENT || e.0 == libc::ENOTDIR => {
+            return Err(ElfError::InterpreterMissing {
+                path: program.path().to_string(),
+                interp: interp.to_string(),
+                root: std::fs::canonicalize(root)
+                    .unwrap_or_else(|_| root.to_path_buf())
+                    .display()
+                    .to_string(),
+            }
+            .into())
+        }
+        Err(e) => {
+            return Err(bad(std::io::Error::from_raw_os_error(e.0).to_string()).into());
+        }
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::from(fd)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(e.to_string()))?;
+    let ip = Program::from_bytes(interp, bytes).map_err(|e| bad(e.to_string()))?;
+    ip.check_interpreter(program.path(), interp)?;
+    Ok(ip)
 }
 
 /// KVM handles of a run.
@@ -429,33 +588,109 @@ fn build_memory(cfg: &RunConfig, size: u64, vm: &VmFd) -> Result<BuiltMemory, Vm
 /// The program in guest memory.
 struct Loaded {
     image: LoadedImage,
+    /// The interpreter's image and guest path, for a dynamically linked program.
+    interp: Option<(LoadedImage, String)>,
+    /// Where the program break starts.
+    brk_start: u64,
     /// Initial stack pointer (argc, argv, envp, auxv above it).
     sp: u64,
     exe_path: String,
     creds: Credentials,
 }
 
-/// Phase 4: load the ELF, build the initial stack, point the launch stub at the entry.
+/// Where an ET_DYN image goes when it is placed like an mmap (top-down below `top`, aligned to
+/// its largest segment alignment), as Linux places an interpreter, or a loader run directly.
+fn top_down_base(p: &Program, top: u64) -> u64 {
+    top.saturating_sub(p.span()) & !(p.max_align() - 1)
+}
+
+/// Where the program break of a directly run loader (or static-pie) starts: Linux moves it
+/// out of the mmap area to ELF_ET_DYN_BASE; here, above where non-PIE programs the loader
+/// maps at 0x400000 are likely to end (32 MiB, or lower in small guests).
+fn loader_brk_base(image_start: u64) -> u64 {
+    let want = 32u64 << 20;
+    let cap = (image_start / 4) & !((2 << 20) - 1);
+    want.min(cap).max(USER_START)
+}
+
+/// The program's image, its interpreter's (with its guest path), and where brk starts.
+type Placed = (LoadedImage, Option<(LoadedImage, String)>, u64);
+
+/// Lay out the program (and its interpreter) the way Linux's binfmt_elf does, scaled to the
+/// guest's memory: ET_EXEC where linked; a PIE with an interpreter at its low default base;
+/// the interpreter, or an ET_DYN program without one (a loader run directly, static-pie),
+/// top-down just below the stack like an mmap.
+fn place_images(
+    program: &Program,
+    interp: Option<&(String, Program)>,
+    mem: &GuestMemory,
+    mmap_top: u64,
+) -> Result<Placed, VmmError> {
+    match interp {
+        Some((ipath, ip)) => {
+            let image = program.load(mem, mmap_top)?;
+            let base = top_down_base(ip, mmap_top);
+            if base < image.end {
+                return Err(ElfError::DoesNotFit {
+                    path: ipath.clone(),
+                    vaddr: base,
+                    memsz: ip.span(),
+                    low: image.end,
+                    high: mmap_top,
+                }
+                .into());
+            }
+            let ii = ip.load_at(mem, base, mmap_top)?;
+            Ok((image, Some((ii, ipath.clone())), image.end))
+        }
+        None if program.is_pie() => {
+            let image = program.load_at(mem, top_down_base(program, mmap_top), mmap_top)?;
+            Ok((image, None, loader_brk_base(image.start)))
+        }
+        None => {
+            let image = program.load(mem, mmap_top)?;
+            Ok((image, None, image.end))
+        }
+    }
+}
+
+/// Phase 4: load the ELF (and its interpreter), build the initial stack, point the launch
+/// stub at the entry (the interpreter's, for a dynamic program).
 fn load_program(
     cfg: &RunConfig,
-    program: &Program,
+    v: &Validated,
     mem: &BuiltMemory,
     feat: &CpuFeatures,
     timebase: Option<&crate::vdso::TimeBase>,
 ) -> Result<Loaded, VmmError> {
     let stack_top = mem.paging.usable_end;
-    let image = program.load(&mem.mem, stack_top - MAIN_STACK)?;
+    let (image, interp, brk_start) = place_images(
+        &v.program,
+        v.interp.as_ref(),
+        &mem.mem,
+        stack_top - MAIN_STACK,
+    )?;
     let exe_path = guest_path_of_program(&cfg.root, &cfg.program);
+    let execfn = execfn_of(cfg, &exe_path);
     let mut random = [0u8; 16];
     getrandom_host(&mut random)?;
-    let creds = Credentials::of_host();
+    let creds = match &cfg.identity {
+        Some(id) => Credentials {
+            uid: id.uid,
+            euid: id.uid,
+            gid: id.gid,
+            egid: id.gid,
+        },
+        None => Credentials::of_host(),
+    };
     let argv: Vec<Vec<u8>> = cfg.argv.iter().map(|s| s.as_bytes().to_vec()).collect();
     let envp: Vec<Vec<u8>> = cfg.env.iter().map(|s| s.as_bytes().to_vec()).collect();
     let spec = StackSpec {
         argv: &argv,
         envp: &envp,
-        execfn: exe_path.as_bytes(),
+        execfn: execfn.as_bytes(),
         image: &image,
+        interp_base: interp.as_ref().map_or(0, |(i, _)| i.start),
         hwcap: feat.hwcap,
         hwcap2: if feat.fsgsbase { 2 } else { 0 },
         ids: [creds.uid, creds.euid, creds.gid, creds.egid].map(u64::from),
@@ -467,14 +702,17 @@ fn load_program(
             "arguments and environment do not fit the stack: {e}"
         ))
     })?;
+    let entry = interp.as_ref().map_or(image.entry, |(i, _)| i.entry);
     mem.mem
-        .write_u64(layout::LAUNCH_ENTRY_SLOT, image.entry)
+        .write_u64(layout::LAUNCH_ENTRY_SLOT, entry)
         .map_err(|e| VmmError::Setup(e.to_string()))?;
     if let Some(tb) = timebase {
         crate::vdso::install(&mem.mem, tb).map_err(|e| VmmError::Setup(e.to_string()))?;
     }
     Ok(Loaded {
         image,
+        interp,
+        brk_start,
         sp,
         exe_path,
         creds,
@@ -502,20 +740,47 @@ fn build_kernel(
         setup,
     } = built;
     let stack_top = paging.usable_end;
-    let mut mm = AddressSpace::new(
-        USER_START,
-        stack_top,
-        (loaded.image.start, loaded.image.end),
-    );
+    let auxv = read_auxv(&mem, loaded.sp);
+    let image_vma = |path: &str| VmaAttrs {
+        prot: libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+        backing: VmaBacking::FileCopy {
+            path: Some(path.to_string()),
+            offset: 0,
+        },
+        label: None,
+    };
+    let mut images = vec![(
+        loaded.image.start,
+        loaded.image.end,
+        image_vma(&loaded.exe_path),
+    )];
+    if let Some((i, path)) = &loaded.interp {
+        images.push((i.start, i.end, image_vma(path)));
+    }
+    let mut mm = AddressSpace::with_images(USER_START, stack_top, &images, loaded.brk_start);
     let stack = VmaAttrs {
         label: Some("[stack]"),
         ..VmaAttrs::anonymous()
     };
     mm.map_with(stack_top - MAIN_STACK, MAIN_STACK, true, false, stack)
         .map_err(|_| VmmError::Setup("no room for the stack".into()))?;
+    // The guard is never handed out by mmap (it is not mapped in the guest page tables).
+    let guard = VmaAttrs {
+        prot: libc::PROT_NONE,
+        label: Some("[stack guard]"),
+        ..VmaAttrs::anonymous()
+    };
+    mm.map_with(
+        stack_top - MAIN_STACK - STACK_GUARD,
+        STACK_GUARD,
+        true,
+        false,
+        guard,
+    )
+    .map_err(|_| VmmError::Setup("no room for the stack guard".into()))?;
     mem.restrict_to(USER_START, stack_top);
     let mem = Arc::new(mem);
-    let group = ThreadGroup::new(GroupParts {
+    let mut group = ThreadGroup::new(GroupParts {
         mem: mem.clone(),
         mm,
         files: v.files,
@@ -525,6 +790,18 @@ fn build_kernel(
         exe_path: loaded.exe_path.clone(),
         uts: read_release()?,
     });
+    group.proc = ProcInfo {
+        argv: cfg.argv.clone(),
+        env: cfg.env.clone(),
+        auxv,
+        exe_host: std::fs::canonicalize(&cfg.program).unwrap_or_else(|_| cfg.program.clone()),
+        host_cpus: cfg.cpus.clone(),
+        mem_total: v_memory(cfg),
+        groups: match &cfg.identity {
+            Some(id) => id.groups.clone(),
+            None => crate::jail::identity::current_groups(),
+        },
+    };
     Ok(KernelBuilt {
         kernel: Kernel {
             run: Run::new(cfg.cpus.len()),
@@ -533,6 +810,64 @@ fn build_kernel(
         mem,
         setup,
     })
+}
+
+/// The auxiliary vector on the initial stack at `sp` (argc, argv..., NULL, envp..., NULL,
+/// then (type, value) pairs up to AT_NULL), for /proc/self/auxv.
+fn read_auxv(mem: &GuestMemory, sp: u64) -> Vec<u8> {
+    let word = |a: u64| mem.read_u64(a).ok();
+    let mut out = Vec::new();
+    let Some(argc) = word(sp) else { return out };
+    let mut p = sp + 8 * (argc + 2);
+    while let Some(w) = word(p) {
+        p += 8;
+        if w == 0 {
+            break;
+        }
+    }
+    for _ in 0..64 {
+        let (Some(t), Some(v)) = (word(p), word(p + 8)) else {
+            break;
+        };
+        out.extend_from_slice(&t.to_le_bytes());
+        out.extend_from_slice(&v.to_le_bytes());
+        p += 16;
+        if t == 0 {
+            break;
+        }
+    }
+    out
+}
+
+/// The clock slots and group fields of the fast system call entry. It is on with the vDSO's
+/// TSC clock and RDPID (KVM's CPUID, or the host CPU's where the guest's user code sees the
+/// host's CPUID; a #UD on its RDPID switches it off, see vcpu.rs).
+fn init_clocks(m: &Machine, tb: Option<&crate::vdso::TimeBase>, kvm_rdpid: &bool, usable_end: u64) {
+    use crate::kernel::clocks;
+    let host_rdpid = std::arch::x86_64::__cpuid_count(7, 0).ecx & (1 << 22) != 0;
+    let mut flags = 0;
+    if let Some(tb) = tb {
+        m.kernel.run.set_clock(clocks::ClockBase {
+            tsc_base: tb.tsc_base,
+            mult: tb.mult,
+            mono_ns: tb.mono_ns,
+            offset: tb.host_offset,
+        });
+        if *kvm_rdpid || host_rdpid {
+            flags |= clocks::FLAG_FAST;
+        }
+    }
+    let guard = usable_end - MAIN_STACK - STACK_GUARD;
+    clocks::init(
+        &*m.mem,
+        &clocks::Vars {
+            flags,
+            pid: GUEST_PID,
+            lo: USER_START,
+            hi: usable_end,
+            bad: (guard, guard + STACK_GUARD),
+        },
+    );
 }
 
 /// Phase 5b: vCPU 0 starts in the launch stub: it prefaults all usable memory (hugetlb backing
@@ -554,18 +889,26 @@ fn build_vcpu0(
         },
         rsp: sp,
         rdi: layout::PREFAULT_START,
-        rsi: usable_end,
+        // Up to the stack guard; the stack above it is the second pass (see vcpu.rs).
+        rsi: usable_end - MAIN_STACK - STACK_GUARD,
         r8: 2 << 20,
         rflags: 0x2,
         ..Default::default()
     };
     vcpu::set_entry(vcpu0, &regs, 0, 0)?;
+    if prefault {
+        m.set_second_prefault(usable_end - MAIN_STACK, usable_end);
+    }
     Ok(())
 }
 
 /// Phase 7: start the main thread on vCPU 0.
 fn spawn(m: &Arc<Machine>, vcpu0: VcpuFd, ncpus: usize) -> Result<(), VmmError> {
-    m.spawn(0, vcpu0, Task::main(GUEST_PID, ncpus))
+    let mut main = Task::main(GUEST_PID, ncpus);
+    // Linux names a process after the file it executed.
+    let exe = &m.kernel.group.exe_path;
+    main.comm = crate::kernel::task::comm_of(exe.rsplit('/').next().unwrap_or(exe).as_bytes());
+    m.spawn(0, vcpu0, main)
         .map_err(|e| VmmError::Setup(format!("cannot start the vCPU thread: {e}")))
 }
 
@@ -666,6 +1009,11 @@ fn collect_stats(
         futex_wakes_without_exit: u64::from(
             m.mem.system_read_u32(layout::FAST_COUNTERS).unwrap_or(0),
         ),
+        calls_answered_in_guest: u64::from(
+            m.mem
+                .system_read_u32(layout::FAST_COUNTERS + 4)
+                .unwrap_or(0),
+        ),
         syscalls: BTreeMap::new(),
         enosys: BTreeMap::new(),
         kvm_vm_before: BTreeMap::new(),
@@ -673,6 +1021,8 @@ fn collect_stats(
         kvm_vcpu_delta: BTreeMap::new(),
         kvm_vcpu_at_launch: m.launch_kvm(),
         vcpus,
+        refusals: m.kernel.run.refusals(),
+        jail: None,
     };
     stats.aggregate(&m.enosys());
     stats
@@ -729,12 +1079,10 @@ fn tsc_timebase(vcpu: &kvm_ioctls::VcpuFd) -> Option<crate::vdso::TimeBase> {
     let mono = clock_ns(libc::CLOCK_MONOTONIC);
     let real = clock_ns(libc::CLOCK_REALTIME);
     let h2 = host_tsc();
-    Some(crate::vdso::TimeBase::new(
-        khz,
-        (h1 / 2 + h2 / 2).wrapping_add(offset),
-        mono,
-        real,
-    ))
+    let mut tb =
+        crate::vdso::TimeBase::new(khz, (h1 / 2 + h2 / 2).wrapping_add(offset), mono, real);
+    tb.host_offset = offset;
+    Some(tb)
 }
 
 /// Fill `buf` from the host's random source (the guest's AT_RANDOM, its stack canary seed).

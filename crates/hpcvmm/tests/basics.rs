@@ -123,15 +123,22 @@ fn refused(program: &std::path::Path) -> VmmError {
 }
 
 #[test]
-fn dynamic_elf_is_refused_with_advice_to_link_statically() {
+fn dynamic_elf_whose_interpreter_is_not_in_the_root_is_refused_with_advice() {
     let bin = dynamic_guest("hello");
     // It is a real, working program natively.
     assert_eq!(native(&bin, &Spec::default()).status, 0);
-    let msg = refused(&bin).to_string();
-    assert!(msg.contains("dynamically linked"), "{msg}");
+    // The default root (the current directory) has no /lib64/ld-linux-x86-64.so.2.
+    let dir = tempdir();
+    let mut cfg = RunConfig::new(&bin, vec!["p".into()]);
+    cfg.root = dir.path().to_path_buf();
+    let msg = match dualstack_hpcvmm::run(&cfg) {
+        Err(e) => e.to_string(),
+        Ok(s) => panic!("ran without its interpreter: {:?}", s.exit),
+    };
+    assert!(msg.contains("ld-linux-x86-64.so.2"), "{msg}");
     assert!(
-        msg.contains("-static"),
-        "message must say how to link statically: {msg}"
+        msg.contains("--root /"),
+        "message must say how to give the guest the host's files: {msg}"
     );
 }
 

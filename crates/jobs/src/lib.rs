@@ -10,11 +10,17 @@
 //!    zone's), and for a zone: that it exists, is active, holds the cores and the memory asked
 //!    for, and has huge pages of a size the VMM maps. It derives the
 //!    [`dualstack_hpcvmm::RunConfig`] ([`PreparedJob::config`]).
+//!    It also resolves who the guest runs as ([`JobSpec::user`], default the invoking user) and
+//!    refuses an unknown user, a non-root caller asking for another identity, or `--no-jail`
+//!    from a non-root caller, before any VM exists.
 //! 2. [`PreparedJob::run`]`(self) -> Result<JobResult, JobError>` re-reads the zone (it must be
 //!    the same, still active), claims a disjoint extent of the zone's warm memory when it has
 //!    one (waiting for pages still being zeroed after an earlier job; the VMM then only maps
 //!    it, and the extent goes to a background zeroer when the job ends, see
-//!    [`dualstack_zones::memory`]), moves the calling process into the zone's cgroup, runs the VMM,
+//!    [`dualstack_zones::memory`]), moves the calling process into the zone's cgroup, runs the VMM
+//!    (by default in a forked child that drops to the job's user, with no capability, Landlock
+//!    and seccomp, while this process stays privileged and only waits: see
+//!    [`dualstack_hpcvmm::jail`]),
 //!    moves the process back (also on error), writes the statistics file if asked, and returns
 //!    the exit status `dualstack run` exits with (the guest's status, 128 + signal for a
 //!    fault, 124 for a timeout) with the run's statistics.
@@ -40,6 +46,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use dualstack_hpcvmm::jail::run::run_jailed;
+use dualstack_hpcvmm::jail::{Caller, Jail, SuperviseOptions, UserSpec};
 use dualstack_hpcvmm::{
     Backing, HugePageSize, RunConfig, RunStats, VmmError, WarmMemory, WarmPart,
 };
@@ -49,6 +57,7 @@ use serde::Serialize;
 
 pub mod spec;
 
+pub use dualstack_hpcvmm::jail::{Caller as JobCaller, Identity, JailReport};
 pub use spec::{JobSpec, MemoryBacking, ZoneSel};
 
 /// Guest memory when neither the job nor a zone says otherwise.
@@ -104,8 +113,20 @@ pub enum JobError {
     NoZones { zone: String, reason: String },
     #[error("the job names no program")]
     NoProgram,
-    #[error("running a job as user {user:?} is not supported yet (reserved for the jail work); leave `user` unset")]
-    UserNotSupported { user: String },
+    #[error(transparent)]
+    Identity(#[from] dualstack_hpcvmm::jail::IdentityError),
+    #[error("--no-jail is a developer switch for root only (you are uid {uid}): the guest must run in the jail, with exactly your rights")]
+    NoJailNotRoot { uid: u32 },
+    #[error("--user {user} needs the jail: drop --no-jail (without the jail the VMM keeps its own identity)")]
+    UserWithoutJail { user: String },
+    #[error("the jail supervisor failed")]
+    Jail(#[from] dualstack_hpcvmm::jail::JailError),
+    #[error("{message}")]
+    JailedVmm { message: String },
+    #[error("{message}")]
+    SeccompKilled { message: String },
+    #[error("the jailed VMM ended before reporting ({end})")]
+    VmmDied { end: String, exit_code: i32 },
     #[error("--env {entry}: expected KEY=VALUE")]
     BadEnv { entry: String },
     #[error("--timeout {value}: expected a positive number of seconds")]
@@ -206,6 +227,8 @@ pub struct PreparedJob {
     /// The zone as `prepare` read it, and where its state lives.
     zone: Option<(Zone, HostPaths)>,
     stats: Option<PathBuf>,
+    /// The jail the VMM runs in (`None`: `--no-jail`).
+    jail: Option<Jail>,
 }
 
 /// What a job did.
@@ -224,9 +247,30 @@ pub struct JobResult {
 
 /// Resolve and check `spec` on `host` without changing anything (see the crate docs).
 pub fn prepare(spec: &JobSpec, host: &Host) -> Result<PreparedJob, JobError> {
-    if let Some(user) = &spec.user {
-        return Err(JobError::UserNotSupported { user: user.clone() });
-    }
+    prepare_as(spec, host, &Caller::current()?)
+}
+
+/// [`prepare`] for a given caller (who asks decides which identities the job may take).
+pub fn prepare_as(spec: &JobSpec, host: &Host, caller: &Caller) -> Result<PreparedJob, JobError> {
+    let identity = if spec.jail {
+        let user = spec
+            .user
+            .as_deref()
+            .map(str::parse::<UserSpec>)
+            .transpose()?;
+        Some(dualstack_hpcvmm::jail::identity::resolve(
+            user.as_ref(),
+            caller,
+        )?)
+    } else {
+        if !caller.is_root() {
+            return Err(JobError::NoJailNotRoot { uid: caller.uid });
+        }
+        if let Some(user) = &spec.user {
+            return Err(JobError::UserWithoutJail { user: user.clone() });
+        }
+        None
+    };
     if spec.program.is_empty() {
         return Err(JobError::NoProgram);
     }
@@ -278,10 +322,20 @@ pub fn prepare(spec: &JobSpec, host: &Host) -> Result<PreparedJob, JobError> {
         }
         ZoneSel::Auto => return Err(JobError::AutoZone),
     };
+    let jail = identity.map(|id| {
+        let mut j = Jail::new(id.clone(), &cfg.root);
+        // The program, when it lies outside the root (/proc/self/exe opens it).
+        if let Ok(p) = std::fs::canonicalize(&cfg.program) {
+            j.extra_read.push(p);
+        }
+        cfg.identity = Some(id);
+        j
+    });
     Ok(PreparedJob {
         config: cfg,
         zone,
         stats: spec.stats.clone(),
+        jail,
     })
 }
 
@@ -452,6 +506,11 @@ impl PreparedJob {
         &self.config
     }
 
+    /// The jail the VMM will run in (`None`: not jailed).
+    pub fn jail(&self) -> Option<&Jail> {
+        self.jail.as_ref()
+    }
+
     /// The zone it will run in (as read by [`prepare`]).
     pub fn zone(&self) -> Option<&Zone> {
         self.zone.as_ref().map(|(z, _)| z)
@@ -461,7 +520,7 @@ impl PreparedJob {
     /// statistics file.
     pub fn run(self) -> Result<JobResult, JobError> {
         let (wall_s, stats) = match &self.zone {
-            None => timed(&self.config)?,
+            None => timed(&self.config, self.jail.as_ref())?,
             Some((zone, paths)) => {
                 let now = dualstack_zones::get(paths, &zone.name)?;
                 if now.state != ZoneState::Active
@@ -499,7 +558,7 @@ impl PreparedJob {
                     }
                 };
                 let previous = entry.previous().to_path_buf();
-                let out = timed(&cfg);
+                let out = timed(&cfg, self.jail.as_ref());
                 let left = entry.leave();
                 // Outside the zone again: hand the extent back; a zeroer starts on a
                 // housekeeping core.
@@ -573,10 +632,46 @@ fn give_back(paths: &HostPaths, claim: &dualstack_zones::Claim, mem: &dualstack_
     }
 }
 
-fn timed(cfg: &RunConfig) -> Result<(f64, RunStats), VmmError> {
+/// Run the VMM: in a supervised, jailed child (the calling process stays privileged and only
+/// waits), or in this process without a jail.
+fn timed(cfg: &RunConfig, jail: Option<&Jail>) -> Result<(f64, RunStats), JobError> {
     let t = Instant::now();
-    let stats = dualstack_hpcvmm::run(cfg)?;
-    Ok((t.elapsed().as_secs_f64(), stats))
+    let Some(jail) = jail else {
+        let stats = dualstack_hpcvmm::run(cfg)?;
+        return Ok((t.elapsed().as_secs_f64(), stats));
+    };
+    let opts = SuperviseOptions {
+        forward_signals: true,
+        keep_fds: Vec::new(),
+    };
+    let r = run_jailed(cfg, jail, &opts)?;
+    let wall = t.elapsed().as_secs_f64();
+    match r.result {
+        Some(Ok((mut stats, report))) => {
+            stats.jail = Some(report);
+            Ok((wall, stats))
+        }
+        Some(Err(message)) => Err(JobError::JailedVmm { message }),
+        None => match r.supervised.seccomp_message() {
+            Some(message) => Err(JobError::SeccompKilled { message }),
+            None => Err(JobError::VmmDied {
+                end: format!("{:?}", r.supervised.end),
+                exit_code: r.supervised.exit_code(),
+            }),
+        },
+    }
+}
+
+impl JobError {
+    /// What `dualstack run` exits with for this error: 159 for a seccomp kill (a VMM bug the
+    /// jail caught), the VMM child's status when it died otherwise, 1 for everything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            JobError::SeccompKilled { .. } => dualstack_hpcvmm::jail::EXIT_SECCOMP,
+            JobError::VmmDied { exit_code, .. } => *exit_code,
+            _ => 1,
+        }
+    }
 }
 
 impl From<ZoneError> for JobError {

@@ -6,7 +6,7 @@ use dualstack_hpcvmm::{GuestPageSize, HugePageSize};
 use dualstack_topology::CpuList;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// One job: a static program to run in the HPC VMM, where, and with what.
+/// One job: a program to run in the HPC VMM, where, and with what.
 ///
 /// Every field but `program` has a default, so the smallest JSON job is
 /// `{"program": "hpccg"}`. Field names are the long options of `dualstack run` with `_` for
@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
-    /// The static program: a host path, or the name of a bundled mini-app looked up in
+    /// The program (static or dynamic): a host path, or the name of a bundled mini-app looked up in
     /// [`crate::Host::apps_dir`] when no such file exists. Also the guest's `argv[0]`.
     pub program: String,
     /// The program's arguments (after `argv[0]`).
@@ -26,6 +26,7 @@ pub struct JobSpec {
     #[serde(default)]
     pub env: Vec<String>,
     /// Host directory the guest sees as `/` (relative: to the caller's working directory).
+    /// Default `/`: the guest sees the host's files exactly as its user would.
     #[serde(default = "default_root")]
     pub root: PathBuf,
     /// The guest's working directory at start, a path inside `root`.
@@ -81,13 +82,21 @@ pub struct JobSpec {
     /// Write the run's statistics ([`dualstack_hpcvmm::RunStats`]) as JSON to this file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<PathBuf>,
-    /// Run as this user. Reserved for the jail work: any value is refused today.
+    /// Run as `USER[:GROUP]` (names or numeric ids): the jailed VMM, and so the guest, gets
+    /// exactly that user's rights. Default: the invoking user (`SUDO_UID`/`SUDO_GID` under
+    /// sudo). Only root may name another identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Serve the guest from a jailed VMM (the default): a privileged supervisor does the
+    /// set-up, the process that serves the guest becomes the job's user with no capability,
+    /// `no_new_privs`, Landlock and a seccomp allow-list. `false` (`--no-jail`) is a
+    /// developer switch, for root only.
+    #[serde(default = "yes")]
+    pub jail: bool,
 }
 
 fn default_root() -> PathBuf {
-    PathBuf::from(".")
+    PathBuf::from("/")
 }
 fn default_cwd() -> String {
     "/".into()
@@ -98,8 +107,8 @@ fn yes() -> bool {
 
 impl JobSpec {
     /// `program` with `args` and every default: no zone, all the caller's CPUs, 512 MiB of
-    /// 2 MiB huge pages, pinned vCPUs, the vDSO, the current directory as `/`, an empty
-    /// environment.
+    /// 2 MiB huge pages, pinned vCPUs, the vDSO, the host's `/` as the guest's root, an
+    /// empty environment, the jail as the invoking user.
     pub fn new(program: impl Into<String>, args: Vec<String>) -> Self {
         JobSpec {
             program: program.into(),
@@ -123,6 +132,7 @@ impl JobSpec {
             stderr: None,
             stats: None,
             user: None,
+            jail: true,
         }
     }
 }

@@ -116,8 +116,9 @@ fn zone_refusals_name_what_was_asked_and_found_and_change_nothing() {
     assert!(matches!(e, JobError::ZoneNuma { .. }), "{e}");
     let e = refuse(&|s| s.zone = ZoneSel::Auto);
     assert!(matches!(e, JobError::AutoZone), "{e}");
-    let e = refuse(&|s| s.user = Some("alice".into()));
-    assert!(matches!(e, JobError::UserNotSupported { .. }), "{e}");
+    let e = refuse(&|s| s.user = Some("no-such-user-dualstack".into()));
+    assert!(matches!(e, JobError::Identity(_)), "{e}");
+    assert!(e.to_string().contains("no such user"), "{e}");
     let e = refuse(&|s| s.env = vec!["NOVALUE".into()]);
     assert_eq!(e.to_string(), "--env NOVALUE: expected KEY=VALUE");
     let e = refuse(&|s| s.timeout_s = Some(-1.0));

@@ -1,7 +1,7 @@
 //! Real-host tests on this machine's cpuset hierarchy and huge page pools: a 1-core zone with
 //! 256 MiB of huge pages, a program run in it, release, and everything exactly as before.
 //! IRQ affinities and the workqueue mask are NOT the real ones (fake files), and only processes
-//! the test started are moved. Skipped when not root or no cpuset controller is mounted.
+//! the test started are moved. Without root or a cpuset controller they fail under DUALSTACK_REQUIRE_ALL=1 and skip loudly otherwise.
 
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -24,15 +24,13 @@ impl RealHost {
     fn new(tag: &str) -> Option<Self> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: needs root");
-            return None;
+            return dualstack_testutil::missing_none("needs root");
         }
         let tmp = tempfile::tempdir().unwrap();
         let mut paths = match HostPaths::host(&tmp.path().join("state")) {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("skipped: {e}");
-                return None;
+                return dualstack_testutil::missing_none(&format!("no usable host cgroups: {e}"));
             }
         };
         paths.instance = format!("dualstack-test-{}-{tag}", std::process::id());
@@ -102,8 +100,7 @@ fn one_core_zone_with_huge_pages_round_trip() {
     let node = load_node(p).unwrap();
     let root_cpus = cgroup::root_cpus(p).unwrap();
     if root_cpus.len() < 2 {
-        eprintln!("skipped: needs 2 CPUs");
-        return;
+        return dualstack_testutil::missing("needs 2 CPUs");
     }
     // A process of ours that may be moved (project-only policy), on all CPUs.
     let kid = Kid(Command::new("sleep")

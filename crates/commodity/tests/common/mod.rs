@@ -22,8 +22,9 @@ impl TestHost {
             .output()
             .is_err()
         {
-            eprintln!("qemu-system-x86_64 not installed; skipping (run scripts/install-deps)");
-            return None;
+            return dualstack_testutil::missing_none(
+                "qemu-system-x86_64 is not installed (run scripts/install-deps)",
+            );
         }
         let tmp = tempfile::Builder::new()
             .prefix("dsc-")

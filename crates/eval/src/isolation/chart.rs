@@ -202,8 +202,7 @@ mod tests {
     #[test]
     fn draws_svg_and_png_from_synthetic_data() {
         if ensure_font().is_err() {
-            eprintln!("no font installed; skipping (scripts/install-deps)");
-            return;
+            return dualstack_testutil::missing("no font is installed (run scripts/install-deps)");
         }
         let p = test_plan();
         let mut recs = vec![];

@@ -264,8 +264,9 @@ mod tests {
     #[test]
     fn stress_units_start_and_leave_nothing_behind() {
         if Command::new("stress-ng").arg("--version").output().is_err() {
-            eprintln!("stress-ng not installed; skipping (scripts/install-deps)");
-            return;
+            return dualstack_testutil::missing(
+                "stress-ng is not installed (run scripts/install-deps)",
+            );
         }
         let cpus = dualstack_hpcvmm::host_affinity().unwrap();
         let mut set = LoadSet::new(LoadKind::Stress, None, vec![cpus[0]], "t", 0);

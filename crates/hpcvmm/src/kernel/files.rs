@@ -32,16 +32,56 @@ pub enum FileKind {
     /// A virtual file the VMM generated (procfs/sysfs), served from a memfd snapshot of its
     /// content taken at open.
     Virtual(OwnedFd),
+    /// A directory the VMM generated (the guest's /proc/self, its fd/ and task/), listed by
+    /// getdents64 from its own entries.
+    VirtualDir(VirtualDir),
     /// Sockets (next issue: socket/connect/... on host sockets).
     Socket(NotYet),
-    /// epoll sets.
-    Epoll(NotYet),
-    /// eventfd counters.
-    EventFd(NotYet),
-    /// timerfd timers.
-    TimerFd(NotYet),
-    /// signalfd readers.
-    SignalFd(NotYet),
+    /// An epoll set: a host epoll fd watching the host fds behind guest descriptors.
+    Epoll(OwnedFd),
+    /// An eventfd counter (a host eventfd).
+    EventFd(OwnedFd),
+    /// A timerfd: a host timerfd on the same clocks the guest reads.
+    TimerFd(OwnedFd),
+    /// A signalfd: reads take the guest's pending signals in `mask`. The host eventfd (never
+    /// signalled) carries the status flags (O_NONBLOCK) and stands in for fstat.
+    SignalFd(SignalFd),
+}
+
+/// A guest signalfd.
+#[derive(Debug)]
+pub struct SignalFd {
+    pub mask: std::sync::atomic::AtomicU64,
+    pub host: OwnedFd,
+}
+
+/// A generated directory: its entries (name, `DT_*` type) and the listing cursor. The host fd
+/// behind it is an empty directory that was removed right after it was opened, so fstat says
+/// "directory" and nothing can be opened or created relative to it.
+#[derive(Debug)]
+pub struct VirtualDir {
+    fd: OwnedFd,
+    entries: Vec<(String, u8)>,
+    pos: std::sync::Mutex<usize>,
+}
+
+impl VirtualDir {
+    pub fn new(fd: OwnedFd, entries: Vec<(String, u8)>) -> Self {
+        VirtualDir {
+            fd,
+            entries,
+            pos: std::sync::Mutex::new(0),
+        }
+    }
+
+    pub fn entries(&self) -> &[(String, u8)] {
+        &self.entries
+    }
+
+    /// The listing cursor (index of the next entry getdents64 returns).
+    pub fn pos(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.pos.lock().unwrap()
+    }
 }
 
 /// An open file description: what the file is and the guest path it was opened by.
@@ -69,12 +109,15 @@ impl OpenFile {
     pub fn raw(&self) -> i32 {
         match &self.kind {
             FileKind::Stdio(n) => *n,
-            FileKind::Host(f) | FileKind::Pipe(f) | FileKind::Virtual(f) => f.as_raw_fd(),
-            FileKind::Socket(n)
-            | FileKind::Epoll(n)
-            | FileKind::EventFd(n)
-            | FileKind::TimerFd(n)
-            | FileKind::SignalFd(n) => match *n {},
+            FileKind::Host(f)
+            | FileKind::Pipe(f)
+            | FileKind::Virtual(f)
+            | FileKind::Epoll(f)
+            | FileKind::EventFd(f)
+            | FileKind::TimerFd(f) => f.as_raw_fd(),
+            FileKind::VirtualDir(d) => d.fd.as_raw_fd(),
+            FileKind::SignalFd(s) => s.host.as_raw_fd(),
+            FileKind::Socket(n) => match *n {},
         }
     }
 }
@@ -151,6 +194,11 @@ impl FdTable {
 
     pub fn entry(&self, fd: i32) -> Result<&FdEntry, Errno> {
         self.map.get(&fd).ok_or(Errno(libc::EBADF))
+    }
+
+    /// The open descriptor numbers, in order (what /proc/self/fd lists).
+    pub fn numbers(&self) -> Vec<i32> {
+        self.map.keys().copied().collect()
     }
 
     /// One past the highest fd number the table may hold (RLIMIT_NOFILE).

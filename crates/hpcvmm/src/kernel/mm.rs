@@ -280,29 +280,39 @@ pub struct AddressSpace {
 impl AddressSpace {
     /// `[low, high)` is usable memory; `image` is already mapped.
     pub fn new(low: u64, high: u64, image: (u64, u64)) -> Self {
-        let mut mapped = RangeSet::default();
-        mapped.insert(image.0, image.1);
-        let mut vmas = VmaMap::default();
-        vmas.set(
-            image.0,
-            image.1,
-            VmaAttrs {
-                prot: libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
-                backing: VmaBacking::FileCopy {
-                    path: None,
-                    offset: 0,
-                },
-                label: None,
+        let attrs = VmaAttrs {
+            prot: libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+            backing: VmaBacking::FileCopy {
+                path: None,
+                offset: 0,
             },
-        );
+            label: None,
+        };
+        Self::with_images(low, high, &[(image.0, image.1, attrs)], image.1)
+    }
+
+    /// `[low, high)` is usable memory; `images` (the program, its interpreter) are already
+    /// mapped; the program break starts at `brk_start`.
+    pub fn with_images(
+        low: u64,
+        high: u64,
+        images: &[(u64, u64, VmaAttrs)],
+        brk_start: u64,
+    ) -> Self {
+        let mut mapped = RangeSet::default();
+        let mut vmas = VmaMap::default();
+        for (s, e, attrs) in images {
+            mapped.insert(*s, *e);
+            vmas.set(*s, *e, attrs.clone());
+        }
         AddressSpace {
             low,
             high,
             mapped,
             vmas,
             dirty: RangeSet::default(),
-            brk_start: image.1,
-            brk: image.1,
+            brk_start,
+            brk: brk_start,
             peak: 0,
         }
     }

@@ -15,8 +15,9 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::{err, procfs, Args, Ctx, Errno, SysResult};
-use crate::kernel::files::{FileKind, FileRef, OpenFile};
+use crate::kernel::files::{FileKind, FileRef, OpenFile, VirtualDir};
 use crate::kernel::fsroot::{check, cstring, last_err};
+use crate::kernel::run::refusal;
 
 const AT_FDCWD: u64 = libc::AT_FDCWD as u64;
 /// Most bytes one read/write moves (Linux's MAX_RW_COUNT).
@@ -144,6 +145,9 @@ crate::plain!(Flock => [i16, i16, u32, i64, i64, i32, u32]);
 
 pub fn read(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     let f = ctx.file(a.fd(0))?;
+    if let FileKind::SignalFd(s) = f.kind() {
+        return super::signals::signalfd_read(ctx, s, a.ptr(1), a.usize(2));
+    }
     let len = a.usize(2).min(MAX_RW);
     let p = ctx.user_ptr(a.ptr(1), len)?;
     // SAFETY: `p..p+len` is checked guest memory; read writes at most len bytes there.
@@ -226,6 +230,15 @@ pub fn writev(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
 
 pub fn lseek(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     let f = ctx.file(a.fd(0))?;
+    if let FileKind::VirtualDir(d) = f.kind() {
+        // rewinddir/seekdir: offsets are entry indices.
+        let off = a.i64(1);
+        if a.i32(2) != libc::SEEK_SET || off < 0 {
+            return err(libc::EINVAL);
+        }
+        *d.pos() = (off as usize).min(d.entries().len());
+        return Ok(off as u64);
+    }
     // SAFETY: lseek on a host fd we own; invalid whence/offset give EINVAL.
     check(unsafe { libc::lseek(f.raw(), a.i64(1), a.i32(2)) } as libc::c_long)
 }
@@ -239,17 +252,83 @@ fn open_at(ctx: &mut Ctx<'_>, dirfd: i32, path: u64, flags: i32, mode: u32) -> S
     }
     let full = full_path(ctx, dirfd, &path)?;
     let cloexec = flags & libc::O_CLOEXEC != 0;
-    let kind = match procfs::file(ctx, &full) {
-        Some(content) => FileKind::Virtual(memfd_with(&content)?),
-        None => FileKind::Host(ctx.tg.fs.open_full(
-            &full,
-            flags & !libc::O_CLOEXEC,
-            mode & !ctx.tg.umask(),
-        )?),
+    let (kind, path) = match procfs::answer(ctx, &full) {
+        procfs::Answer::Host => {
+            let fd = ctx
+                .tg
+                .fs
+                .open_full(&full, flags & !libc::O_CLOEXEC, mode & !ctx.tg.umask())
+                .inspect_err(|e| {
+                    if e.0 == libc::EACCES || e.0 == libc::EPERM {
+                        ctx.run.refuse(refusal_kind(ctx, &full));
+                    }
+                })?;
+            // A path that reached the VMM's procfs files some other way, or a device.
+            match procfs::check_host_fd(ctx, &fd)? {
+                None => (FileKind::Host(fd), Some(full)),
+                Some(a) => {
+                    drop(fd);
+                    open_answer(ctx, a, flags, full)?
+                }
+            }
+        }
+        a => open_answer(ctx, a, flags, full)?,
     };
-    let file = OpenFile::new(kind, Some(full));
+    let file = OpenFile::new(kind, path);
     let n = ctx.tg.files.lock().unwrap().add(file, cloexec)?;
     Ok(n as u64)
+}
+
+/// The kind of a refused open: a device node (Landlock or its mode kept it out), or the
+/// user's rights on a file.
+fn refusal_kind(ctx: &Ctx<'_>, full: &str) -> &'static str {
+    let Ok(fd) = ctx.tg.fs.open_full(full, libc::O_PATH, 0) else {
+        return refusal::PERMISSION;
+    };
+    match fstat_host(fd.as_raw_fd()) {
+        Ok(st) if matches!(st.st_mode & libc::S_IFMT, libc::S_IFCHR | libc::S_IFBLK) => {
+            refusal::DEVICE
+        }
+        _ => refusal::PERMISSION,
+    }
+}
+
+/// Open what the guest's own /proc answers for `full`.
+fn open_answer(
+    ctx: &Ctx<'_>,
+    a: procfs::Answer,
+    flags: i32,
+    full: String,
+) -> Result<(FileKind, Option<String>), Errno> {
+    match a {
+        procfs::Answer::Host => unreachable!("host paths are opened by the caller"),
+        procfs::Answer::File(content) => {
+            if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_CREAT != 0 {
+                ctx.run.refuse(refusal::VMM_PROC);
+                return err(libc::EACCES);
+            }
+            if flags & libc::O_DIRECTORY != 0 {
+                return err(libc::ENOTDIR);
+            }
+            Ok((FileKind::Virtual(memfd_with(&content)?), Some(full)))
+        }
+        procfs::Answer::Exe => Ok((
+            FileKind::Host(procfs::open_exe(ctx, flags)?),
+            Some(ctx.tg.exe_path.clone()),
+        )),
+        procfs::Answer::Fd(n) => {
+            let (fd, path) = procfs::reopen_fd(ctx, n, flags)?;
+            Ok((FileKind::Host(fd), path))
+        }
+        procfs::Answer::Dir(entries) => {
+            if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_CREAT != 0 {
+                return err(libc::EISDIR);
+            }
+            let dir = VirtualDir::new(procfs::empty_dir()?, entries);
+            Ok((FileKind::VirtualDir(dir), Some(full)))
+        }
+        procfs::Answer::Refused(e) => Err(e),
+    }
 }
 
 pub fn openat(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
@@ -444,8 +523,13 @@ fn open_for_stat(ctx: &Ctx<'_>, dirfd: i32, path: &[u8], flags: i32) -> Result<T
         return Ok(Target::Guest(f));
     }
     let full = full_path(ctx, dirfd, path)?;
-    if let Some(content) = procfs::file(ctx, &full) {
-        return Ok(Target::Fd(memfd_with(&content)?));
+    match procfs::answer(ctx, &full) {
+        procfs::Answer::Host => {}
+        procfs::Answer::File(content) => return Ok(Target::Fd(memfd_with(&content)?)),
+        procfs::Answer::Exe => return Ok(Target::Fd(procfs::open_exe(ctx, libc::O_RDONLY)?)),
+        procfs::Answer::Fd(n) => return Ok(Target::Guest(ctx.file(n)?)),
+        procfs::Answer::Dir(_) => return Ok(Target::Fd(procfs::empty_dir()?)),
+        procfs::Answer::Refused(e) => return Err(e),
     }
     if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
         // "name/" follows a final symlink even for lstat: only plain names act on the link.
@@ -538,8 +622,8 @@ pub fn readlinkat(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
         return err(libc::EINVAL);
     }
     let full = full_path(ctx, a.fd(0), &path)?;
-    let target: Vec<u8> = if let Some(procfs::Node::Link(t)) = procfs::lookup(ctx, &full) {
-        t
+    let target: Vec<u8> = if let Some(t) = procfs::readlink(ctx, &full) {
+        t?
     } else {
         let (parent, name) = parent_and_name(ctx, &full)?;
         let mut buf = vec![0u8; 4096];
@@ -620,8 +704,37 @@ pub fn renameat2(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     })
 }
 
+/// getdents64 of a generated directory: `struct linux_dirent64` records (ino, next offset,
+/// record length, type, NUL-terminated name, padded to 8 bytes) from the cursor on.
+fn virtual_getdents(ctx: &Ctx<'_>, d: &VirtualDir, addr: u64, len: u64) -> SysResult {
+    let mut out = Vec::new();
+    let mut pos = d.pos();
+    while let Some((name, kind)) = d.entries().get(*pos) {
+        let reclen = (19 + name.len() + 1).div_ceil(8) * 8;
+        if (out.len() + reclen) as u64 > len {
+            if out.is_empty() {
+                return err(libc::EINVAL);
+            }
+            break;
+        }
+        let start = out.len();
+        out.extend_from_slice(&(*pos as u64 + 1).to_le_bytes());
+        out.extend_from_slice(&(*pos as i64 + 1).to_le_bytes());
+        out.extend_from_slice(&(reclen as u16).to_le_bytes());
+        out.push(*kind);
+        out.extend_from_slice(name.as_bytes());
+        out.resize(start + reclen, 0);
+        *pos += 1;
+    }
+    ctx.write_user(addr, &out)?;
+    Ok(out.len() as u64)
+}
+
 pub fn getdents64(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     let f = ctx.file(a.fd(0))?;
+    if let FileKind::VirtualDir(d) = f.kind() {
+        return virtual_getdents(ctx, d, a.ptr(1), a.usize(2));
+    }
     let len = a.usize(2).min(MAX_RW);
     let p = ctx.user_ptr(a.ptr(1), len)?;
     // SAFETY: getdents64 writes at most len bytes into checked guest memory.
@@ -715,16 +828,79 @@ fn poll_common(ctx: &mut Ctx<'_>, addr: u64, nfds: u64, timeout_ms: i32) -> SysR
             });
         }
     }
+    // Signalfds: readable when a signal of their mask is pending (checked every 10 ms).
+    let sigfds: Vec<(usize, u64)> = {
+        let files = ctx.tg.files.lock().unwrap();
+        raw.chunks(8)
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let fd = i32::from_le_bytes(c[..4].try_into().unwrap());
+                match files.get(fd).ok()?.kind() {
+                    FileKind::SignalFd(s) => {
+                        Some((i, s.mask.load(std::sync::atomic::Ordering::Relaxed)))
+                    }
+                    _ => None,
+                }
+            })
+            .collect()
+    };
+    for (i, _) in &sigfds {
+        host[*i].fd = -1;
+    }
+    let sig_ready = |ctx: &Ctx<'_>| -> Vec<usize> {
+        let pending = ctx.tg.signals.pending_for(&ctx.task.sig);
+        sigfds
+            .iter()
+            .filter(|(_, m)| pending & m != 0)
+            .map(|(i, _)| *i)
+            .collect()
+    };
     let timeout = if invalid.is_empty() { timeout_ms } else { 0 };
-    // SAFETY: poll reads/writes our own pollfd vector of the given length.
-    let r = unsafe { libc::poll(host.as_mut_ptr(), host.len() as u64, timeout) };
-    if r < 0 {
-        return last_err();
+    let deadline = (timeout > 0)
+        .then(|| std::time::Instant::now() + std::time::Duration::from_millis(timeout as u64));
+    let mut sready;
+    loop {
+        sready = sig_ready(ctx);
+        let slice = if sigfds.is_empty() {
+            timeout
+        } else if !sready.is_empty() || timeout == 0 {
+            0
+        } else {
+            deadline.map_or(10, |d| {
+                (d.saturating_duration_since(std::time::Instant::now())
+                    .as_millis() as i32)
+                    .min(10)
+            })
+        };
+        // SAFETY: poll reads/writes our own pollfd vector of the given length.
+        let r = unsafe { libc::poll(host.as_mut_ptr(), host.len() as u64, slice) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                // Linux's poll answers EINTR whatever SA_RESTART says.
+                return err(crate::kernel::signals::ERESTARTNOHAND);
+            }
+            return Err(e.into());
+        }
+        let expired = deadline.is_some_and(|d| std::time::Instant::now() >= d);
+        if r > 0 || sigfds.is_empty() || !sready.is_empty() || timeout == 0 || expired {
+            if !sigfds.is_empty() {
+                sready = sig_ready(ctx);
+            }
+            break;
+        }
+        if ctx.run.ending() || ctx.tg.signals.deliverable(&ctx.task.sig) {
+            return err(crate::kernel::signals::ERESTARTNOHAND);
+        }
     }
     let mut ready = 0u64;
     for (i, p) in host.iter().enumerate() {
         let rev = if invalid.contains(&i) {
             libc::POLLNVAL
+        } else if sready.contains(&i) {
+            libc::POLLIN
+        } else if sigfds.iter().any(|(j, _)| *j == i) {
+            0
         } else {
             p.revents
         };
@@ -811,4 +987,299 @@ pub fn access(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
 /// faccessat has no flags argument (faccessat2 added it).
 pub fn faccessat(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     faccessat2(ctx, &Args::new([a.u64(0), a.ptr(1), a.u64(2), 0, 0, 0]))
+}
+
+// ---- file systems, metadata, links, locks, copies (issue 11) ----
+
+/// A host fd for what `dirfd` + `path` name, following a final symlink inside the root (or the
+/// descriptor itself for an empty path with AT_EMPTY_PATH), as an O_PATH fd or the guest's
+/// own description.
+fn target_following(ctx: &Ctx<'_>, dirfd: i32, path: &[u8], flags: i32) -> Result<Target, Errno> {
+    open_for_stat(ctx, dirfd, path, flags & !libc::AT_SYMLINK_NOFOLLOW)
+}
+
+impl Target {
+    fn raw(&self) -> i32 {
+        match self {
+            Target::Fd(f) => f.as_raw_fd(),
+            Target::Guest(f) => f.raw(),
+            Target::At(d, _) => d.as_raw_fd(),
+        }
+    }
+}
+
+/// The kernel's magic link for a host fd: acting through it acts on the object the fd names,
+/// never on a path outside the root.
+fn proc_fd_path(fd: i32) -> CString {
+    CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL in a number")
+}
+
+pub fn statfs(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let path = ctx.path(a.ptr(0))?;
+    let t = target_following(ctx, libc::AT_FDCWD, &path, 0)?;
+    let p = ctx.user_ptr(a.ptr(1), std::mem::size_of::<libc::statfs>() as u64)?;
+    // SAFETY: fstatfs writes one struct statfs into checked guest memory.
+    check(unsafe { libc::fstatfs(t.raw(), p.cast()) } as libc::c_long)
+}
+
+pub fn fstatfs(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let f = ctx.file(a.fd(0))?;
+    let p = ctx.user_ptr(a.ptr(1), std::mem::size_of::<libc::statfs>() as u64)?;
+    // SAFETY: fstatfs writes one struct statfs into checked guest memory.
+    check(unsafe { libc::fstatfs(f.raw(), p.cast()) } as libc::c_long)
+}
+
+/// A guest `loff_t *` argument as a host pointer (null stays null).
+fn offset_ptr(ctx: &Ctx<'_>, addr: u64) -> Result<*mut i64, Errno> {
+    if addr == 0 {
+        return Ok(std::ptr::null_mut());
+    }
+    Ok(ctx.user_ptr(addr, 8)?.cast())
+}
+
+pub fn sendfile(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let out = ctx.file(a.fd(0))?;
+    let inp = ctx.file(a.fd(1))?;
+    let off = offset_ptr(ctx, a.ptr(2))?;
+    // SAFETY: sendfile between two host fds we own; the offset, if any, is checked guest memory.
+    check(
+        unsafe { libc::sendfile(out.raw(), inp.raw(), off, a.usize(3).min(MAX_RW) as usize) }
+            as libc::c_long,
+    )
+}
+
+pub fn copy_file_range(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let inp = ctx.file(a.fd(0))?;
+    let out = ctx.file(a.fd(2))?;
+    let off_in = offset_ptr(ctx, a.ptr(1))?;
+    let off_out = offset_ptr(ctx, a.ptr(3))?;
+    // SAFETY: copy_file_range between host fds we own; offsets are checked guest memory.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_copy_file_range,
+            inp.raw(),
+            off_in,
+            out.raw(),
+            off_out,
+            a.usize(4).min(MAX_RW) as usize,
+            a.u32(5),
+        )
+    })
+}
+
+pub fn fadvise64(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let f = ctx.file(a.fd(0))?;
+    // SAFETY: fadvise64 on a host fd we own; advice only.
+    check(unsafe { libc::syscall(libc::SYS_fadvise64, f.raw(), a.i64(1), a.i64(2), a.i32(3)) })
+}
+
+pub fn fallocate(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let f = ctx.file(a.fd(0))?;
+    // SAFETY: fallocate on a host fd we own.
+    check(unsafe { libc::syscall(libc::SYS_fallocate, f.raw(), a.i32(1), a.i64(2), a.i64(3)) })
+}
+
+pub fn flock(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let f = ctx.file(a.fd(0))?;
+    // SAFETY: flock on a host fd we own.
+    check(unsafe { libc::flock(f.raw(), a.i32(1)) } as libc::c_long)
+}
+
+pub fn utimensat(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let flags = a.i32(3);
+    if flags & !(libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH) != 0 {
+        return err(libc::EINVAL);
+    }
+    let times = if a.ptr(2) == 0 {
+        std::ptr::null()
+    } else {
+        ctx.user_ptr(a.ptr(2), 32)?
+            .cast_const()
+            .cast::<libc::timespec>()
+    };
+    if a.ptr(1) == 0 {
+        // futimens: the descriptor itself.
+        let f = ctx.file(a.fd(0))?;
+        // The raw call: glibc's wrapper refuses a null path, the kernel takes it as futimens.
+        // SAFETY: utimensat with a null path acts on our host fd; `times` is checked memory.
+        return check(unsafe {
+            libc::syscall(
+                libc::SYS_utimensat,
+                f.raw(),
+                std::ptr::null::<libc::c_char>(),
+                times,
+                0,
+            )
+        });
+    }
+    let path = ctx.path(a.ptr(1))?;
+    let t = open_for_stat(ctx, a.fd(0), &path, flags)?;
+    let r = match &t {
+        // SAFETY: one name inside a directory we opened within the root, not followed.
+        Target::At(d, n) => unsafe {
+            libc::utimensat(d.as_raw_fd(), n.as_ptr(), times, libc::AT_SYMLINK_NOFOLLOW)
+        },
+        // SAFETY: the object an fd names, through its magic link (never a path outside).
+        _ => unsafe { libc::utimensat(libc::AT_FDCWD, proc_fd_path(t.raw()).as_ptr(), times, 0) },
+    };
+    check(r as libc::c_long)
+}
+
+pub fn fchmod(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let f = ctx.file(a.fd(0))?;
+    // SAFETY: fchmod on a host fd we own.
+    check(unsafe { libc::fchmod(f.raw(), a.u32(1) & 0o7777) } as libc::c_long)
+}
+
+fn chmod_at(ctx: &Ctx<'_>, dirfd: i32, path: u64, mode: u32) -> SysResult {
+    let path = ctx.path(path)?;
+    let t = target_following(ctx, dirfd, &path, 0)?;
+    let p = proc_fd_path(t.raw());
+    // SAFETY: chmod of the object an fd names, through its magic link.
+    check(unsafe { libc::fchmodat(libc::AT_FDCWD, p.as_ptr(), mode & 0o7777, 0) } as libc::c_long)
+}
+
+pub fn fchmodat(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    chmod_at(ctx, a.fd(0), a.ptr(1), a.u32(2))
+}
+
+pub fn chmod(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    chmod_at(ctx, libc::AT_FDCWD, a.ptr(0), a.u32(1))
+}
+
+pub fn fchown(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let f = ctx.file(a.fd(0))?;
+    // SAFETY: fchown on a host fd we own.
+    check(unsafe { libc::fchown(f.raw(), a.u32(1), a.u32(2)) } as libc::c_long)
+}
+
+fn chown_at(ctx: &Ctx<'_>, dirfd: i32, path: u64, uid: u32, gid: u32, flags: i32) -> SysResult {
+    if flags & !(libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH) != 0 {
+        return err(libc::EINVAL);
+    }
+    let path = ctx.path(path)?;
+    let t = open_for_stat(ctx, dirfd, &path, flags)?;
+    let r = match &t {
+        // SAFETY: one name inside a directory we opened within the root, not followed.
+        Target::At(d, n) => unsafe {
+            libc::fchownat(
+                d.as_raw_fd(),
+                n.as_ptr(),
+                uid,
+                gid,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        },
+        // SAFETY: the object an O_PATH fd (or the guest's description) names.
+        _ => unsafe { libc::fchownat(t.raw(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH) },
+    };
+    check(r as libc::c_long)
+}
+
+pub fn fchownat(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    chown_at(ctx, a.fd(0), a.ptr(1), a.u32(2), a.u32(3), a.i32(4))
+}
+
+pub fn chown(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    chown_at(ctx, libc::AT_FDCWD, a.ptr(0), a.u32(1), a.u32(2), 0)
+}
+
+pub fn lchown(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let nofollow = libc::AT_SYMLINK_NOFOLLOW;
+    chown_at(ctx, libc::AT_FDCWD, a.ptr(0), a.u32(1), a.u32(2), nofollow)
+}
+
+pub fn symlinkat(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let target = cstring(&ctx.path(a.ptr(0))?)?;
+    let link = ctx.path(a.ptr(2))?;
+    let full = full_path(ctx, a.fd(1), &link)?;
+    let Name { parent, name, .. } = name_of(ctx, &full)?;
+    if is_dot(&name) {
+        return err(libc::EEXIST);
+    }
+    // The target is stored as given: resolving it later stays inside the root like any path.
+    // SAFETY: symlinkat of one name inside a directory fd we opened within the root.
+    check(
+        unsafe { libc::symlinkat(target.as_ptr(), parent.as_raw_fd(), name.as_ptr()) }
+            as libc::c_long,
+    )
+}
+
+pub fn symlink(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    symlinkat(ctx, &Args::new([a.ptr(0), AT_FDCWD, a.ptr(1), 0, 0, 0]))
+}
+
+pub fn linkat(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let flags = a.i32(4);
+    if flags & !(libc::AT_SYMLINK_FOLLOW | libc::AT_EMPTY_PATH) != 0 {
+        return err(libc::EINVAL);
+    }
+    let old = ctx.path(a.ptr(1))?;
+    let new = ctx.path(a.ptr(3))?;
+    let new_full = full_path(ctx, a.fd(2), &new)?;
+    let Name {
+        parent: np,
+        name: nn,
+        ..
+    } = name_of(ctx, &new_full)?;
+    if is_dot(&nn) {
+        return err(libc::EEXIST);
+    }
+    if flags & libc::AT_SYMLINK_FOLLOW != 0 || old.is_empty() {
+        // Link what the old path resolves to (inside the root), through its magic link.
+        let t = open_for_stat(ctx, a.fd(0), &old, flags & libc::AT_EMPTY_PATH)?;
+        let p = proc_fd_path(t.raw());
+        // SAFETY: linkat from an fd's magic link to one name inside a directory we opened.
+        return check(unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                p.as_ptr(),
+                np.as_raw_fd(),
+                nn.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        } as libc::c_long);
+    }
+    let old_full = full_path(ctx, a.fd(0), &old)?;
+    let (op, on) = parent_and_name(ctx, &old_full)?;
+    // SAFETY: linkat of single names inside directory fds we opened within the root.
+    check(
+        unsafe { libc::linkat(op.as_raw_fd(), on.as_ptr(), np.as_raw_fd(), nn.as_ptr(), 0) }
+            as libc::c_long,
+    )
+}
+
+pub fn link(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    linkat(
+        ctx,
+        &Args::new([AT_FDCWD, a.ptr(0), AT_FDCWD, a.ptr(1), 0, 0]),
+    )
+}
+
+pub fn memfd_create(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let name = ctx.mem.read_cstr(a.ptr(0), 249)?;
+    let flags = a.u32(1);
+    // MFD_HUGETLB may carry a page size in bits 26..31.
+    let known = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | libc::MFD_HUGETLB | (0x3f << 26);
+    if flags & !known != 0 || (flags & (0x3f << 26) != 0 && flags & libc::MFD_HUGETLB == 0) {
+        return err(libc::EINVAL);
+    }
+    let c = cstring(&name)?;
+    // Huge-page memfds are ordinary ones here: the guest never maps them shared.
+    let host_flags = libc::MFD_CLOEXEC | (flags & libc::MFD_ALLOW_SEALING);
+    // SAFETY: memfd_create reads one C string; returns a new fd or -1.
+    let fd = unsafe { libc::memfd_create(c.as_ptr(), host_flags) };
+    if fd < 0 {
+        return last_err();
+    }
+    // SAFETY: a fresh fd from the kernel, owned by us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let file = OpenFile::new(FileKind::Host(fd), None);
+    let n = ctx
+        .tg
+        .files
+        .lock()
+        .unwrap()
+        .add(file, flags & libc::MFD_CLOEXEC != 0)?;
+    Ok(n as u64)
 }

@@ -53,6 +53,8 @@ pub fn futex(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     let cmd = op & !(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
     let realtime = op & FUTEX_CLOCK_REALTIME != 0;
     let futexes = &ctx.tg.futexes;
+    let (signals, me) = (&ctx.tg.signals, ctx.task.sig.clone());
+    let interrupted = move || signals.deliverable(&me);
     match cmd {
         FUTEX_WAIT => {
             let ts = read_timeout(ctx, timeout_or_val2)?;
@@ -60,6 +62,7 @@ pub fn futex(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
             futexes.wait(
                 ctx.mem,
                 ctx.run,
+                &interrupted,
                 &mut ctx.task.counters,
                 addr,
                 val,
@@ -78,6 +81,7 @@ pub fn futex(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
             futexes.wait(
                 ctx.mem,
                 ctx.run,
+                &interrupted,
                 &mut ctx.task.counters,
                 addr,
                 val,

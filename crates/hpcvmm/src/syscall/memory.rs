@@ -38,6 +38,34 @@ fn zero(ctx: &Ctx<'_>, ranges: &[(u64, u64)]) -> Result<(), crate::kernel::Errno
     Ok(())
 }
 
+/// Linux's checks of a file mapping's descriptor: a regular file or device (not a pipe,
+/// socket or directory: ENODEV), opened for reading (EACCES), and for writing too if the
+/// mapping is shared and writable; writable shared mappings are ENODEV here (copies only).
+fn check_mappable(host_fd: i32, shared: bool, prot: i32) -> Result<(), crate::kernel::Errno> {
+    // SAFETY: stat is plain data; fstat writes one for a host fd we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(host_fd, &mut st) } < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG | libc::S_IFBLK | libc::S_IFCHR => {}
+        _ => return err(libc::ENODEV),
+    }
+    // SAFETY: F_GETFL on a host fd we own.
+    let acc = unsafe { libc::fcntl(host_fd, libc::F_GETFL) } & libc::O_ACCMODE;
+    if acc == libc::O_WRONLY {
+        return err(libc::EACCES);
+    }
+    if shared && prot & libc::PROT_WRITE != 0 {
+        if acc != libc::O_RDWR {
+            return err(libc::EACCES);
+        }
+        return err(libc::ENODEV);
+    }
+    Ok(())
+}
+
 pub fn brk(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     let mut mm = ctx.tg.mm.lock().unwrap();
     if a.ptr(0) == 0 {
@@ -66,14 +94,14 @@ pub fn mmap(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     if !anon && off % 4096 != 0 {
         return err(libc::EINVAL);
     }
-    // File mappings are copies: fine for MAP_PRIVATE and read-only MAP_SHARED.
+    // File mappings are copies: fine for MAP_PRIVATE and read-only MAP_SHARED. MAP_DENYWRITE
+    // and MAP_EXECUTABLE are ignored, as Linux ignores them.
     let file = if anon {
         None
     } else {
-        if shared && prot & libc::PROT_WRITE != 0 {
-            return err(libc::ENODEV);
-        }
-        Some(ctx.file(fd)?)
+        let f = ctx.file(fd)?;
+        check_mappable(f.raw(), shared, prot)?;
+        Some(f)
     };
     let fixed = flags & (libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE) != 0;
     let noreplace = flags & libc::MAP_FIXED_NOREPLACE != 0;
@@ -219,5 +247,22 @@ pub fn madvise(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
 
 /// Calls that need no work: all guest memory is already resident and locked.
 pub fn accept(_ctx: &mut Ctx<'_>, _a: &Args) -> SysResult {
+    Ok(0)
+}
+
+/// All guest memory is resident (preallocated and locked): every mapped page is in core.
+pub fn mincore(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let (addr, len, vec) = (a.ptr(0), a.usize(1), a.ptr(2));
+    if addr % 4096 != 0 {
+        return err(libc::EINVAL);
+    }
+    let len = user_len(addr, len).map_err(|_| crate::kernel::Errno(libc::ENOMEM))?;
+    if len == 0 {
+        return Ok(0);
+    }
+    if !ctx.tg.mm.lock().unwrap().is_mapped(addr, len) {
+        return err(libc::ENOMEM);
+    }
+    ctx.write_user(vec, &vec![1u8; (len / 4096) as usize])?;
     Ok(0)
 }

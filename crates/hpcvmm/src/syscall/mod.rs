@@ -4,9 +4,10 @@
 //! [`SysOutcome`]: most return a value for RAX, some end the thread or the thread group,
 //! deliver a signal or ask for a new thread. The vCPU loop owns what happens next.
 //!
-//! Handlers are grouped by area: [`files`], [`memory`], [`time`], [`threads`] and [`futex`],
+//! Handlers are grouped by area: [`files`], [`events`] (eventfd, epoll, select), [`memory`], [`time`], [`threads`] and [`futex`],
 //! [`signals`], [`system`] (identity, limits, uname), [`sockets`] (none yet), [`procfs`].
 
+pub mod events;
 pub mod files;
 pub mod futex;
 pub mod memory;
@@ -34,8 +35,13 @@ pub enum SysOutcome {
     ExitThread,
     /// The whole thread group exits with this status (exit_group, or the last thread's exit).
     ExitGroup(i32),
-    /// A signal whose action (today always the default, terminating one) ends the group.
+    /// A signal this thread sent itself whose default action ends the group (abort(),
+    /// raise(SIGTERM) without a handler).
     Deliver(i32),
+    /// rt_sigreturn: resume with these registers, FPU state and (already applied) mask.
+    Sigreturn(Box<crate::kernel::signals::frame::Restored>),
+    /// rt_sigreturn found a bad frame: SIGSEGV, as Linux forces it.
+    ForceSigsegv,
     /// Start a thread (clone): the vCPU layer creates its vCPU and host thread.
     Clone(Box<threads::NewThread>),
 }
@@ -205,8 +211,22 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// Calls that act on another process by pid (the table answers them ENOSYS); counted as
+/// refusals of kind `host_process`.
+const HOST_PROCESS_CALLS: [i64; 5] = [
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_kcmp,
+    libc::SYS_pidfd_getfd,
+];
+
 /// Serve system call `nr` with `args`.
 pub fn dispatch(ctx: &mut Ctx<'_>, nr: u64, args: &Args) -> SysOutcome {
+    if HOST_PROCESS_CALLS.contains(&(nr as i64)) {
+        // Never passed on: the guest has no other process to act on, least of all the VMM.
+        ctx.run.refuse(crate::kernel::run::refusal::HOST_PROCESS);
+    }
     let r = match table::lookup(nr) {
         Some(e) => match e.handler {
             table::Handler::Value(f) => f(ctx, args).map(SysOutcome::Return),

@@ -162,3 +162,99 @@ pub fn arch_prctl(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
 pub fn rseq(_ctx: &mut Ctx<'_>, _a: &Args) -> SysResult {
     err(libc::ENOSYS)
 }
+
+/// PER_LINUX with the flags that change nothing here (no address randomization exists to
+/// turn off; READ_IMPLIES_EXEC: memory is executable anyway).
+const PERSONA_FLAGS_OK: u32 = 0x0040000 /* ADDR_NO_RANDOMIZE */
+    | 0x0400000 /* READ_IMPLIES_EXEC */
+    | 0x0200000 /* ADDR_COMPAT_LAYOUT */;
+
+pub fn personality(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let want = a.u32(0);
+    let old = ctx
+        .tg
+        .personality
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if want == 0xffff_ffff {
+        return Ok(u64::from(old));
+    }
+    if want & 0xff != 0 || want & !0xff & !PERSONA_FLAGS_OK != 0 {
+        // Other execution domains (PER_LINUX32, PER_BSD...) and address-space limits do not
+        // exist in the HPC VMM.
+        return err(libc::EINVAL);
+    }
+    ctx.tg
+        .personality
+        .store(want, std::sync::atomic::Ordering::Relaxed);
+    Ok(u64::from(old))
+}
+
+pub fn prctl(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    match a.i32(0) {
+        libc::PR_SET_NAME => {
+            let name = ctx.mem.read_cstr(a.ptr(1), 4096)?;
+            let mut comm = [0u8; 16];
+            let n = name.len().min(15);
+            comm[..n].copy_from_slice(&name[..n]);
+            ctx.task.comm = comm;
+            Ok(0)
+        }
+        libc::PR_GET_NAME => {
+            ctx.write_user(a.ptr(1), &ctx.task.comm)?;
+            Ok(0)
+        }
+        libc::PR_SET_PDEATHSIG => {
+            let sig = a.u64(1);
+            if sig > 64 {
+                return err(libc::EINVAL);
+            }
+            // The parent is the VMM, which outlives the guest: the signal never comes.
+            ctx.task.pdeathsig = sig as i32;
+            Ok(0)
+        }
+        libc::PR_GET_PDEATHSIG => {
+            ctx.put(a.ptr(1), &ctx.task.pdeathsig)?;
+            Ok(0)
+        }
+        libc::PR_GET_DUMPABLE => Ok(1),
+        libc::PR_SET_DUMPABLE => match a.u64(1) {
+            0 | 1 => Ok(0),
+            _ => err(libc::EINVAL),
+        },
+        // The VMM runs the guest with no_new_privs set.
+        libc::PR_GET_NO_NEW_PRIVS => Ok(1),
+        libc::PR_SET_NO_NEW_PRIVS if a.u64(1) == 1 => Ok(0),
+        libc::PR_GET_TIMERSLACK => Ok(50_000),
+        libc::PR_SET_TIMERSLACK => Ok(0),
+        // No capabilities in the bounding set of a guest.
+        libc::PR_CAPBSET_READ if a.u64(1) <= 63 => Ok(0),
+        libc::PR_GET_SECUREBITS => Ok(0),
+        libc::PR_GET_THP_DISABLE => Ok(0),
+        _ => err(libc::EINVAL),
+    }
+}
+
+/// The supplementary groups of the process serving the guest (the job's user's, after the
+/// jail's privilege drop), as the guest's own.
+pub fn getgroups(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    let size = a.i32(0);
+    if size < 0 {
+        return err(libc::EINVAL);
+    }
+    let mut groups = vec![0 as libc::gid_t; 65536];
+    // SAFETY: getgroups writes at most groups.len() ids into our vector.
+    let n = unsafe { libc::getgroups(groups.len() as i32, groups.as_mut_ptr()) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    groups.truncate(n as usize);
+    if size == 0 {
+        return Ok(groups.len() as u64);
+    }
+    if (size as usize) < groups.len() {
+        return err(libc::EINVAL);
+    }
+    let bytes: Vec<u8> = groups.iter().flat_map(|g| g.to_le_bytes()).collect();
+    ctx.write_user(a.ptr(1), &bytes)?;
+    Ok(groups.len() as u64)
+}

@@ -292,3 +292,48 @@ pub fn getcpu(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     }
     Ok(0)
 }
+
+/// A pid argument of the sched_* queries: 0 or a live thread of the guest.
+fn sched_target(ctx: &Ctx<'_>, pid: i32) -> Result<(), crate::kernel::Errno> {
+    if pid < 0 {
+        return err(libc::EINVAL);
+    }
+    // Thread ids are handed out in order from the pid: one created so far may be asked about.
+    let created = ctx.tg.threads.lock().unwrap().totals().0;
+    let pid0 = ctx.tg.pid();
+    if pid == 0 || pid == ctx.task.tid || (pid >= pid0 && i64::from(pid - pid0) < created as i64) {
+        return Ok(());
+    }
+    err(libc::ESRCH)
+}
+
+/// Every guest thread runs SCHED_OTHER, priority 0 (it owns its core).
+pub fn sched_getparam(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    sched_target(ctx, a.i32(0))?;
+    if a.ptr(1) == 0 {
+        return err(libc::EINVAL);
+    }
+    ctx.put(a.ptr(1), &0i32)?;
+    Ok(0)
+}
+
+pub fn sched_getscheduler(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    sched_target(ctx, a.i32(0))?;
+    Ok(libc::SCHED_OTHER as u64)
+}
+
+pub fn sched_get_priority_max(_ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    match a.i32(0) {
+        libc::SCHED_FIFO | libc::SCHED_RR => Ok(99),
+        libc::SCHED_OTHER | libc::SCHED_BATCH | libc::SCHED_IDLE => Ok(0),
+        _ => err(libc::EINVAL),
+    }
+}
+
+pub fn sched_get_priority_min(_ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
+    match a.i32(0) {
+        libc::SCHED_FIFO | libc::SCHED_RR => Ok(1),
+        libc::SCHED_OTHER | libc::SCHED_BATCH | libc::SCHED_IDLE => Ok(0),
+        _ => err(libc::EINVAL),
+    }
+}
