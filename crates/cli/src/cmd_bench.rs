@@ -102,6 +102,14 @@ pub struct VmmArgs {
     /// Write the report as JSON here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Instead: launch time vs memory size (64 MiB doubling up to --max-memory) for a warm
+    /// zone, cold hugetlb and lazy memory, and zeroing throughput vs memset (needs root: it
+    /// creates and releases a one-core zone).
+    #[arg(long)]
+    pub launch_curve: bool,
+    /// Largest size of the launch curve.
+    #[arg(long, default_value = "4G", value_parser = dualstack_topology::parse_size)]
+    pub max_memory: u64,
     /// Only the jail's cost: launch and system call cost with the jail vs --no-jail.
     #[arg(long)]
     pub jail_only: bool,
@@ -144,6 +152,7 @@ fn mpi(a: MpiArgs) -> anyhow::Result<i32> {
 
 pub fn run(cmd: BenchCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
     match cmd {
+        BenchCmd::Vmm(a) if a.launch_curve => launch_curve(a, _global),
         BenchCmd::Vmm(a) => vmm(a),
         BenchCmd::Mpi(a) => mpi(a),
         BenchCmd::Isolation(a) => isolation(a, _global),
@@ -219,6 +228,30 @@ fn vmm(a: VmmArgs) -> anyhow::Result<i32> {
     let report = dualstack_eval::vmm_bench::run(&opts, &mut |line| eprintln!("bench: {line}"))?;
     let _ = std::fs::remove_dir_all(&opts.scratch);
     print!("{}", dualstack_eval::vmm_bench::render(&report));
+    if let Some(p) = a.json {
+        std::fs::write(&p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(0)
+}
+
+fn launch_curve(a: VmmArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
+    let mut sizes = vec![];
+    let mut s: u64 = 64 << 20;
+    while s <= a.max_memory {
+        sizes.push(s);
+        s *= 2;
+    }
+    if sizes.is_empty() {
+        anyhow::bail!("--max-memory must be at least 64M");
+    }
+    let opts = dualstack_eval::launch_curve::CurveOptions {
+        paths: crate::cmd_zone::paths(global)?,
+        sizes,
+        reps: if a.quick { 3 } else { a.reps.max(1) },
+    };
+    let report = dualstack_eval::launch_curve::run(&opts, &mut |line| eprintln!("bench: {line}"))?;
+    print!("{}", dualstack_eval::launch_curve::render(&report));
     if let Some(p) = a.json {
         std::fs::write(&p, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", p.display()))?;

@@ -26,6 +26,14 @@ pub enum ZoneCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show a zone's warm memory: its files, the extents jobs hold or that are being zeroed,
+    /// and the zeroing throughput measured so far.
+    Memory {
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Release a zone: undo every step in reverse, restoring the previous values.
     Release {
         name: String,
@@ -158,12 +166,26 @@ fn print_zone(z: &Zone) {
         "  numa node   {} (cores on {:?})",
         z.numa_node, z.numa_nodes
     );
-    println!(
-        "  memory      {} = {} x {} KiB huge pages",
-        mib(z.memory_bytes),
-        z.hugepages,
-        z.hugepage_kib
-    );
+    match &z.memory {
+        Some(m) => {
+            let parts: Vec<String> = m
+                .segments
+                .iter()
+                .map(|s| format!("{} x {} KiB", s.size / (s.page_kib * 1024), s.page_kib))
+                .collect();
+            println!(
+                "  memory      {} warm (populated, zeroed between jobs): {} huge pages",
+                mib(z.memory_bytes),
+                parts.join(" + ")
+            );
+        }
+        None => println!(
+            "  memory      {} = {} x {} KiB huge pages (reserved; each job populates its own)",
+            mib(z.memory_bytes),
+            z.hugepages,
+            z.hugepage_kib
+        ),
+    }
     println!("  cgroup      {}", z.cgroup_dir.display());
     println!(
         "  host tasks  {:?}, irqs {}, workqueue {}, offline memory {}",
@@ -254,6 +276,9 @@ pub fn run(cmd: ZoneCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
                 offline_memory: a.offline_memory,
             };
             let node = dualstack_zones::load_node(&paths)?;
+            if !a.json {
+                dualstack_zones::memory::set_progress(progress);
+            }
             let report = dualstack_zones::create(&paths, &node, &a.name, &req, &opts)?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -275,6 +300,54 @@ pub fn run(cmd: ZoneCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
                 print_zone(&z);
             }
         }
+        ZoneCmd::Memory { name, json } => {
+            let z = dualstack_zones::get(&paths, &name)?;
+            let extents = dualstack_zones::memory::extents(&paths, &name)?;
+            let log = dualstack_zones::memory::zeroing_log(&paths, &name)?;
+            if json {
+                let log: Vec<_> = log
+                    .iter()
+                    .map(|(b, s)| serde_json::json!({"bytes": b, "seconds": s}))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "zone": name,
+                        "memory": z.memory,
+                        "extents": extents,
+                        "zeroing": log,
+                    }))?
+                );
+            } else {
+                print_zone(&z);
+                if extents.is_empty() {
+                    println!("  all memory free and zeroed");
+                }
+                for e in &extents {
+                    println!(
+                        "  extent {:>8} MiB at {:>8} MiB: {}{}, owner {} ({})",
+                        e.len >> 20,
+                        e.start >> 20,
+                        e.state,
+                        if e.state == "dirty" {
+                            format!(" (zeroed {} MiB)", e.clean_to.saturating_sub(e.start) >> 20)
+                        } else {
+                            String::new()
+                        },
+                        e.owner.as_deref().unwrap_or("none"),
+                        if e.owner_alive { "alive" } else { "gone" }
+                    );
+                }
+                if let Some((b, s)) = log.first() {
+                    println!(
+                        "  last zeroing pass: {} MiB in {:.3} s ({:.2} GB/s)",
+                        b >> 20,
+                        s,
+                        *b as f64 / s.max(1e-9) / 1e9
+                    );
+                }
+            }
+        }
         ZoneCmd::Release { name, json } => {
             let report = dualstack_zones::release(&paths, &name)?;
             if json {
@@ -292,6 +365,23 @@ pub fn run(cmd: ZoneCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// The populate progress line of `zone create` (zones of 1 GiB or more).
+fn progress(path: &std::path::Path, done: u64, total: u64) {
+    use std::io::Write;
+    let mut err = std::io::stderr();
+    let _ = write!(
+        err,
+        "\rpopulating {}: {} / {} MiB",
+        path.display(),
+        done >> 20,
+        total >> 20
+    );
+    if done >= total {
+        let _ = writeln!(err);
+    }
+    let _ = err.flush();
+}
+
 /// Recovery at the start of read-only commands; problems are reported, not fatal.
 fn recover_quietly(paths: &HostPaths) {
     match dualstack_zones::recover(paths) {
@@ -306,7 +396,8 @@ fn recover_quietly(paths: &HostPaths) {
 
 pub fn recover(args: RecoverArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     let paths = paths(global)?;
-    let report = dualstack_zones::recover(&paths)?;
+    let mut report = dualstack_zones::recover(&paths)?;
+    dualstack_zones::finish_zeroing(&paths, &mut report)?;
     // Then what runs took for their lifetime only (huge pages, transient zones) and whose
     // process is gone.
     let leases = dualstack_jobs::lease::recover(&paths)?;
@@ -334,6 +425,9 @@ pub fn recover(args: RecoverArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     }
     for p in &report.removed_orphans {
         println!("removed orphan cgroup {}", p.display());
+    }
+    for z in &report.zeroed {
+        println!("zeroed warm memory a killed job or zeroer left dirty: {z}");
     }
     if report.layout_removed {
         println!("no zone and no commodity process left: instance cgroups removed");

@@ -96,8 +96,8 @@ pub fn recover_at_start(global: &GlobalOpts) {
     }
     match report {
         Ok(r) if !r.is_clean() => eprintln!(
-            "dualstack: recovered from an interrupted operation: rolled back {:?}, finished releasing {:?}, dropped stale {:?}, removed {:?}",
-            r.rolled_back, r.finished_release, r.dropped_stale, r.removed_orphans
+            "dualstack: recovered from an interrupted operation: rolled back {:?}, finished releasing {:?}, dropped stale {:?}, removed {:?}, zeroed memory left dirty {:?}",
+            r.rolled_back, r.finished_release, r.dropped_stale, r.removed_orphans, r.zeroed
         ),
         Ok(r) => {
             for w in r.warnings {

@@ -4,6 +4,7 @@
 pub mod guests;
 pub mod hugepages;
 pub mod isolation;
+pub mod launch_curve;
 pub mod mpi_bench;
 pub mod native;
 pub mod slurm_bench;

@@ -36,7 +36,7 @@ pub mod vdso;
 mod vm;
 
 pub use layout::GuestPageSize;
-pub use memory::{Backing, HugePageSize};
+pub use memory::{Backing, HugePageSize, MemorySource, WarmMemory, WarmPart};
 pub use stats::{ExitReport, FaultReport, RunStats};
 pub use vm::{run, run_with, RunConfig, RunHooks, ThreadStartHook, VmmError};
 

@@ -7,12 +7,16 @@
 //!   SIGBUS halfway through.
 //! - `Lazy`: anonymous 4 KiB pages faulted in on first touch, what a commodity VMM does. Kept
 //!   for comparison.
+//! - Warm zone memory ([`WarmMemory`]): pieces of hugetlbfs files a zone populated when it was
+//!   made (and zeroed between jobs), mapped shared at fixed, page-aligned addresses one after
+//!   the other. Nothing is allocated, zeroed or populated here: a job only maps pages.
 //!
 //! Every access the VMM makes on behalf of the guest goes through the bounds-checked accessors
 //! here; a pointer or length outside guest memory is an [`Efault`].
 
 use std::fmt;
-use std::path::Path;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use vm_memory::{Bytes, GuestRegionMmap, MemoryRegionAddress, MmapRegion};
@@ -80,6 +84,56 @@ impl Backing {
     }
 }
 
+/// One piece of a zone's memory file, mapped at the next guest physical address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmPart {
+    pub path: PathBuf,
+    /// Offset in the file (a multiple of the page size).
+    pub offset: u64,
+    /// Bytes (a multiple of the page size).
+    pub len: u64,
+    pub page_size: HugePageSize,
+}
+
+/// Guest memory a zone already holds, populated and zeroed: the pieces in guest address order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmMemory {
+    pub parts: Vec<WarmPart>,
+}
+
+impl WarmMemory {
+    pub fn size(&self) -> u64 {
+        self.parts.iter().map(|p| p.len).sum()
+    }
+    /// The smallest page size of the pieces (what the guest's page tables can use).
+    pub fn page_size(&self) -> HugePageSize {
+        if self
+            .parts
+            .iter()
+            .all(|p| p.page_size == HugePageSize::Size1G)
+        {
+            HugePageSize::Size1G
+        } else {
+            HugePageSize::Size2M
+        }
+    }
+}
+
+/// How a run's guest memory was obtained.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemorySource {
+    /// Mapped from a zone's populated, pre-zeroed memory: no allocation, no zeroing.
+    WarmZone,
+    /// Huge pages allocated, zeroed and populated for this run.
+    #[default]
+    ColdHugetlb,
+    /// Anonymous pages faulted on demand.
+    Lazy,
+}
+
 /// A guest pointer or length that does not lie inside guest memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("guest range {addr:#x}+{len:#x} is outside guest memory")]
@@ -134,6 +188,15 @@ pub enum MemoryError {
     /// The size is unusable.
     #[error("guest memory size {0} bytes is invalid: {1}")]
     BadSize(u64, &'static str),
+    /// A zone memory file could not be mapped.
+    #[error("cannot map zone memory {path} (offset {offset:#x}, {len} bytes)")]
+    Warm {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Guest physical memory: one region at GPA 0.
@@ -146,10 +209,23 @@ pub struct GuestMemory {
     region: GuestRegionMmap,
     size: u64,
     backing: Backing,
+    source: MemorySource,
     user_lo: u64,
     user_hi: u64,
     /// The window for memory shared with other VMs (issue 12), if the guest has one.
     shared: Option<crate::shmem::SharedWindow>,
+    /// The mapping this value made itself (warm memory), unmapped on drop.
+    owned_map: Option<(usize, usize)>,
+}
+
+impl Drop for GuestMemory {
+    fn drop(&mut self) {
+        if let Some((addr, len)) = self.owned_map {
+            // SAFETY: unmapping exactly the range `from_warm` mapped; the region only borrows it
+            // (it was built with `build_raw`) and is not used after this.
+            unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+        }
+    }
 }
 
 impl fmt::Debug for GuestMemory {
@@ -292,10 +368,153 @@ impl GuestMemory {
             region,
             size,
             backing,
+            source: match backing {
+                Backing::Lazy => MemorySource::Lazy,
+                Backing::Hugetlb { .. } => MemorySource::ColdHugetlb,
+            },
             user_lo: 0,
             user_hi: size,
             shared: None,
+            owned_map: None,
         })
+    }
+
+    /// Map a zone's warm memory: each piece shared, at fixed addresses aligned to its page
+    /// size, one after the other from guest address 0. Nothing is populated or zeroed (the zone
+    /// did both); the pages are the zone's, so nothing needs locking either.
+    pub fn from_warm(warm: &WarmMemory, numa_node: Option<u32>) -> Result<Self, MemoryError> {
+        let size = warm.size();
+        if size == 0 || warm.parts.iter().any(|p| p.len % p.page_size.bytes() != 0) {
+            return Err(MemoryError::BadSize(
+                size,
+                "zone memory pieces must be whole pages",
+            ));
+        }
+        let align = warm
+            .parts
+            .iter()
+            .map(|p| p.page_size.bytes())
+            .max()
+            .unwrap_or(2 << 20);
+        // Reserve address space with room to align, then map every piece over it.
+        let reserve = size + align;
+        // SAFETY: a new inaccessible anonymous mapping; it touches no existing memory.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                reserve as usize,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(MemoryError::Map {
+                size,
+                backing: "address space for zone memory".into(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        let raw = raw as usize;
+        let base = raw.div_ceil(align as usize) * align as usize;
+        // SAFETY: giving back the unaligned head and the tail of our own reservation.
+        unsafe {
+            if base > raw {
+                libc::munmap(raw as *mut libc::c_void, base - raw);
+            }
+            let end = base + size as usize;
+            let rend = raw + reserve as usize;
+            if rend > end {
+                libc::munmap(end as *mut libc::c_void, rend - end);
+            }
+        }
+        let unmap_all = || {
+            // SAFETY: unmapping the aligned reservation this function owns.
+            unsafe { libc::munmap(base as *mut libc::c_void, size as usize) };
+        };
+        let mut at = base;
+        for p in &warm.parts {
+            let err = |source| MemoryError::Warm {
+                path: p.path.clone(),
+                offset: p.offset,
+                len: p.len,
+                source,
+            };
+            let file = match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&p.path)
+            {
+                Ok(f) => f,
+                Err(e) => {
+                    unmap_all();
+                    return Err(err(e));
+                }
+            };
+            // SAFETY: MAP_FIXED over part of the reservation made above (which nothing else
+            // uses); the file is a hugetlbfs file whose pages the zone holds.
+            let r = unsafe {
+                libc::mmap(
+                    at as *mut libc::c_void,
+                    p.len as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_FIXED,
+                    file.as_raw_fd(),
+                    p.offset as libc::off_t,
+                )
+            };
+            if r == libc::MAP_FAILED {
+                let e = std::io::Error::last_os_error();
+                unmap_all();
+                return Err(err(e));
+            }
+            at += p.len as usize;
+        }
+        if let Some(node) = numa_node {
+            // The pages already live on the zone's node; the policy only matters if one is
+            // ever replaced. A refusal is harmless.
+            let _ = crate::sys::mbind_node(base as *mut u8, size as usize, node);
+        }
+        // SAFETY: [base, base+size) is the mapping made above, kept until `self` drops.
+        let region = unsafe {
+            MmapRegion::build_raw(
+                base as *mut u8,
+                size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+            )
+        }
+        .map_err(|e| {
+            unmap_all();
+            MemoryError::Map {
+                size,
+                backing: "zone memory".into(),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })?;
+        let region = GuestRegionMmap::new(region, vm_memory::GuestAddress(0)).ok_or_else(|| {
+            unmap_all();
+            MemoryError::BadSize(size, "guest region does not fit the address space")
+        })?;
+        Ok(GuestMemory {
+            region,
+            size,
+            backing: Backing::Hugetlb {
+                page_size: warm.page_size(),
+                numa_node,
+            },
+            source: MemorySource::WarmZone,
+            user_lo: 0,
+            user_hi: size,
+            owned_map: Some((base, size as usize)),
+            shared: None,
+        })
+    }
+
+    /// How this memory was obtained.
+    pub fn source(&self) -> MemorySource {
+        self.source
     }
 
     pub fn size(&self) -> u64 {

@@ -156,6 +156,16 @@ pub struct MemoryStats {
     pub guest_page_size: crate::layout::GuestPageSize,
     /// Time to map, populate and lock guest memory.
     pub setup_s: f64,
+    /// How the memory was obtained: `warm_zone` (mapped from a zone's populated, pre-zeroed
+    /// memory), `cold_hugetlb` (allocated and zeroed for this run) or `lazy`.
+    #[serde(default)]
+    pub source: crate::memory::MemorySource,
+    /// Time the job waited before launch for zone pages still being zeroed after an earlier
+    /// job (0 when the pages were clean), and how many bytes it waited for.
+    #[serde(default)]
+    pub zero_wait_s: f64,
+    #[serde(default)]
+    pub zero_wait_bytes: u64,
     /// Most memory the guest had mapped at once.
     pub peak_mapped_bytes: u64,
 }

@@ -28,7 +28,7 @@ use crate::kernel::run::{FpuLayout, Run};
 use crate::kernel::task::Task;
 use crate::kernel::Kernel;
 use crate::layout::{self, GuestPageSize, Paging, USER_START};
-use crate::memory::{Backing, GuestMemory, HugePageSize, MemoryError};
+use crate::memory::{Backing, GuestMemory, HugePageSize, MemoryError, WarmMemory};
 use crate::stack::{self, StackSpec};
 use crate::stats::{ExitReport, KvmStatsFile, MemoryStats, RunStats};
 use crate::vcpu::{self, CpuFeatures, Finished, Machine, MachineParts, VcpuError};
@@ -90,6 +90,10 @@ pub struct RunConfig {
     /// ranks of one job must not all be pid 1000.
     #[serde(default)]
     pub host_pid: bool,
+    /// Map this zone memory instead of allocating any (`memory` must equal its size; `backing`
+    /// gives the NUMA node and the guest's default page size).
+    #[serde(default)]
+    pub warm_memory: Option<WarmMemory>,
     /// Who the guest is (its uid, gid and groups, as getuid and /proc/self/status tell it):
     /// the jail's identity. `None`: the VMM process's own ids.
     #[serde(default)]
@@ -120,6 +124,7 @@ impl RunConfig {
             stderr: None,
             inherit_fds: Vec::new(),
             host_pid: false,
+            warm_memory: None,
             identity: None,
         }
     }
@@ -456,6 +461,15 @@ fn validate(cfg: &RunConfig) -> Result<Validated, VmmError> {
         .import_inherited(&cfg.inherit_fds)
         .map_err(|e| VmmError::Config(e.to_string()))?;
     let memory = v_memory(cfg);
+    if let Some(w) = &cfg.warm_memory {
+        if w.size() != memory {
+            return Err(VmmError::Config(format!(
+                "zone memory of {} MiB given for a guest of {} MiB",
+                w.size() >> 20,
+                memory >> 20
+            )));
+        }
+    }
     // 16 MiB: the stack (with its guard below it) and room under it for a small program.
     if memory < (8 << 20) + MAIN_STACK {
         return Err(VmmError::Config(format!(
@@ -558,7 +572,16 @@ struct BuiltMemory {
 /// memory slot.
 fn build_memory(cfg: &RunConfig, size: u64, vm: &VmFd) -> Result<BuiltMemory, VmmError> {
     let t_mem = Instant::now();
-    let mut mem = GuestMemory::new(size, cfg.backing)?;
+    let mut mem = match &cfg.warm_memory {
+        Some(w) => GuestMemory::from_warm(
+            w,
+            match cfg.backing {
+                Backing::Hugetlb { numa_node, .. } => numa_node,
+                Backing::Lazy => None,
+            },
+        )?,
+        None => GuestMemory::new(size, cfg.backing)?,
+    };
     let setup = t_mem.elapsed();
     let page_size = cfg
         .guest_page_size
@@ -1006,6 +1029,9 @@ fn collect_stats(
                 .guest_page_size
                 .unwrap_or_else(|| default_page_size(cfg.backing)),
             setup_s: timing.mem_setup.as_secs_f64(),
+            source: m.mem.source(),
+            zero_wait_s: 0.0,
+            zero_wait_bytes: 0,
             peak_mapped_bytes: tg.mm.lock().unwrap().peak_bytes(),
         },
         cpus: cfg.cpus.clone(),

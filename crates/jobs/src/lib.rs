@@ -14,7 +14,10 @@
 //!    refuses an unknown user, a non-root caller asking for another identity, or `--no-jail`
 //!    from a non-root caller, before any VM exists.
 //! 2. [`PreparedJob::run`]`(self) -> Result<JobResult, JobError>` re-reads the zone (it must be
-//!    the same, still active), moves the calling process into the zone's cgroup, runs the VMM
+//!    the same, still active), claims a disjoint extent of the zone's warm memory when it has
+//!    one (waiting for pages still being zeroed after an earlier job; the VMM then only maps
+//!    it, and the extent goes to a background zeroer when the job ends, see
+//!    [`dualstack_zones::memory`]), moves the calling process into the zone's cgroup, runs the VMM
 //!    (by default in a forked child that drops to the job's user, with no capability, Landlock
 //!    and seccomp, while this process stays privileged and only waits: see
 //!    [`dualstack_hpcvmm::jail`]),
@@ -45,7 +48,9 @@ use std::time::{Duration, Instant};
 
 use dualstack_hpcvmm::jail::run::run_jailed;
 use dualstack_hpcvmm::jail::{Caller, Jail, SuperviseOptions, UserSpec};
-use dualstack_hpcvmm::{Backing, HugePageSize, RunConfig, RunStats, VmmError};
+use dualstack_hpcvmm::{
+    Backing, HugePageSize, RunConfig, RunStats, VmmError, WarmMemory, WarmPart,
+};
 use dualstack_topology::{CpuList, CpuRequest, ZoneRequest, HUGEPAGE_1G_KIB, HUGEPAGE_2M_KIB};
 use dualstack_zones::{HostPaths, Zone, ZoneError, ZoneOptions, ZoneState};
 use serde::{Deserialize, Serialize};
@@ -725,14 +730,39 @@ impl PreparedJob {
                         cpus: now.cpus,
                     });
                 }
-                let entry =
-                    dualstack_zones::enter(paths, &now).map_err(|source| JobError::Enter {
-                        zone: zone.name.clone(),
-                        source: Box::new(source),
-                    })?;
+                // Warm zone memory: claim a disjoint, zeroed extent before entering the zone
+                // (a wait for pages still being zeroed happens here, not on the zone's cores).
+                let mut cfg = self.config.clone();
+                let claim = match &now.memory {
+                    Some(mem) => {
+                        let c = dualstack_zones::memory::claim(paths, &now.name, mem, cfg.memory)
+                            .map_err(|e| JobError::from(ZoneError::from(e)))?;
+                        warm_config(&mut cfg, &c, now.numa_node());
+                        Some((c, mem))
+                    }
+                    None => None,
+                };
+                let entry = match dualstack_zones::enter(paths, &now) {
+                    Ok(e) => e,
+                    Err(source) => {
+                        if let Some((c, mem)) = &claim {
+                            give_back(paths, c, mem);
+                        }
+                        return Err(JobError::Enter {
+                            zone: zone.name.clone(),
+                            source: Box::new(source),
+                        });
+                    }
+                };
                 let previous = entry.previous().to_path_buf();
-                let out = timed(&self.config, self.jail.as_ref());
-                entry.leave().map_err(|source| JobError::Leave {
+                let out = timed(&cfg, self.jail.as_ref());
+                let left = entry.leave();
+                // Outside the zone again: hand the extent back; a zeroer starts on a
+                // housekeeping core.
+                if let Some((c, mem)) = &claim {
+                    give_back(paths, c, mem);
+                }
+                left.map_err(|source| JobError::Leave {
                     zone: zone.name.clone(),
                     cgroup: now.cgroup_dir.clone(),
                     source: Box::new(source),
@@ -742,7 +772,12 @@ impl PreparedJob {
                     zone.name,
                     previous.display()
                 );
-                out?
+                let (wall, mut stats) = out?;
+                if let Some((c, _)) = &claim {
+                    stats.memory.zero_wait_s = c.zero_wait_s;
+                    stats.memory.zero_wait_bytes = c.zero_wait_bytes;
+                }
+                (wall, stats)
             }
         };
         if let Some(path) = &self.stats {
@@ -758,6 +793,39 @@ impl PreparedJob {
             wall_s,
             stats,
         })
+    }
+}
+
+/// Point `cfg` at the claimed extent of the zone's warm memory.
+fn warm_config(cfg: &mut RunConfig, claim: &dualstack_zones::Claim, numa: u32) {
+    let parts: Vec<WarmPart> = claim
+        .parts
+        .iter()
+        .map(|p| WarmPart {
+            path: p.path.clone(),
+            offset: p.file_offset,
+            len: p.len,
+            page_size: if p.page_kib == HUGEPAGE_1G_KIB {
+                HugePageSize::Size1G
+            } else {
+                HugePageSize::Size2M
+            },
+        })
+        .collect();
+    let warm = WarmMemory { parts };
+    cfg.memory = claim.len;
+    cfg.backing = Backing::Hugetlb {
+        page_size: warm.page_size(),
+        numa_node: Some(numa),
+    };
+    cfg.warm_memory = Some(warm);
+}
+
+/// Hand a claimed extent back (dirty; zeroed in the background). A failure only delays the
+/// zeroing: the extent of a process that is gone is reclaimed by the next job or `recover`.
+fn give_back(paths: &HostPaths, claim: &dualstack_zones::Claim, mem: &dualstack_zones::ZoneMemory) {
+    if let Err(e) = dualstack_zones::memory::release_claim(paths, claim, mem) {
+        tracing::warn!("zone {}: handing memory back: {e}", claim.zone);
     }
 }
 

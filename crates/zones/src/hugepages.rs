@@ -96,6 +96,29 @@ pub(crate) fn reserve_with(
     Ok((before, got))
 }
 
+/// Add up to `count` pages to the pool at `path`, keeping what the kernel gives (maybe none).
+/// Returns (before, after).
+pub fn reserve_up_to(
+    lock_path: &Path,
+    path: &Path,
+    numa: u32,
+    page_kib: u64,
+    count: u64,
+) -> Result<(u64, u64), HugePageError> {
+    let _lock = FileLock::acquire(lock_path)?;
+    let before = check_pool(path, numa, page_kib)?;
+    if count == 0 {
+        return Ok((before, before));
+    }
+    // A refused write (EINVAL/ENOMEM for gigantic pages) means none were given.
+    let _ = cgroup::write(path, &(before + count).to_string());
+    let got = read_count(path)?;
+    if got < before {
+        return Ok((before, before));
+    }
+    Ok((before, got.min(before + count)))
+}
+
 /// Give back `count` pages to the pool at `path` (subtract from its current size).
 pub fn give_back(lock_path: &Path, path: &Path, count: u64) -> Result<(), HugePageError> {
     if count == 0 || !path.exists() {

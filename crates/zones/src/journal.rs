@@ -30,6 +30,8 @@ pub enum StepError {
         got: String,
         hint: String,
     },
+    #[error(transparent)]
+    Memory(#[from] crate::memory::MemError),
     #[error("journal database: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("journal row {id} holds an unreadable step: {source}")]
@@ -107,6 +109,21 @@ pub enum Step {
         seen: u64,
         /// Pool size just before our write, under the lock; set once applied.
         before: Option<u64>,
+        /// Keep what the kernel gives when it gives fewer (1 GiB pages for the bulk of a zone's
+        /// memory); `count` is then set to what was given.
+        #[serde(default)]
+        best_effort: bool,
+    },
+    /// Mount a hugetlbfs of one page size for a zone's memory files. Undo: unmount it and
+    /// remove the directory.
+    HugeMount { dir: PathBuf, page_kib: u64 },
+    /// A zone memory file: created, bound to the zone's node and populated. Undo: delete it,
+    /// which gives its pages back to the pool at once (nothing is zeroed).
+    MemFile {
+        path: PathBuf,
+        size: u64,
+        page_kib: u64,
+        numa: u32,
     },
     /// Offline a memory block (optional: the kernel may refuse).
     MemoryOffline { block: PathBuf },
@@ -139,6 +156,10 @@ impl Step {
             }
             Step::MemoryOffline { block } => format!("offline {}", short(block)),
             Step::Tasks { tasks } => format!("move {} host threads", tasks.len()),
+            Step::HugeMount { page_kib, .. } => format!("mount hugetlbfs {page_kib}KiB"),
+            Step::MemFile { size, page_kib, .. } => {
+                format!("populate {} MiB of {page_kib}KiB pages", size >> 20)
+            }
         }
     }
 
@@ -181,12 +202,32 @@ impl Step {
                 page_kib,
                 count,
                 before,
+                best_effort,
                 ..
             } => {
-                let (b, _) =
-                    hugepages::reserve(&paths.hugepage_lock, path, *numa, *page_kib, *count)?;
-                *before = Some(b);
+                if *best_effort {
+                    let (b, got) = hugepages::reserve_up_to(
+                        &paths.hugepage_lock,
+                        path,
+                        *numa,
+                        *page_kib,
+                        *count,
+                    )?;
+                    *before = Some(b);
+                    *count = got - b;
+                } else {
+                    let (b, _) =
+                        hugepages::reserve(&paths.hugepage_lock, path, *numa, *page_kib, *count)?;
+                    *before = Some(b);
+                }
             }
+            Step::HugeMount { dir, page_kib } => crate::memory::mount(dir, *page_kib)?,
+            Step::MemFile {
+                path,
+                size,
+                page_kib,
+                numa,
+            } => crate::memory::make_file(paths, path, *size, *page_kib, *numa)?,
             Step::MemoryOffline { block } => {
                 if let Err(e) = cgroup::write(&block.join("state"), "offline") {
                     return Ok(Outcome::Refused(e.to_string()));
@@ -285,6 +326,12 @@ impl Step {
                     )?);
                 }
             }
+            Step::HugeMount { dir, .. } => crate::memory::unmount(dir)?,
+            Step::MemFile { path, .. } => match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Ok(Some(format!("cannot delete {}: {e}", path.display()))),
+            },
             Step::MemoryOffline { block } => {
                 let state = block.join("state");
                 if cgroup::read(&state)? == "offline" {

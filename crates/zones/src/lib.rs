@@ -12,6 +12,7 @@ pub mod commodity;
 pub mod hugepages;
 pub mod journal;
 pub mod lifecycle;
+pub mod memory;
 pub mod paths;
 pub mod state;
 pub mod status;
@@ -20,11 +21,13 @@ pub mod zone;
 
 pub use dualstack_topology::{CpuList, CpuRequest, Housekeeping, Node, ZoneRequest};
 pub use lifecycle::ZoneState;
+pub use memory::{Claim, MemError, ZoneMemory};
 pub use paths::{CgroupMount, HostPaths, PathsError};
 pub use state::{open_db, StateError, StateLock};
 pub use status::{load_node, node_status, NodeStatus, StatusError};
 pub use steer::HostTasks;
 pub use zone::{
-    create, create_with, enter, get, list, recover, recover_locked, release, zone_count,
-    CreateReport, RecoverReport, ReleaseReport, Zone, ZoneEntry, ZoneError, ZoneOptions,
+    create, create_with, enter, finish_zeroing, get, list, recover, recover_locked, release,
+    zone_count, CreateReport, RecoverReport, ReleaseReport, Zone, ZoneEntry, ZoneError,
+    ZoneOptions,
 };

@@ -69,6 +69,19 @@ pub struct HostPaths {
     pub instance: String,
     /// Huge page pool lock file, shared host-wide.
     pub hugepage_lock: PathBuf,
+    /// Where zones mount the hugetlbfs that holds their warm memory (`<state dir>/memory` on a
+    /// real host); `None` (fake trees, `DUALSTACK_WARM_MEMORY=0`): zones only reserve huge
+    /// pages and each job populates its own.
+    #[serde(default)]
+    pub zone_memory_dir: Option<PathBuf>,
+    /// Use 1 GiB pages for the bulk of a zone's memory when the kernel gives them
+    /// (`DUALSTACK_ZONE_1G=0` turns it off).
+    #[serde(default = "yes")]
+    pub zone_1g_pages: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn check_instance(name: &str) -> Result<(), PathsError> {
@@ -97,12 +110,16 @@ impl HostPaths {
             state_dir: state_dir.to_path_buf(),
             instance: DEFAULT_INSTANCE.into(),
             hugepage_lock: HUGEPAGE_LOCK.into(),
+            zone_memory_dir: Some(state_dir.join("memory")),
+            zone_1g_pages: true,
         })
     }
 
     /// [`HostPaths::host`] with overrides from the environment, so tests and the CLI can point
     /// single knobs elsewhere: `DUALSTACK_INSTANCE`, `DUALSTACK_IRQ_DIR`,
-    /// `DUALSTACK_WORKQUEUE_CPUMASK`, `DUALSTACK_MEMORY_DIR`, `DUALSTACK_HUGEPAGE_LOCK`.
+    /// `DUALSTACK_WORKQUEUE_CPUMASK`, `DUALSTACK_MEMORY_DIR`, `DUALSTACK_HUGEPAGE_LOCK`,
+    /// `DUALSTACK_WARM_MEMORY=0` (zones without warm memory), `DUALSTACK_ZONE_1G=0` (2 MiB
+    /// pages only).
     ///
     /// `DUALSTACK_FAKE_ROOT=<dir>` (with `DUALSTACK_FAKE_CGROUP=v1|v2`) uses a fake tree laid out
     /// as [`HostPaths::fake`] instead of the host, for tests of the binary.
@@ -134,6 +151,12 @@ impl HostPaths {
         if let Some(v) = var("DUALSTACK_HUGEPAGE_LOCK") {
             paths.hugepage_lock = v.into();
         }
+        if var("DUALSTACK_WARM_MEMORY").is_some_and(|v| v == "0") {
+            paths.zone_memory_dir = None;
+        }
+        if var("DUALSTACK_ZONE_1G").is_some_and(|v| v == "0") {
+            paths.zone_1g_pages = false;
+        }
         Ok(paths)
     }
 
@@ -155,6 +178,8 @@ impl HostPaths {
             state_dir: root.join("state"),
             instance: DEFAULT_INSTANCE.into(),
             hugepage_lock: root.join("hugepages.lock"),
+            zone_memory_dir: None,
+            zone_1g_pages: false,
         }
     }
 

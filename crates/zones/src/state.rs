@@ -5,7 +5,9 @@
 //! This crate's tables are `zones` (one row per zone: its life-cycle state and its JSON record)
 //! and `zone_journal` (every step of a create, each recorded with its old and new value before it
 //! is applied, then marked applied / undone), and `zone_infra` (what the shared cgroup layout
-//! changed outside any one zone, e.g. enabling the v2 cpuset controller at the root).
+//! changed outside any one zone, e.g. enabling the v2 cpuset controller at the root),
+//! `zone_extents` (which parts of a zone's warm memory jobs hold or are being zeroed, see
+//! [`crate::memory`]) and `zone_zeroing` (a log of zeroing passes and their throughput).
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -185,6 +187,22 @@ pub fn open_db(state_dir: &Path) -> Result<Connection, StateError> {
          CREATE TABLE IF NOT EXISTS zone_infra (
              key TEXT PRIMARY KEY,
              value TEXT NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS zone_extents (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             zone TEXT NOT NULL,
+             start INTEGER NOT NULL,
+             len INTEGER NOT NULL,
+             state TEXT NOT NULL,
+             owner TEXT,
+             clean_to INTEGER NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS zone_zeroing (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             zone TEXT NOT NULL,
+             bytes INTEGER NOT NULL,
+             seconds REAL NOT NULL,
+             pid INTEGER NOT NULL
          );",
     )
     .map_err(db_err)?;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use dualstack_topology::{
-    plan_with, CpuList, Held, Housekeeping, Node, Plan, PlanError, ZoneRequest,
+    plan_with, CpuList, Held, Housekeeping, Node, Plan, PlanError, ZoneRequest, HUGEPAGE_1G_KIB,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,7 @@ use crate::journal::{
     self, crash_point, shrunk, CpuFormat, Outcome, RowStatus, Step, StepError, Timings, UndoContext,
 };
 use crate::lifecycle::ZoneState;
+use crate::memory::{self as zmem, ZoneMemory};
 use crate::paths::{CgroupMount, HostPaths};
 use crate::state::{self, open_db, StateError, StateLock};
 use crate::steer::{self, HostTasks};
@@ -71,6 +72,8 @@ pub enum ZoneError {
     Leftover { path: PathBuf },
     #[error("zone {name:?} is {state}, not active: run `dualstack recover` first")]
     NotActive { name: String, state: ZoneState },
+    #[error(transparent)]
+    Memory(#[from] zmem::MemError),
 }
 
 /// Options of a zone beyond its resources.
@@ -117,6 +120,9 @@ pub struct Zone {
     /// Planner notes and what the kernel refused (reported, not fatal).
     pub notes: Vec<String>,
     pub created_unix: u64,
+    /// The zone's warm memory (populated hugetlbfs files), when it has one.
+    #[serde(default)]
+    pub memory: Option<ZoneMemory>,
 }
 
 impl Zone {
@@ -175,6 +181,10 @@ pub struct RecoverReport {
     pub removed_orphans: Vec<PathBuf>,
     /// Whether the commodity cpuset and instance dir were removed (nothing left using them).
     pub layout_removed: bool,
+    /// Warm zone memory a killed job or zeroer left dirty, handed to a new zeroer (or zeroed by
+    /// [`finish_zeroing`]).
+    #[serde(default)]
+    pub zeroed: Vec<String>,
     pub warnings: Vec<String>,
 }
 
@@ -184,6 +194,7 @@ impl RecoverReport {
             && self.finished_release.is_empty()
             && self.dropped_stale.is_empty()
             && self.removed_orphans.is_empty()
+            && self.zeroed.is_empty()
     }
 }
 
@@ -264,6 +275,8 @@ fn transition(conn: &Connection, zone: &mut Zone, next: ZoneState) -> Result<(),
 
 fn forget(conn: &Connection, name: &str) -> Result<(), ZoneError> {
     journal::delete(conn, name)?;
+    conn.execute("DELETE FROM zone_extents WHERE zone = ?1", [name])?;
+    conn.execute("DELETE FROM zone_zeroing WHERE zone = ?1", [name])?;
     conn.execute("DELETE FROM zones WHERE name = ?1", [name])?;
     Ok(())
 }
@@ -393,6 +406,7 @@ pub fn create_with(
         options: options.clone(),
         notes: plan.notes.clone(),
         created_unix: now_unix(),
+        memory: None,
     };
     let boot = state::boot_id(&paths.procfs);
     save(&conn, &zone, &boot)?;
@@ -455,8 +469,10 @@ fn apply_all(
         )
     })?;
     timings.push("ensure instance + commodity cgroups".into(), t);
+    if let Some(memdir) = &paths.zone_memory_dir {
+        apply_memory(paths, conn, zone, memdir, &mut seq, timings)?;
+    }
     let z = zone.cpus.clone();
-    let err = |s: &Step, e: StepError| (s.label(), e);
     let io = |e: CgroupError| ("read host state".to_string(), StepError::File(e));
 
     // 1. Shrink the commodity cpuset (this also re-confines commodity VMs at once). Must come
@@ -510,18 +526,21 @@ fn apply_all(
             steps.push(w("cpuset.cpus.partition", "isolated", Some("isolated")));
         }
     }
-    // 2. Huge pages on the zone's node.
-    let hp = paths.nr_hugepages(zone.numa_node, zone.hugepage_kib);
-    let seen = crate::hugepages::check_pool(&hp, zone.numa_node, zone.hugepage_kib)
-        .map_err(|e| ("huge page pool".to_string(), e.into()))?;
-    steps.push(Step::HugePages {
-        path: hp,
-        numa: zone.numa_node,
-        page_kib: zone.hugepage_kib,
-        count: zone.hugepages,
-        seen,
-        before: None,
-    });
+    // 2. Huge pages on the zone's node (warm memory: done above, before anything else).
+    if paths.zone_memory_dir.is_none() {
+        let hp = paths.nr_hugepages(zone.numa_node, zone.hugepage_kib);
+        let seen = crate::hugepages::check_pool(&hp, zone.numa_node, zone.hugepage_kib)
+            .map_err(|e| ("huge page pool".to_string(), e.into()))?;
+        steps.push(Step::HugePages {
+            path: hp,
+            numa: zone.numa_node,
+            page_kib: zone.hugepage_kib,
+            count: zone.hugepages,
+            seen,
+            before: None,
+            best_effort: false,
+        });
+    }
     // 3. Memory blocks (opt-in).
     if zone.options.offline_memory {
         let (blocks, size) =
@@ -588,8 +607,26 @@ fn apply_all(
         steps.push(Step::Tasks { tasks });
     }
 
+    run_steps(paths, conn, zone, &mut seq, steps, timings)?;
+    Ok(())
+}
+
+#[allow(clippy::result_large_err)]
+/// Journal, apply and mark each step in order; returns the steps as applied (a best-effort
+/// huge page step records what it got).
+fn run_steps(
+    paths: &HostPaths,
+    conn: &Connection,
+    zone: &mut Zone,
+    seq: &mut i64,
+    steps: Vec<Step>,
+    timings: &mut Timings,
+) -> Result<Vec<Step>, (String, StepError)> {
+    let err = |s: &Step, e: StepError| (s.label(), e);
+    let mut done = Vec::with_capacity(steps.len());
     for mut step in steps {
-        seq += 1;
+        *seq += 1;
+        let seq = *seq;
         let t = Instant::now();
         let id = journal::insert(conn, &zone.name, seq, &step).map_err(|e| err(&step, e))?;
         crash_point("create", seq, "journaled");
@@ -608,7 +645,115 @@ fn apply_all(
         journal::mark(conn, id, &step, status, detail).map_err(|e| err(&step, e))?;
         crash_point("create", seq, "marked");
         timings.push(step.label(), t);
+        done.push(step);
     }
+    Ok(done)
+}
+
+#[allow(clippy::result_large_err)]
+/// The zone's warm memory (see [`crate::memory`]), journaled step by step: huge pages (1 GiB
+/// for the bulk when the kernel gives them, 2 MiB for the rest), one hugetlbfs mount and one
+/// populated file per page size. Runs first, so a shortage fails the create before the zone
+/// changed anything else.
+fn apply_memory(
+    paths: &HostPaths,
+    conn: &Connection,
+    zone: &mut Zone,
+    memdir: &Path,
+    seq: &mut i64,
+    timings: &mut Timings,
+) -> Result<(), (String, StepError)> {
+    let numa = zone.numa_node;
+    let bytes = zone.memory_bytes;
+    let pool = |kib: u64| -> Result<(PathBuf, u64), (String, StepError)> {
+        let hp = paths.nr_hugepages(numa, kib);
+        let seen = crate::hugepages::check_pool(&hp, numa, kib)
+            .map_err(|e| ("huge page pool".to_string(), e.into()))?;
+        Ok((hp, seen))
+    };
+    let hp_step = |kib: u64, count: u64, best_effort: bool| {
+        pool(kib).map(|(path, seen)| Step::HugePages {
+            path,
+            numa,
+            page_kib: kib,
+            count,
+            seen,
+            before: None,
+            best_effort,
+        })
+    };
+    let mut gigantic = 0;
+    if zone.hugepage_kib == HUGEPAGE_1G_KIB {
+        gigantic = zone.hugepages;
+    } else if paths.zone_1g_pages
+        && bytes >= HUGEPAGE_1G_KIB * 1024
+        && paths.nr_hugepages(numa, HUGEPAGE_1G_KIB).exists()
+    {
+        let (g, _) = crate::memory::split(bytes, u64::MAX);
+        let done = run_steps(
+            paths,
+            conn,
+            zone,
+            seq,
+            vec![hp_step(HUGEPAGE_1G_KIB, g, true)?],
+            timings,
+        )?;
+        if let Some(Step::HugePages { count, .. }) = done.first() {
+            gigantic = *count;
+        }
+        if gigantic < g {
+            zone.notes.push(format!(
+                "the kernel gave {gigantic} of {g} 1 GiB pages; 2 MiB pages fill the rest"
+            ));
+        }
+    }
+    let small = if zone.hugepage_kib == HUGEPAGE_1G_KIB {
+        0
+    } else {
+        crate::memory::split(bytes, gigantic).1
+    };
+    let mut steps = Vec::new();
+    if zone.hugepage_kib == HUGEPAGE_1G_KIB {
+        steps.push(hp_step(HUGEPAGE_1G_KIB, gigantic, false)?);
+    } else {
+        zone.hugepages = small;
+        if small > 0 {
+            steps.push(hp_step(zone.hugepage_kib, small, false)?);
+        }
+    }
+    let base = memdir.join(&zone.name);
+    let mut segments = Vec::new();
+    let mut start = 0;
+    for (kib, count, tag) in [
+        (HUGEPAGE_1G_KIB, gigantic, "1G"),
+        (zone.hugepage_kib, small, "2M"),
+    ] {
+        if count == 0 {
+            continue;
+        }
+        let dir = base.join(tag);
+        let path = dir.join("memory");
+        let size = count * kib * 1024;
+        steps.push(Step::HugeMount { dir, page_kib: kib });
+        steps.push(Step::MemFile {
+            path: path.clone(),
+            size,
+            page_kib: kib,
+            numa,
+        });
+        segments.push(crate::memory::Segment {
+            start,
+            size,
+            page_kib: kib,
+            path,
+        });
+        start += size;
+    }
+    run_steps(paths, conn, zone, seq, steps, timings)?;
+    zone.memory = Some(ZoneMemory {
+        segments,
+        numa_node: numa,
+    });
     Ok(())
 }
 
@@ -692,6 +837,8 @@ pub fn release(paths: &HostPaths, name: &str) -> Result<ReleaseReport, ZoneError
             pids,
         });
     }
+    // Jobs still holding memory refuse; zeroers stop; nothing is zeroed.
+    zmem::stop_and_forget(paths, &conn, name, zone.state != ZoneState::Active)?;
     let mut timings = Timings::default();
     match zone.state {
         ZoneState::Active => transition(&conn, &mut zone, ZoneState::Releasing)?,
@@ -742,7 +889,22 @@ pub fn recover_locked(paths: &HostPaths, _lock: &StateLock) -> Result<RecoverRep
             continue;
         }
         match zone.state {
-            ZoneState::Active => continue,
+            ZoneState::Active => {
+                // Memory a killed job or zeroer left dirty: a new zeroer takes it over in the
+                // background (`finish_zeroing` waits for it; `dualstack recover` does).
+                if let Some(mem) = &zone.memory {
+                    match zmem::recover_zone(paths, &zone.name, mem) {
+                        Ok(0) => {}
+                        Ok(bytes) => report.zeroed.push(format!(
+                            "{}: {} MiB (zeroing in the background)",
+                            zone.name,
+                            bytes.div_ceil(1 << 20)
+                        )),
+                        Err(e) => report.warnings.push(e.to_string()),
+                    }
+                }
+                continue;
+            }
             ZoneState::Applying | ZoneState::Planned => {
                 if zone.state == ZoneState::Applying {
                     transition(&conn, &mut zone, ZoneState::RollingBack)?;
@@ -753,6 +915,9 @@ pub fn recover_locked(paths: &HostPaths, _lock: &StateLock) -> Result<RecoverRep
             ZoneState::Releasing | ZoneState::Released => {
                 report.finished_release.push(zone.name.clone())
             }
+        }
+        if let Err(e) = zmem::stop_and_forget(paths, &conn, &zone.name, true) {
+            report.warnings.push(e.to_string());
         }
         let op = if zone.state == ZoneState::Releasing {
             "release"
@@ -790,6 +955,26 @@ pub fn recover_locked(paths: &HostPaths, _lock: &StateLock) -> Result<RecoverRep
         Err(e) => report.warnings.push(e.to_string()),
     }
     Ok(report)
+}
+
+/// Zero, in this process, all warm memory of active zones that is dirty and that no live
+/// zeroer works on, then wait for the live zeroers to finish (`dualstack recover`). Adds what
+/// it zeroed to `report.zeroed`.
+pub fn finish_zeroing(paths: &HostPaths, report: &mut RecoverReport) -> Result<(), ZoneError> {
+    for zone in list(paths)? {
+        let (ZoneState::Active, Some(mem)) = (zone.state, &zone.memory) else {
+            continue;
+        };
+        let r = zmem::finish(paths, &zone.name, mem)?;
+        if r.bytes > 0 {
+            report.zeroed.push(format!(
+                "{}: {} MiB (zeroed here)",
+                zone.name,
+                r.bytes.div_ceil(1 << 20)
+            ));
+        }
+    }
+    Ok(())
 }
 
 // ---- entering a zone (HPC VMM) ----

@@ -25,6 +25,13 @@ pub struct VmFigures {
     pub guest_wall_s: f64,
     pub launch_s: f64,
     pub memory_setup_s: f64,
+    /// How guest memory was obtained: `warm_zone` (dual stack: the zone's populated,
+    /// pre-zeroed memory, only mapped), `cold_hugetlb` or `lazy` (single stack).
+    #[serde(default)]
+    pub memory_source: String,
+    /// Time the run waited for zone pages still being zeroed after the previous run.
+    #[serde(default)]
+    pub memory_zero_wait_s: f64,
     /// Host CPUs each vCPU thread was allowed on.
     pub vcpu_cpus: Vec<Vec<usize>>,
 }

@@ -239,6 +239,11 @@ fn figures(s: &RunStats) -> VmFigures {
         guest_wall_s: s.guest_wall_s,
         launch_s: s.launch_s,
         memory_setup_s: s.memory.setup_s,
+        memory_source: serde_json::to_value(s.memory.source)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        memory_zero_wait_s: s.memory.zero_wait_s,
         vcpu_cpus: s.vcpus.iter().map(|v| v.host_cpus.clone()).collect(),
     }
 }
