@@ -117,12 +117,26 @@ fn signal_group(pgid: i32, sig: i32) -> bool {
     unsafe { libc::kill(-pgid, sig) == 0 }
 }
 
-/// Ends every process of the run's group: SIGTERM, then SIGKILL after a grace period; returns
-/// once none is left (or after 10 s, saying so).
-fn end_group(pgid: i32) -> Result<(), String> {
+/// Ends every process of the run's group: SIGTERM, then SIGKILL after a grace period. Reaps
+/// the leader (our child) meanwhile, since a zombie still counts as a member; returns its exit
+/// status once no member is left (or an error after 10 s, saying so).
+fn end_group(
+    child: &mut std::process::Child,
+    pgid: i32,
+) -> Result<std::process::ExitStatus, String> {
     signal_group(pgid, libc::SIGTERM);
     let t = Instant::now();
-    while signal_group(pgid, 0) {
+    let mut status = None;
+    loop {
+        if status.is_none() {
+            status = child
+                .try_wait()
+                .map_err(|e| format!("waiting for process {pgid}: {e}"))?;
+        }
+        match status {
+            Some(s) if !signal_group(pgid, 0) => return Ok(s),
+            _ => {}
+        }
         if t.elapsed() > Duration::from_secs(3) {
             signal_group(pgid, libc::SIGKILL);
         }
@@ -133,7 +147,6 @@ fn end_group(pgid: i32) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(())
 }
 
 fn spawn_and_wait(
@@ -179,17 +192,14 @@ fn spawn_and_wait(
         if t.elapsed() >= timeout || interrupt::requested() {
             timed_out = t.elapsed() >= timeout;
             stopped = !timed_out;
-            end_group(pgid)?;
-            break child
-                .wait()
-                .map_err(|e| format!("waiting for {}: {e}", argv[0]))?;
+            break end_group(&mut child, pgid)?;
         }
         std::thread::sleep(Duration::from_millis(10));
     };
     let wall_s = t.elapsed().as_secs_f64();
     // Whatever the leader left running (a launcher's daemons, a rank) goes with the run.
     if signal_group(pgid, 0) {
-        end_group(pgid)?;
+        end_group(&mut child, pgid)?;
     }
     use std::os::unix::process::ExitStatusExt;
     Ok(Finished {
