@@ -1,6 +1,6 @@
 //! `dualstack bench ...`: benchmarks that print ratios measured side by side in one run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -11,9 +11,81 @@ pub enum BenchCmd {
     /// The HPC VMM's own figures: VM vs native, page faults, launch, exits per syscall,
     /// futex and barrier latency.
     Vmm(VmmArgs),
+    /// MPI ping-pong latency/bandwidth (1 B..4 MiB) and allreduce between two ranks, native vs
+    /// one HPC VM per rank under MPICH's mpiexec, side by side in one run.
+    Mpi(MpiArgs),
     /// The paper's isolation experiment: HPC mini-apps in dual-stack, single-stack and native
     /// configurations beside 0..all commodity cores of competing load (Figures 2, 4 and 5).
     Isolation(IsolationArgs),
+    /// What a dualstack zone costs a Slurm job: submission -> first guest instruction with and
+    /// without a zone, Prolog and Epilog durations, on contrib/slurm/test-cluster (run as root).
+    Slurm(SlurmArgs),
+    /// The control plane: job submission to first guest instruction through the API vs
+    /// `dualstack run`, zone PUT/DELETE round trip, GET /v1/node requests/s under load.
+    Api(ApiArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SlurmArgs {
+    /// Repetitions (one job with a zone and one without each, after one warm-up pair).
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Nodes of the test cluster and of each job.
+    #[arg(long, default_value_t = 2)]
+    pub nodes: u32,
+    /// Memory of each node's zone.
+    #[arg(long, default_value = "32M")]
+    pub zone_memory: String,
+    /// Use this running cluster (its slurm.conf) instead of bringing up the test cluster;
+    /// needs --site-config too.
+    #[arg(long, value_name = "FILE", requires = "site_config")]
+    pub slurm_conf: Option<PathBuf>,
+    /// The cluster's dualstack site configuration (dualstack-slurm.toml).
+    #[arg(long, value_name = "FILE")]
+    pub site_config: Option<PathBuf>,
+    /// contrib/slurm/test-cluster (default: found beside the source tree of this binary or in
+    /// the current directory).
+    #[arg(long, value_name = "FILE")]
+    pub test_cluster: Option<PathBuf>,
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ApiArgs {
+    /// Repetitions of each latency.
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Concurrent clients of the GET /v1/node load.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Seconds of that load.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+fn api(a: ApiArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
+    let opts = dualstack_daemon::bench::Options {
+        exe: std::env::current_exe().context("locating the dualstack executable")?,
+        state_dir: global.state_dir.clone(),
+        reps: a.reps,
+        clients: a.clients,
+        seconds: a.seconds,
+        scratch: std::env::temp_dir().join(format!("dualstack-bench-api-{}", std::process::id())),
+    };
+    let report = dualstack_daemon::bench::run(&opts, &mut |l| eprintln!("bench: {l}"));
+    let _ = std::fs::remove_dir_all(&opts.scratch);
+    let report = report?;
+    print!("{}", dualstack_daemon::bench::render(&report));
+    if let Some(p) = a.json {
+        std::fs::write(&p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(0)
 }
 
 #[derive(clap::Args, Debug)]
@@ -30,13 +102,95 @@ pub struct VmmArgs {
     /// Write the report as JSON here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Only the jail's cost: launch and system call cost with the jail vs --no-jail.
+    #[arg(long)]
+    pub jail_only: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MpiArgs {
+    /// Runs of each configuration (alternating); the best per message size is reported.
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// One run of each, a fifth of the iterations.
+    #[arg(long)]
+    pub quick: bool,
+    /// Guest memory of each rank's VM.
+    #[arg(long, default_value = "1G")]
+    pub memory: String,
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+fn mpi(a: MpiArgs) -> anyhow::Result<i32> {
+    let opts = dualstack_eval::mpi_bench::Options {
+        dualstack_exe: std::env::current_exe().context("locating the dualstack executable")?,
+        scratch: std::env::temp_dir().join(format!("dualstack-bench-mpi-{}", std::process::id())),
+        reps: if a.quick { 1 } else { a.reps.max(1) },
+        scale: if a.quick { 0.2 } else { 1.0 },
+        memory: a.memory,
+    };
+    let report = dualstack_eval::mpi_bench::run(&opts, &mut |line| eprintln!("bench: {line}"));
+    let _ = std::fs::remove_dir_all(&opts.scratch);
+    let report = report?;
+    print!("{}", dualstack_eval::mpi_bench::render(&report));
+    if let Some(p) = a.json {
+        std::fs::write(&p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(0)
 }
 
 pub fn run(cmd: BenchCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
     match cmd {
         BenchCmd::Vmm(a) => vmm(a),
+        BenchCmd::Mpi(a) => mpi(a),
         BenchCmd::Isolation(a) => isolation(a, _global),
+        BenchCmd::Slurm(a) => slurm(a),
+        BenchCmd::Api(a) => api(a, _global),
     }
+}
+
+fn slurm(a: SlurmArgs) -> anyhow::Result<i32> {
+    let exe = std::env::current_exe().context("locating the dualstack executable")?;
+    let test_cluster = match a.test_cluster {
+        Some(p) => p,
+        None => {
+            // target/release/dualstack -> the source tree; else the current directory.
+            let rel = Path::new("contrib/slurm/test-cluster");
+            exe.ancestors()
+                .skip(1)
+                .map(|d| d.join(rel))
+                .chain(std::iter::once(rel.to_path_buf()))
+                .find(|p| p.exists())
+                .with_context(|| {
+                    "contrib/slurm/test-cluster not found: run from the source tree or pass --test-cluster"
+                })?
+        }
+    };
+    anyhow::ensure!(
+        a.nodes >= 1 && a.reps >= 1,
+        "--nodes and --reps must be at least 1"
+    );
+    let opts = dualstack_eval::slurm_bench::Options {
+        reps: a.reps,
+        nodes: a.nodes,
+        zone_memory: a.zone_memory,
+        dualstack_exe: exe,
+        existing: a.slurm_conf.zip(a.site_config),
+        test_cluster,
+        scratch: std::env::temp_dir().join(format!("dualstack-bench-slurm-{}", std::process::id())),
+    };
+    let result = dualstack_eval::slurm_bench::run(&opts, &mut |line| eprintln!("bench: {line}"));
+    let _ = std::fs::remove_dir_all(&opts.scratch);
+    let report = result?;
+    print!("{}", dualstack_eval::slurm_bench::render(&report));
+    if let Some(p) = a.json {
+        std::fs::write(&p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(0)
 }
 
 fn vmm(a: VmmArgs) -> anyhow::Result<i32> {
@@ -52,6 +206,16 @@ fn vmm(a: VmmArgs) -> anyhow::Result<i32> {
         cg_iters: 100,
         scratch: std::env::temp_dir().join(format!("dualstack-bench-{}", std::process::id())),
     };
+    if a.jail_only {
+        let j =
+            dualstack_eval::vmm_bench::jail_cost(&opts, &mut |line| eprintln!("bench: {line}"))?;
+        print!("{}", dualstack_eval::vmm_bench::render_jail(&j));
+        if let Some(p) = a.json {
+            std::fs::write(&p, serde_json::to_string_pretty(&j)?)
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+        return Ok(0);
+    }
     let report = dualstack_eval::vmm_bench::run(&opts, &mut |line| eprintln!("bench: {line}"))?;
     let _ = std::fs::remove_dir_all(&opts.scratch);
     print!("{}", dualstack_eval::vmm_bench::render(&report));

@@ -31,6 +31,10 @@ pub struct DaemonArgs {
     /// Seconds between SIGTERM and SIGKILL when a job is cancelled.
     #[arg(long, default_value_t = 5.0)]
     pub grace: f64,
+    /// Results of `dualstack bench isolation`: the dashboard shows the latest chart
+    /// [default: <state-dir>/results].
+    #[arg(long, env = "DUALSTACK_RESULTS_DIR")]
+    pub results: Option<PathBuf>,
     /// The dualstack binary jobs run with [default: this one].
     #[arg(long)]
     pub dualstack: Option<PathBuf>,
@@ -56,9 +60,9 @@ pub fn run(args: DaemonArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
             print!("{}", dualstack_daemon::api::openapi_json());
             Ok(0)
         }
-        Some(DaemonCmd::Supervise { job_dir, command }) => {
-            Ok(dualstack_daemon::supervise::supervise(&job_dir, &command))
-        }
+        Some(DaemonCmd::Supervise { job_dir, command }) => Ok(
+            dualstack_daemon::supervise::supervise(&global.state_dir, &job_dir, &command),
+        ),
         None => {
             let exe = match args.dualstack {
                 Some(p) => p,
@@ -70,6 +74,9 @@ pub fn run(args: DaemonArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
             cfg.token_file = args.token_file;
             cfg.admin_group = args.admin_group;
             cfg.max_running = args.max_jobs;
+            if let Some(r) = args.results {
+                cfg.results_dir = r;
+            }
             cfg.grace = Duration::from_secs_f64(args.grace.max(0.0));
             dualstack_daemon::serve(cfg)?;
             Ok(0)

@@ -61,9 +61,18 @@ pub struct RunArgs {
     /// NUMA node to take the huge pages from.
     #[arg(long)]
     pub numa_node: Option<u32>,
-    /// Host directory the guest sees as its filesystem root.
-    #[arg(long, default_value = ".")]
+    /// Host directory the guest sees as its filesystem root. The default, `/`, shows the
+    /// guest the host's files exactly as its user would see them; a directory confines it.
+    #[arg(long, default_value = "/")]
     pub root: PathBuf,
+    /// Run the guest as USER[:GROUP] (names or numeric ids) [default: the invoking user,
+    /// SUDO_UID/SUDO_GID under sudo]. Only root may name another identity.
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// Developer switch, root only: serve the guest from this process without the jail (no
+    /// privilege drop, Landlock or seccomp; the guest's own /proc and device checks stay).
+    #[arg(long)]
+    pub no_jail: bool,
     /// Extra environment variable for the guest (KEY=VALUE); repeatable.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
@@ -107,6 +116,8 @@ pub fn job_spec(args: &RunArgs) -> JobSpec {
     spec.env.extend(args.env.iter().cloned());
     spec.root = args.root.clone();
     spec.cwd = guest_cwd(&args.root);
+    spec.user = args.user.clone();
+    spec.jail = !args.no_jail;
     spec.zone = ZoneSel::from_option(args.zone.as_deref());
     spec.cpus = args.cpus;
     spec.cpuset_cpus = args.cpuset_cpus.clone();
@@ -133,20 +144,30 @@ pub fn job_spec(args: &RunArgs) -> JobSpec {
 }
 
 /// The guest's working directory: this process's, as seen inside the guest's root (so
-/// `--root / -- ld.so ./prog` finds `./prog` as a shell would), or `/` when it lies outside.
+/// `--root / -- ld.so ./prog` finds `./prog` as a shell would, and as `runsc do` does), or `/`
+/// when it lies outside.
 fn guest_cwd(root: &std::path::Path) -> String {
     let (Ok(cwd), Ok(root)) = (std::env::current_dir(), std::fs::canonicalize(root)) else {
         return "/".into();
     };
     let cwd = std::fs::canonicalize(&cwd).unwrap_or(cwd);
     match cwd.strip_prefix(&root) {
+        Ok(rel) if rel.as_os_str().is_empty() => "/".into(),
         Ok(rel) => format!("/{}", rel.display()),
         Err(_) => "/".into(),
     }
 }
 
 pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
+    if let Some(socket) = &global.api {
+        return crate::cmd_api::run(&args, socket);
+    }
     let mut spec = job_spec(&args);
+    // What a native exec would pass on (an MPI launcher's PMI_FD and the like): the guest
+    // gets them at the same numbers. Everything this process opened itself is O_CLOEXEC.
+    spec.inherit_fds = dualstack_hpcvmm::kernel::files::inheritable_host_fds();
+    // Started by an MPI launcher (mpiexec, mpirun, srun): one rank's share of the node.
+    spec.local_rank = dualstack_jobs::launcher::LocalRank::from_env();
     let mut host = Host::from_env(&global.state_dir);
     // Inside a Slurm job step without --zone: this node's zone of the job (issue 14).
     if args.zone.is_none() {
@@ -157,9 +178,45 @@ pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         }
     }
     let host = host.with_apps_dir(crate::common::apps_dir());
-    let result = dualstack_jobs::run(&spec, &host)?;
+    let result = match dualstack_jobs::run(&spec, &host) {
+        Ok(r) => r,
+        // The jail caught a VMM bug (seccomp) or the VMM child died: its own exit status.
+        Err(e) if e.exit_code() != 1 => {
+            let code = e.exit_code();
+            crate::common::print_error(&anyhow::Error::from(e));
+            return Ok(code);
+        }
+        Err(e) => return Err(e.into()),
+    };
     report(&result.stats, args.summary);
+    if spec.local_rank.is_some() {
+        if let dualstack_hpcvmm::ExitReport::Faulted(f) = &result.stats.exit {
+            // A rank's launcher tells a crash from an exit by how the process ended: end the
+            // way the program did natively, killed by its signal (Hydra and mpirun then abort
+            // the job and name the signal).
+            die_by_signal(f.signal);
+        }
+    }
     Ok(result.exit_status)
+}
+
+/// End this process with signal `sig` (no core dump of the VMM itself); returns only if the
+/// signal did not end it.
+fn die_by_signal(sig: i32) {
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain libc calls on this process: no core file, default action, unblocked.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+        libc::signal(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+    }
 }
 
 /// Print the fault/timeout report and the summary.

@@ -185,6 +185,30 @@ fn print_zone(z: &Zone) {
     }
 }
 
+fn print_list(zones: Vec<Zone>, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&zones)?);
+    } else if zones.is_empty() {
+        println!("no zones");
+    } else {
+        println!(
+            "{:<16} {:<10} {:<12} {:>5} {:>12}",
+            "NAME", "STATE", "CPUS", "NUMA", "MEMORY"
+        );
+        for z in zones {
+            println!(
+                "{:<16} {:<10} {:<12} {:>5} {:>12}",
+                z.name,
+                z.state.as_str(),
+                z.cpus.to_list(),
+                z.numa_node,
+                mib(z.memory_bytes)
+            );
+        }
+    }
+    Ok(())
+}
+
 fn print_timings(t: &dualstack_zones::journal::Timings) {
     let total: f64 = t.0.iter().map(|(_, ms)| ms).sum();
     for (label, ms) in &t.0 {
@@ -194,6 +218,25 @@ fn print_timings(t: &dualstack_zones::journal::Timings) {
 }
 
 pub fn run(cmd: ZoneCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
+    if let Some(socket) = &global.api {
+        // Through the daemon: the same printing as below.
+        match cmd {
+            ZoneCmd::List { json } => print_list(crate::cmd_api::zones(socket, None)?, json)?,
+            ZoneCmd::Show { name, json } => {
+                let z = crate::cmd_api::zones(socket, Some(&name))?.remove(0);
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&z)?);
+                } else {
+                    print_zone(&z);
+                }
+            }
+            _ => anyhow::bail!(
+                "--api {}: only `zone list` and `zone show` go through the daemon; use the API's PUT/DELETE /v1/zones/NAME or leave --api out",
+                socket.display()
+            ),
+        }
+        return Ok(0);
+    }
     let paths = paths(global)?;
     match cmd {
         ZoneCmd::Create(a) => {
@@ -222,27 +265,7 @@ pub fn run(cmd: ZoneCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
         }
         ZoneCmd::List { json } => {
             recover_quietly(&paths);
-            let zones = dualstack_zones::list(&paths)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&zones)?);
-            } else if zones.is_empty() {
-                println!("no zones");
-            } else {
-                println!(
-                    "{:<16} {:<10} {:<12} {:>5} {:>12}",
-                    "NAME", "STATE", "CPUS", "NUMA", "MEMORY"
-                );
-                for z in zones {
-                    println!(
-                        "{:<16} {:<10} {:<12} {:>5} {:>12}",
-                        z.name,
-                        z.state.as_str(),
-                        z.cpus.to_list(),
-                        z.numa_node,
-                        mib(z.memory_bytes)
-                    );
-                }
-            }
+            print_list(dualstack_zones::list(&paths)?, json)?;
         }
         ZoneCmd::Show { name, json } => {
             let z = dualstack_zones::get(&paths, &name)?;
@@ -284,12 +307,21 @@ fn recover_quietly(paths: &HostPaths) {
 pub fn recover(args: RecoverArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     let paths = paths(global)?;
     let report = dualstack_zones::recover(&paths)?;
+    // Then what runs took for their lifetime only (huge pages, transient zones) and whose
+    // process is gone.
+    let leases = dualstack_jobs::lease::recover(&paths)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(0);
     }
-    if report.is_clean() {
+    if report.is_clean() && leases.is_clean() {
         println!("nothing to recover");
+    }
+    for l in &leases.given_back {
+        println!("gave back {l}");
+    }
+    for w in &leases.warnings {
+        println!("warning: {w}");
     }
     for z in &report.rolled_back {
         println!("rolled back half-made zone {z}");

@@ -13,6 +13,10 @@ pub struct GlobalOpts {
         default_value = "/var/lib/dualstack"
     )]
     pub state_dir: PathBuf,
+    /// Send the command to the dualstackd listening on this Unix socket instead of acting
+    /// locally (run, zone list, zone show), with the same output.
+    #[arg(long, global = true, env = "DUALSTACK_API", value_name = "SOCKET")]
+    pub api: Option<PathBuf>,
     /// Log verbosity (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "warn")]
     pub log: String,
@@ -71,9 +75,25 @@ pub fn recover_at_start(global: &GlobalOpts) {
     {
         return;
     }
-    let report = dualstack_zones::HostPaths::from_env(&global.state_dir)
-        .map_err(anyhow::Error::from)
-        .and_then(|p| Ok(dualstack_zones::recover(&p)?));
+    let paths = dualstack_zones::HostPaths::from_env(&global.state_dir);
+    let report = paths
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|p| Ok(dualstack_zones::recover(p)?));
+    // Runs killed while they held huge pages or a transient zone: give those back too.
+    if let Ok(p) = &paths {
+        match dualstack_jobs::lease::recover(p) {
+            Ok(l) => {
+                for g in &l.given_back {
+                    eprintln!("dualstack: recovered from a killed run: gave back {g}");
+                }
+                for w in &l.warnings {
+                    eprintln!("dualstack: warning: {w}");
+                }
+            }
+            Err(e) => eprintln!("dualstack: warning: could not check the run leases: {e}"),
+        }
+    }
     match report {
         Ok(r) if !r.is_clean() => eprintln!(
             "dualstack: recovered from an interrupted operation: rolled back {:?}, finished releasing {:?}, dropped stale {:?}, removed {:?}",

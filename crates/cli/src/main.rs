@@ -1,6 +1,7 @@
 //! `dualstack`: the command-line front end. All logic lives in the library crates; each command
 //! group is one module here that parses its arguments and calls them.
 
+mod cmd_api;
 mod cmd_bench;
 mod cmd_daemon;
 mod cmd_demo;
@@ -60,19 +61,17 @@ fn main() {
     // Every start brings the host back to a consistent state from the journal, in case an
     // earlier dualstack was killed halfway (`recover` does this explicitly and reports).
     // (The daemon recovers before it serves; its job supervisors need not.)
-    if !matches!(cli.command, Command::Recover(_) | Command::Daemon(_)) {
+    if cli.global.api.is_none() && !matches!(cli.command, Command::Recover(_) | Command::Daemon(_))
+    {
         common::recover_at_start(&cli.global);
     }
-    let result = match cli.command {
-        Command::Run(args) => cmd_run::run(args, &cli.global),
-        Command::Node(args) => cmd_node::run(args, &cli.global),
-        Command::Zone(cmd) => cmd_zone::run(cmd, &cli.global),
-        Command::Recover(args) => cmd_zone::recover(args, &cli.global),
-        Command::Vm(cmd) => cmd_vm::run(cmd, &cli.global),
-        Command::Bench(cmd) => cmd_bench::run(cmd, &cli.global),
-        Command::Demo(args) => cmd_demo::run(args, &cli.global),
-        Command::Slurm(cmd) => cmd_slurm::run(cmd),
-        Command::Daemon(args) => cmd_daemon::run(args, &cli.global),
+    let result = match (&cli.global.api, cli.command) {
+        // Commands the API covers (cmd_run and cmd_zone send them when --api is set).
+        (_, c @ (Command::Run(_) | Command::Zone(_))) | (None, c) => dispatch(c, &cli.global),
+        (Some(sock), _) => Err(anyhow::anyhow!(
+            "--api {} (DUALSTACK_API): this command only runs locally (the API covers run, zone list and zone show); leave --api out",
+            sock.display()
+        )),
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -80,5 +79,19 @@ fn main() {
             common::print_error(&err);
             std::process::exit(1);
         }
+    }
+}
+
+fn dispatch(command: Command, global: &common::GlobalOpts) -> anyhow::Result<i32> {
+    match command {
+        Command::Run(args) => cmd_run::run(args, global),
+        Command::Node(args) => cmd_node::run(args, global),
+        Command::Zone(cmd) => cmd_zone::run(cmd, global),
+        Command::Recover(args) => cmd_zone::recover(args, global),
+        Command::Vm(cmd) => cmd_vm::run(cmd, global),
+        Command::Bench(cmd) => cmd_bench::run(cmd, global),
+        Command::Demo(args) => cmd_demo::run(args, global),
+        Command::Slurm(cmd) => cmd_slurm::run(cmd),
+        Command::Daemon(args) => cmd_daemon::run(args, global),
     }
 }

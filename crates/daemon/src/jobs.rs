@@ -51,7 +51,8 @@ pub struct JobSpec {
     pub env: Vec<String>,
     /// Host directory the guest sees as `/` (`--root`); default: the program's directory.
     pub root: Option<String>,
-    /// Run in this zone (`--zone`): its cores and huge pages.
+    /// Run in this zone (`--zone`): its cores and huge pages; `auto` carves a transient zone
+    /// of `cpus` cores (default 1) and `memory` for the job and releases it when it ends.
     pub zone: Option<String>,
     /// Number of cores (`--cpus`), without a zone.
     pub cpus: Option<u32>,
@@ -542,6 +543,8 @@ impl Jobs {
             .arg(exe)
             .args(self.run_args(job))
             .current_dir(job_root(&job.spec))
+            // The job acts locally: never back through the API.
+            .env_remove("DUALSTACK_API")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);

@@ -9,7 +9,9 @@
 
 pub mod api;
 pub mod auth;
+pub mod bench;
 pub mod body;
+pub mod client;
 pub mod db;
 pub mod error;
 pub mod events;
@@ -89,6 +91,8 @@ pub struct Config {
     pub grace: Duration,
     /// Timeout of requests that answer at once.
     pub request_timeout: Duration,
+    /// Results of `dualstack bench isolation` (the dashboard shows the latest chart).
+    pub results_dir: PathBuf,
 }
 
 impl Config {
@@ -103,6 +107,7 @@ impl Config {
             max_running: 16,
             grace: Duration::from_secs(5),
             request_timeout: Duration::from_secs(60),
+            results_dir: state_dir.join("results"),
         }
     }
 }
@@ -156,6 +161,11 @@ fn reconcile(app: &App) -> Result<(), DaemonError> {
     let report = dualstack_zones::recover(&app.paths).map_err(DaemonError::Recover)?;
     if !report.is_clean() {
         tracing::warn!(?report, "recovered interrupted zone operations");
+    }
+    match dualstack_jobs::lease::recover(&app.paths) {
+        Ok(l) if !l.is_clean() => tracing::warn!(?l, "gave back what killed runs held"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("checking run leases: {e}"),
     }
     app.jobs.tick(&app.events)?;
     Ok(())
@@ -244,6 +254,7 @@ async fn serve_async(config: Config) -> Result<(), DaemonError> {
         admin_gid,
         metrics: Default::default(),
         started: Instant::now(),
+        results_dir: config.results_dir.clone(),
     });
     {
         let app = app.clone();
@@ -269,6 +280,13 @@ async fn serve_async(config: Config) -> Result<(), DaemonError> {
                     }
                     if outside {
                         watch_outside(&a, &mut z, &mut v);
+                    }
+                    // Leases of runs that died without giving them back (and whose
+                    // supervisor could not either): retried every 10 s.
+                    if n % 50 == 25 {
+                        if let Err(e) = dualstack_jobs::lease::recover(&a.paths) {
+                            tracing::warn!("checking run leases: {e}");
+                        }
                     }
                     (z, v)
                 })

@@ -34,12 +34,17 @@ pub struct RunStatus {
     pub ended_unix: f64,
 }
 
-/// Write `text` to `dir/name` through a temporary file and a rename.
-pub fn write_atomic(dir: &Path, name: &str, text: &str) -> std::io::Result<()> {
+/// Write `text` to `dir/name` through a temporary file and a rename (atomic for readers);
+/// `durable` also syncs it to disk first (the status must survive a crash of the host; pid
+/// files need not, as pids mean nothing after a reboot, and the sync would delay the run's
+/// start by a disk flush).
+pub fn write_atomic(dir: &Path, name: &str, text: &str, durable: bool) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(text.as_bytes())?;
-    f.sync_all()?;
+    if durable {
+        f.sync_all()?;
+    }
     std::fs::rename(&tmp, dir.join(name))
 }
 
@@ -51,17 +56,22 @@ pub fn now_unix() -> f64 {
 
 /// Run `argv` under supervision; returns the supervisor's own exit code (0 once the status is
 /// written).
-pub fn supervise(job_dir: &Path, argv: &[OsString]) -> i32 {
+pub fn supervise(state_dir: &Path, job_dir: &Path, argv: &[OsString]) -> i32 {
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
         // SAFETY: setting a signal to SIG_IGN; no handler code runs.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
+    // Orphans of the run (its VMM child, when the run was killed) become ours, so they are
+    // reaped here and the run's zone is empty before its leases are given back.
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) };
     let me = std::process::id();
     let start = crate::proc::start_time(me).unwrap_or(0);
     if let Err(e) = write_atomic(
         job_dir,
         crate::jobs::SUPERVISOR_PID_FILE,
         &format!("{me} {start}\n"),
+        false,
     ) {
         eprintln!(
             "dualstack supervise: cannot write to {}: {e}",
@@ -89,7 +99,7 @@ pub fn supervise(job_dir: &Path, argv: &[OsString]) -> i32 {
                 Ok(mut child) => {
                     let pid = child.id();
                     let start = crate::proc::start_time(pid).unwrap_or(0);
-                    let _ = write_atomic(job_dir, RUN_PID_FILE, &format!("{pid} {start}\n"));
+                    let _ = write_atomic(job_dir, RUN_PID_FILE, &format!("{pid} {start}\n"), false);
                     match child.wait() {
                         Ok(st) => RunStatus {
                             exit_code: st.code(),
@@ -106,12 +116,47 @@ pub fn supervise(job_dir: &Path, argv: &[OsString]) -> i32 {
             }
         }
     };
+    reap_descendants(std::time::Duration::from_secs(30));
+    // A run killed while it held huge pages or a transient zone (SIGKILL after a cancel's
+    // grace period) could not give them back: do it now, before the result is final.
+    if let Ok(paths) = dualstack_zones::HostPaths::from_env(state_dir) {
+        match dualstack_jobs::lease::recover(&paths) {
+            Ok(r) => {
+                for g in r.given_back {
+                    eprintln!("dualstack supervise: gave back {g}");
+                }
+            }
+            Err(e) => eprintln!("dualstack supervise: checking run leases: {e}"),
+        }
+    }
     let text = serde_json::to_string(&status).expect("status serializes");
-    match write_atomic(job_dir, STATUS_FILE, &text) {
+    match write_atomic(job_dir, STATUS_FILE, &text, true) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("dualstack supervise: cannot write {STATUS_FILE}: {e}");
             1
+        }
+    }
+}
+
+/// Wait for every remaining descendant (we are their subreaper) to exit, up to `limit`.
+fn reap_descendants(limit: std::time::Duration) {
+    let t = std::time::Instant::now();
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with WNOHANG on any child; status is a valid out-parameter.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid < 0 {
+            return; // ECHILD: none left
+        }
+        if pid == 0 {
+            if t.elapsed() > limit {
+                eprintln!(
+                    "dualstack supervise: a process of the run is still alive after {limit:?}"
+                );
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
 }

@@ -118,6 +118,31 @@
     }
   }
 
+  let chartUrl = null;
+  async function drawIsolation() {
+    const note = document.getElementById("isolation-note");
+    const img = document.getElementById("isolation");
+    try {
+      const r = await fetch("/v1/isolation/latest", { headers });
+      if (!r.ok) {
+        const e = await r.json().catch(() => ({ error: String(r.status) }));
+        note.textContent = e.error;
+        img.hidden = true;
+        return;
+      }
+      const folder = r.headers.get("X-Dualstack-Results") || "";
+      const blob = await r.blob();
+      if (chartUrl) URL.revokeObjectURL(chartUrl);
+      chartUrl = URL.createObjectURL(blob);
+      img.src = chartUrl;
+      img.hidden = false;
+      img.dataset.results = folder;
+      note.textContent = "results/" + folder;
+    } catch (e) {
+      note.textContent = "error: " + e.message;
+    }
+  }
+
   let pending = null;
   function soon() {
     if (pending) return;
@@ -137,6 +162,8 @@
     es.onerror = () => { conn.textContent = "reconnecting…"; conn.className = "conn"; };
   }
   refresh();
+  drawIsolation();
+  setInterval(drawIsolation, 60000); // new experiment results appear rarely
   connect();
   setInterval(drawJobs, 1000); // runtimes tick between events
 })();

@@ -33,6 +33,28 @@ fn every_endpoint_and_the_openapi_document() {
     assert_eq!(s, 200);
     assert_eq!(node["topology"]["cores"].as_array().unwrap().len(), 12);
     hit("get", "/v1/node");
+    let (s, e) = d.json("GET", "/v1/isolation/latest", None);
+    assert_eq!(
+        (s, &e["field"]),
+        (404, &serde_json::json!("results")),
+        "{e}"
+    );
+    let res = d.state.join("results").join("20260101-000000");
+    std::fs::create_dir_all(&res).unwrap();
+    std::fs::write(
+        res.join("figure4.svg"),
+        "<svg xmlns=\"http://www.w3.org/2000/svg\"/>",
+    )
+    .unwrap();
+    let r = d.req("GET", "/v1/isolation/latest", None);
+    assert_eq!(r.status, 200);
+    assert!(
+        r.headers.to_ascii_lowercase().contains("image/svg+xml"),
+        "{}",
+        r.headers
+    );
+    assert!(r.headers.contains("20260101-000000"), "{}", r.headers);
+    hit("get", "/v1/isolation/latest");
     let (s, z) = d.json("PUT", "/v1/zones/hpc0", Some(ZONE));
     assert_eq!(s, 201, "{z}");
     assert_eq!(z["state"], "active");

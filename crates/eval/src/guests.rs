@@ -30,6 +30,11 @@ pub const SYSLOOP: GuestSource = GuestSource {
     source: include_str!("../guests/sysloop.c"),
     openmp: false,
 };
+pub const READLOOP: GuestSource = GuestSource {
+    name: "readloop",
+    source: include_str!("../guests/readloop.c"),
+    openmp: false,
+};
 pub const FUTEXPP: GuestSource = GuestSource {
     name: "futexpp",
     source: include_str!("../guests/futexpp.c"),
@@ -38,6 +43,18 @@ pub const FUTEXPP: GuestSource = GuestSource {
 pub const BARRIER: GuestSource = GuestSource {
     name: "barrier",
     source: include_str!("../guests/barrier.c"),
+    openmp: true,
+};
+
+pub const SIGRT: GuestSource = GuestSource {
+    name: "sigrt",
+    source: include_str!("../guests/sigrt.c"),
+    openmp: false,
+};
+/// CG timing every kernel with getrusage (as HPCCG does).
+pub const CG_TIMED: GuestSource = GuestSource {
+    name: "cg_timed",
+    source: include_str!("../guests/cg_timed.c"),
     openmp: true,
 };
 

@@ -4,6 +4,8 @@
 pub mod guests;
 pub mod hugepages;
 pub mod isolation;
+pub mod mpi_bench;
 pub mod native;
+pub mod slurm_bench;
 pub mod stats;
 pub mod vmm_bench;

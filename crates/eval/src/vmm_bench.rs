@@ -98,6 +98,44 @@ pub struct Report {
     pub futex_handoff: Option<Latency>,
     pub barrier: Option<Latency>,
     pub dynamic_start: DynamicStart,
+    /// The jail's cost: `dualstack run` with the jail (the default) vs `--no-jail`.
+    pub jail: Option<JailCost>,
+    /// raise(SIGUSR1) + handler + rt_sigreturn.
+    pub signal_round_trip: Latency,
+    pub timed_cg: TimedCg,
+}
+
+/// The jail vs `--no-jail`, interleaved in one run (issue 10's targets: syscall cost ratio
+/// <= 1.05, launch <= +2 ms).
+#[derive(Clone, Debug, Serialize)]
+pub struct JailCost {
+    /// Wall time of `dualstack run --memory 64M hello`, spawn to exit.
+    pub launch_jail_ms: Summary,
+    pub launch_no_jail_ms: Summary,
+    /// Median jailed minus median unjailed launch.
+    pub launch_extra_ms: f64,
+    /// Microseconds per `getppid` (a call served by the VMM with no host call).
+    pub getppid_jail_us: Summary,
+    pub getppid_no_jail_us: Summary,
+    pub getppid_ratio: f64,
+    /// Microseconds per 4 KiB `read` of /dev/zero (a call the VMM passes to the host).
+    pub read_jail_us: Summary,
+    pub read_no_jail_us: Summary,
+    pub read_ratio: f64,
+}
+
+/// An OpenMP CG timing every kernel with getrusage: are the timers free of exits?
+#[derive(Clone, Debug, Serialize)]
+pub struct TimedCg {
+    pub threads: usize,
+    pub comparison: Comparison,
+    /// Timing calls the program made (getrusage, clock_gettime, times).
+    pub timer_calls: u64,
+    /// VM exits those calls caused (median over repetitions).
+    pub timer_exits: u64,
+    pub timer_exits_per_s: f64,
+    /// System calls answered inside the guest.
+    pub answered_in_guest: u64,
 }
 
 /// Failure of the benchmark.
@@ -239,7 +277,12 @@ fn latency(
     } else {
         "us_per_handoff"
     };
-    let ops_per_run = if g.name == "barrier" { ops } else { 2 * ops };
+    let key = if g.name == "sigrt" {
+        "us_per_signal"
+    } else {
+        key
+    };
+    let ops_per_run = if g.name == "futexpp" { 2 * ops } else { ops };
     let (mut n, mut v, mut exits) = (vec![], vec![], vec![]);
     for rep in 0..o.reps {
         progress(&format!("{what}: repetition {}/{}", rep + 1, o.reps));
@@ -304,6 +347,105 @@ fn dynamic_start(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<DynamicS
         exits_static: s.stats.map(|s| s.exits_total).unwrap_or(0),
         syscalls,
     })
+}
+
+/// One `dualstack run` of `program args` (with `extra` options before `--`): its wall time in
+/// ms and its stdout.
+fn cli_run(
+    o: &Options,
+    extra: &[&str],
+    program: &Path,
+    args: &[String],
+) -> Result<(f64, String), BenchError> {
+    let t = Instant::now();
+    let out = Command::new(&o.dualstack_exe)
+        .args(["run", "--memory", "64M", "--clear-env", "--cpuset-cpus"])
+        .arg(o.cpus[0].to_string())
+        .args(extra)
+        .arg("--")
+        .arg(program)
+        .args(args)
+        .output()
+        .map_err(|e| BenchError::Io(o.dualstack_exe.display().to_string(), e))?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    if !out.status.success() {
+        return Err(BenchError::Run {
+            what: format!("dualstack run {} {}", extra.join(" "), program.display()),
+            detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok((ms, String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// The jail vs `--no-jail`: launch time and the cost of a VMM-served and a host-passed
+/// system call, interleaved (jail, no jail, jail, ...) so drift hits both alike.
+pub fn jail_cost(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<JailCost, BenchError> {
+    // The 64 MiB hugetlb guests; only the shortfall is added, and given back after.
+    let _pages = crate::hugepages::Reservation::ensure_free_2m(32)?;
+    let hello = guests::build(&guests::HELLO, &guests::cache_dir())?;
+    let sysloop = guests::build(&guests::SYSLOOP, &guests::cache_dir())?;
+    let readloop = guests::build(&guests::READLOOP, &guests::cache_dir())?;
+    let reps = o.reps.max(5);
+    let per_call = |out: &str, what: &str| {
+        field(out, "us_per_call").ok_or_else(|| BenchError::Run {
+            what: what.into(),
+            detail: format!("no us_per_call= in its output: {}", out.trim()),
+        })
+    };
+    let (mut lj, mut ln, mut gj, mut gn, mut rj, mut rn) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut gr, mut rr) = (vec![], vec![]);
+    let calls = vec!["20000".to_string()];
+    for rep in 0..reps {
+        progress(&format!("jail vs --no-jail: repetition {}/{reps}", rep + 1));
+        lj.push(cli_run(o, &[], &hello, &[])?.0);
+        ln.push(cli_run(o, &["--no-jail"], &hello, &[])?.0);
+        let a = per_call(&cli_run(o, &[], &sysloop, &calls)?.1, "sysloop (jail)")?;
+        let b = per_call(&cli_run(o, &["--no-jail"], &sysloop, &calls)?.1, "sysloop")?;
+        gj.push(a);
+        gn.push(b);
+        gr.push(a / b);
+        let a = per_call(&cli_run(o, &[], &readloop, &calls)?.1, "readloop (jail)")?;
+        let b = per_call(
+            &cli_run(o, &["--no-jail"], &readloop, &calls)?.1,
+            "readloop",
+        )?;
+        rj.push(a);
+        rn.push(b);
+        rr.push(a / b);
+    }
+    let (launch_jail_ms, launch_no_jail_ms) = (summarize(&lj), summarize(&ln));
+    Ok(JailCost {
+        launch_extra_ms: launch_jail_ms.median - launch_no_jail_ms.median,
+        launch_jail_ms,
+        launch_no_jail_ms,
+        getppid_jail_us: summarize(&gj),
+        getppid_no_jail_us: summarize(&gn),
+        getppid_ratio: summarize(&gr).median,
+        read_jail_us: summarize(&rj),
+        read_no_jail_us: summarize(&rn),
+        read_ratio: summarize(&rr).median,
+    })
+}
+
+/// The jail's lines of the report.
+pub fn render_jail(j: &JailCost) -> String {
+    format!(
+        "jail launch              jail {:.1} ms  --no-jail {:.1} ms  extra {:+.1} ms (target <= +2 ms; min jail {:.1} ms, --no-jail {:.1} ms)\n\
+         jail getppid             jail {:.3} us  --no-jail {:.3} us  jail/no-jail {:.3} (target <= 1.05)\n\
+         jail read 4 KiB          jail {:.3} us  --no-jail {:.3} us  jail/no-jail {:.3} (target <= 1.05)\n",
+        j.launch_jail_ms.median,
+        j.launch_no_jail_ms.median,
+        j.launch_extra_ms,
+        j.launch_jail_ms.min,
+        j.launch_no_jail_ms.min,
+        j.getppid_jail_us.median,
+        j.getppid_no_jail_us.median,
+        j.getppid_ratio,
+        j.read_jail_us.median,
+        j.read_no_jail_us.median,
+        j.read_ratio
+    )
 }
 
 /// Run every VMM benchmark. `progress` receives one line per step.
@@ -431,6 +573,59 @@ pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchE
         (None, None)
     };
     let dynamic_start = dynamic_start(o, progress)?;
+    let signal_round_trip = latency(
+        "signal round trip",
+        &guests::SIGRT,
+        20_000,
+        &one,
+        o,
+        progress,
+    )?;
+
+    let tcpus = if two.len() == 2 {
+        two.clone()
+    } else {
+        one.clone()
+    };
+    let tenv = vec![("OMP_NUM_THREADS".to_string(), tcpus.len().to_string())];
+    let targs = vec![o.cg_n.to_string(), o.cg_iters.min(200).to_string()];
+    let (tcmp, tstats) = compare(
+        "CG timed with getrusage",
+        &guests::CG_TIMED,
+        &targs,
+        &tcpus,
+        &tenv,
+        o,
+        progress,
+    )?;
+    let timer_exits: Vec<f64> = tstats
+        .iter()
+        .map(|s| {
+            ["getrusage", "clock_gettime", "times", "clock_getres"]
+                .iter()
+                .filter_map(|n| s.syscalls.get(*n))
+                .map(|c| c.count as f64)
+                .sum()
+        })
+        .collect();
+    let guest_s = tstats.iter().map(|s| s.guest_wall_s).sum::<f64>() / tstats.len().max(1) as f64;
+    let timer_exits = summarize(&timer_exits).median;
+    let timed_cg = TimedCg {
+        threads: tcpus.len(),
+        comparison: tcmp,
+        timer_calls: 11 * u64::from(o.cg_iters.min(200)),
+        timer_exits: timer_exits as u64,
+        // (0 exits prints as 0, not -0)
+        timer_exits_per_s: if timer_exits > 0.0 {
+            timer_exits / guest_s.max(1e-9)
+        } else {
+            0.0
+        },
+        answered_in_guest: tstats
+            .last()
+            .map(|s| s.calls_answered_in_guest)
+            .unwrap_or(0),
+    };
     Ok(Report {
         reps: o.reps,
         cpus: o.cpus.clone(),
@@ -442,6 +637,9 @@ pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchE
         futex_handoff,
         barrier,
         dynamic_start,
+        jail: Some(jail_cost(o, progress)?),
+        signal_round_trip,
+        timed_cg,
     })
 }
 
@@ -490,6 +688,7 @@ pub fn render(r: &Report) -> String {
     for (name, l) in [
         ("futex hand-off", &r.futex_handoff),
         ("OpenMP barrier", &r.barrier),
+        ("signal round trip", &Some(r.signal_round_trip.clone())),
     ] {
         if let Some(l) = l {
             s += &format!(
@@ -514,6 +713,19 @@ pub fn render(r: &Report) -> String {
         d.exits_dynamic,
         d.exits_static,
         top.join(", ")
+    );
+    if let Some(j) = &r.jail {
+        s += &render_jail(j);
+    }
+    let t = &r.timed_cg;
+    s += &cmp(&t.comparison);
+    s += &format!(
+        "{:<24} {} timing calls, {} of them VM exits ({:.1} timer exits/s); {} calls answered in the guest\n",
+        "  timers",
+        t.timer_calls,
+        t.timer_exits,
+        t.timer_exits_per_s,
+        t.answered_in_guest
     );
     s
 }

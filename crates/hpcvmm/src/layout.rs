@@ -48,6 +48,13 @@ pub const FUTEX_BUCKET_COUNT: u64 = 1024;
 /// RIP at a syscall exit (after the stub's `out`).
 pub const SYSCALL_EXIT_RIP: u64 = SYSCALL_STUB + 112;
 
+/// Per-vCPU clock slots the fast system call entry reads (128 bytes each, user read-write:
+/// the guest can only lie to itself there). See [`crate::kernel::clocks`].
+pub const CLOCK_SLOTS: u64 = 0x7_2000;
+pub const CLOCK_SLOT_SIZE: u64 = 128;
+/// The group's clock fields, in the vDSO data page after the vDSO's own.
+pub const CLOCK_VARS: u64 = crate::vdso::VVAR_ADDR + 64;
+
 /// Bucket of a futex address.
 pub fn futex_bucket(addr: u64) -> u64 {
     FUTEX_BUCKETS + 4 * ((addr >> 2) & (FUTEX_BUCKET_COUNT - 1))
@@ -67,6 +74,8 @@ pub const LAUNCH_PORT: u16 = 0xf2;
 pub const LAUNCH_STUB: u64 = SYSCALL_STUB + 0x100;
 /// Where the launch stub skips the prefault loop (lazy backing: nothing is prefaulted).
 pub const LAUNCH_STUB_NO_PREFAULT: u64 = LAUNCH_STUB + 35;
+/// The prefault loop's first instruction (`or byte [rdi], 0`): a second range starts here.
+pub const LAUNCH_PREFAULT_LOOP: u64 = LAUNCH_STUB + 24;
 /// RIP at the launch exit.
 pub const LAUNCH_EXIT_RIP: u64 = LAUNCH_STUB + 37;
 /// 8-byte slot holding the program entry point.
@@ -136,9 +145,21 @@ fn table_pages(mapped: u64, ps: GuestPageSize) -> u64 {
 
 /// Write all system structures and page tables for `vcpus` vCPUs into guest memory.
 pub fn build(mem: &GuestMemory, ps: GuestPageSize) -> Result<Paging, Efault> {
+    build_with_window(mem, ps, None)
+}
+
+/// [`build`], also identity-mapping `window` (guest addresses above RAM, GiB-aligned, inside
+/// the first 512 GiB) user read-write with 2 MiB pages: the shared-memory window of
+/// [`crate::shmem`], whose KVM slot is filled in while the guest runs.
+pub fn build_with_window(
+    mem: &GuestMemory,
+    ps: GuestPageSize,
+    window: Option<(u64, u64)>,
+) -> Result<Paging, Efault> {
     let size = mem.size();
+    let window_pds = window.map_or(0, |(lo, hi)| div_ceil(hi - lo, 1 << 30));
     // Find the largest usable end such that page tables for [0, usable_end) fit above it.
-    let pt_bytes = table_pages(size, ps) * 4096;
+    let pt_bytes = (table_pages(size, ps) + window_pds) * 4096;
     let usable_end = match ps {
         GuestPageSize::Size4K => (size - pt_bytes) & !0xfff,
         _ => (size - pt_bytes) & !((2 << 20) - 1),
@@ -195,7 +216,10 @@ pub fn build(mem: &GuestMemory, ps: GuestPageSize) -> Result<Paging, Efault> {
                     || addr == crate::vdso::VVAR_ADDR
                 {
                     P | US // user may execute the syscall stub and read buckets, not write
-                } else if addr == FAST_COUNTERS {
+                } else if addr == FAST_COUNTERS
+                    || (CLOCK_SLOTS..CLOCK_SLOTS + CLOCK_SLOT_SIZE * MAX_VCPUS as u64)
+                        .contains(&addr)
+                {
                     P | RW | US
                 } else {
                     P | RW // supervisor only
@@ -203,6 +227,17 @@ pub fn build(mem: &GuestMemory, ps: GuestPageSize) -> Result<Paging, Efault> {
                 if flags != 0 {
                     mem.write_u64(pt + 8 * p, addr | flags)?;
                 }
+            }
+        }
+    }
+    if let Some((lo, hi)) = window {
+        debug_assert!(lo % (1 << 30) == 0 && hi <= 512 << 30 && lo >= size);
+        for g in lo >> 30..div_ceil(hi, 1 << 30) {
+            let pd = alloc();
+            mem.write_u64(pdpt + 8 * g, pd | P | RW | US)?;
+            for e in 0..512u64 {
+                let base = (g << 30) + (e << 21);
+                mem.write_u64(pd + 8 * e, base | P | RW | US | PS)?;
             }
         }
     }
@@ -342,6 +377,8 @@ fn write_stubs(mem: &GuestMemory, usable_end: u64) -> Result<(), Efault> {
     ];
     let o = (LAUNCH_STUB - SYSCALL_STUB) as usize;
     page[o..o + launch.len()].copy_from_slice(&launch);
+    let f = (crate::fastcall::ENTRY - SYSCALL_STUB) as usize;
+    page[f..f + crate::fastcall::CODE.len()].copy_from_slice(&crate::fastcall::CODE);
     mem.write(SYSCALL_STUB, &page)?;
     // exception v: `out EXCEPTION_PORT, al; hlt`, padded with int3; the VMM tells vectors apart
     // by the stub's address.
@@ -368,6 +405,47 @@ fn write_tss(mem: &GuestMemory, i: usize) -> Result<(), Efault> {
         bitmap[usize::from(port / 8)] &= !(1 << (port % 8));
     }
     mem.write(tss + 104, &bitmap)?;
+    Ok(())
+}
+
+/// Make `[start, start+len)` not present in the guest page tables (a guard: any access
+/// faults). Only whole 4 KiB/2 MiB entries are cleared; a range inside a 1 GiB page is
+/// refused. Call before any vCPU runs (no TLB to flush).
+pub fn unmap_guard(mem: &GuestMemory, pml4: u64, start: u64, len: u64) -> Result<(), Efault> {
+    let mut va = start;
+    let end = start + len;
+    while va < end {
+        let e4 = mem.read_u64(pml4 + 8 * ((va >> 39) & 511))?;
+        let pdpt = e4 & !0xfff;
+        let e3a = pdpt + 8 * ((va >> 30) & 511);
+        let e3 = mem.read_u64(e3a)?;
+        if e3 & 1 == 0 || e3 & 0x80 != 0 {
+            return Err(Efault {
+                addr: va,
+                len: end - va,
+            });
+        }
+        let e2a = (e3 & !0xfff) + 8 * ((va >> 21) & 511);
+        let e2 = mem.read_u64(e2a)?;
+        if e2 & 0x80 != 0 {
+            if va % (2 << 20) != 0 || end - va < (2 << 20) {
+                return Err(Efault {
+                    addr: va,
+                    len: end - va,
+                });
+            }
+            mem.write_u64(e2a, 0)?;
+            va += 2 << 20;
+            continue;
+        }
+        if e2 & 1 == 0 {
+            va += 4096;
+            continue;
+        }
+        let e1a = (e2 & !0xfff) + 8 * ((va >> 12) & 511);
+        mem.write_u64(e1a, 0)?;
+        va += 4096;
+    }
     Ok(())
 }
 
@@ -467,6 +545,7 @@ mod tests {
         assert_eq!(jb[0], 0x72);
         let target = LAUNCH_STUB_NO_PREFAULT.wrapping_add_signed(i64::from(jb[1] as i8));
         assert_eq!(at(target, 3), [0x80, 0x0f, 0x00]);
+        assert_eq!(target, LAUNCH_PREFAULT_LOOP);
         // Every exception stub: `out EXCEPTION_PORT, al; hlt`, decoded back to its vector.
         for v in 0..256u64 {
             let stub = EXCEPTION_STUBS + v * EXCEPTION_STUB_SIZE;

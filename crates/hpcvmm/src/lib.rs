@@ -14,14 +14,19 @@
 //! - [`kernel`]: the objects system calls act on (run, thread group, task);
 //! - [`syscall`]: the system call table and handlers, acting on `kernel`;
 //! - [`stats`]: run statistics (names calls through the syscall table);
-//! - [`vcpu`]: vCPU set-up and the vCPU thread loop, serving exits through `syscall`;
+//! - [`vcpu`]: vCPU set-up and the vCPU thread loop, serving exits through `syscall` and
+//!   delivering signals where the guest resumes;
+//! - [`pump`]: the host thread that brings outside signals and timer expiries to the guest;
 //! - `vm`: building a run in named phases and running it ([`run`], [`run_with`]).
 
 pub mod elf;
+pub mod fastcall;
 pub mod jail;
 pub mod kernel;
 pub mod layout;
 pub mod memory;
+pub mod pump;
+pub mod shmem;
 pub mod stack;
 pub mod stats;
 mod sys;

@@ -148,6 +148,8 @@ pub struct GuestMemory {
     backing: Backing,
     user_lo: u64,
     user_hi: u64,
+    /// The window for memory shared with other VMs (issue 12), if the guest has one.
+    shared: Option<crate::shmem::SharedWindow>,
 }
 
 impl fmt::Debug for GuestMemory {
@@ -292,6 +294,7 @@ impl GuestMemory {
             backing,
             user_lo: 0,
             user_hi: size,
+            shared: None,
         })
     }
 
@@ -502,14 +505,26 @@ impl RegionList {
 }
 
 impl GuestMemory {
-    /// The KVM memory slots this memory is registered as.
+    /// The KVM memory slots this memory is registered as: RAM, then the shared window.
     pub fn regions(&self) -> RegionList {
-        RegionList::new(vec![MemoryRegion {
+        let mut v = vec![MemoryRegion {
             slot: 0,
             guest_phys_addr: 0,
             size: self.size,
             host_addr: self.host_base() as u64,
-        }])
+        }];
+        v.extend(self.shared.as_ref().map(|w| w.region()));
+        RegionList::new(v)
+    }
+
+    /// Give the guest a window for memory shared with other VMs ([`crate::shmem`]).
+    pub fn attach_shared_window(&mut self, w: crate::shmem::SharedWindow) {
+        self.shared = Some(w);
+    }
+
+    /// The shared window, if any.
+    pub fn shared_window(&self) -> Option<&crate::shmem::SharedWindow> {
+        self.shared.as_ref()
     }
 }
 

@@ -218,6 +218,10 @@ pub struct RunStats {
     pub syscalls_total: u64,
     /// FUTEX_WAKE calls the syscall stub answered inside the guest (no waiter, no VM exit).
     pub futex_wakes_without_exit: u64,
+    /// System calls the fast entry answered inside the guest (getrusage, clock_gettime of the
+    /// CPU clocks, times, gettid, getpid, getcpu, sched_yield): no exit.
+    #[serde(default)]
+    pub calls_answered_in_guest: u64,
     pub syscalls: BTreeMap<String, SyscallStat>,
     /// Calls answered -ENOSYS, by name.
     pub enosys: BTreeMap<String, u64>,
@@ -229,6 +233,14 @@ pub struct RunStats {
     /// KVM vCPU statistics after guest setup, before the first instruction (summed).
     pub kvm_vcpu_at_launch: BTreeMap<String, u64>,
     pub vcpus: Vec<VcpuStats>,
+    /// Guest attempts the kernel refused, by kind (see [`crate::kernel::run::refusal`]):
+    /// the VMM's own /proc entries, devices, the user's permissions, other processes.
+    #[serde(default)]
+    pub refusals: BTreeMap<String, u64>,
+    /// What the jail enforced (identity, capabilities, Landlock, seccomp); `None` when the
+    /// run was not jailed (`--no-jail`, or a library caller of [`crate::run`]).
+    #[serde(default)]
+    pub jail: Option<crate::jail::JailReport>,
 }
 
 impl RunStats {
@@ -304,6 +316,24 @@ impl RunStats {
                 crate::memory::Backing::Hugetlb { page_size, .. } => format!("hugetlb {page_size}"),
                 crate::memory::Backing::Lazy => "lazy 4K".to_string(),
             }
-        )
+        ) + &self.security_summary()
+    }
+
+    /// " | refused ... | jail ..." for the summary line.
+    fn security_summary(&self) -> String {
+        let mut s = String::new();
+        if !self.refusals.is_empty() {
+            let kinds: Vec<String> = self
+                .refusals
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            s.push_str(&format!(" | refused: {}", kinds.join(", ")));
+        }
+        match &self.jail {
+            Some(j) => s.push_str(&format!(" | {}", j.summary())),
+            None => s.push_str(" | jail: off"),
+        }
+        s
     }
 }

@@ -9,6 +9,8 @@ use std::time::Instant;
 use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_xcrs, CpuId, Msrs};
 use kvm_ioctls::{Kvm, SyncReg, VcpuExit, VcpuFd, VmFd};
 
+use crate::kernel::clocks;
+use crate::kernel::signals::{self as ksig, frame, Dequeued, SigInfo, SignalHost};
 use crate::kernel::task::Task;
 use crate::kernel::Kernel;
 use crate::layout::{self, *};
@@ -161,12 +163,12 @@ pub fn configure(m: &Machine, vcpu: &VcpuFd, index: usize, fresh: bool) -> Resul
         },
         kvm_msr_entry {
             index: MSR_LSTAR,
-            data: SYSCALL_STUB,
+            data: crate::fastcall::ENTRY,
             ..Default::default()
         },
         kvm_msr_entry {
             index: MSR_CSTAR,
-            data: SYSCALL_STUB,
+            data: crate::fastcall::ENTRY,
             ..Default::default()
         },
         kvm_msr_entry {
@@ -393,6 +395,10 @@ pub struct Machine {
     done_tx: Mutex<mpsc::Sender<Finished>>,
     thread_start: Option<ThreadStartHook>,
     hook_failed: AtomicBool,
+    /// Wakes the signal pump (an eventfd; see `pump.rs`).
+    pub(crate) pump_wake: std::os::fd::OwnedFd,
+    /// A second range the launch stub prefaults (the stack, above the unmapped guard).
+    second_prefault: Mutex<Option<(u64, u64)>>,
 }
 
 /// Host-side bookkeeping of the vCPU threads.
@@ -401,6 +407,8 @@ struct VcpuPool {
     next_vcpu: usize,
     /// Host thread ids of running vCPU threads (to kick them out of KVM_RUN).
     host_tids: BTreeMap<usize, i32>,
+    /// Guest tid -> (host tid, vCPU index) of running vCPU threads (signal kicks).
+    by_guest_tid: BTreeMap<i32, (i32, usize)>,
     /// vCPU threads started (each reports once through the done channel).
     started: usize,
     handles: Vec<std::thread::JoinHandle<()>>,
@@ -426,6 +434,12 @@ impl Machine {
     /// The machine and the receiving end of its "vCPU thread finished" channel.
     pub fn new(p: MachineParts) -> (Arc<Self>, mpsc::Receiver<Finished>) {
         let (tx, rx) = mpsc::channel();
+        // SAFETY: eventfd has no pointer arguments; returns a new fd or -1.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        assert!(efd >= 0, "cannot create the signal pump's eventfd");
+        // SAFETY: a fresh fd we own.
+        let pump_wake =
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(efd) };
         let m = Machine {
             kernel: p.kernel,
             _kvm: p.kvm,
@@ -446,8 +460,62 @@ impl Machine {
             done_tx: Mutex::new(tx),
             thread_start: p.thread_start,
             hook_failed: AtomicBool::new(false),
+            pump_wake,
+            second_prefault: Mutex::new(None),
         };
-        (Arc::new(m), rx)
+        let m = Arc::new(m);
+        let host: std::sync::Weak<dyn SignalHost> = Arc::downgrade(&m) as std::sync::Weak<Machine>;
+        m.kernel.group.signals.set_host(host);
+        (m, rx)
+    }
+
+    /// Have the launch stub prefault `[lo, hi)` too, after its first range.
+    pub fn set_second_prefault(&self, lo: u64, hi: u64) {
+        *self.second_prefault.lock().unwrap() = Some((lo, hi));
+    }
+
+    /// Wake the signal pump (a signal is pending somewhere, the timers changed, the run ends).
+    pub(crate) fn wake_pump(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live buffer to our eventfd.
+        unsafe {
+            libc::write(
+                std::os::fd::AsRawFd::as_raw_fd(&self.pump_wake),
+                one.as_ptr().cast(),
+                8,
+            )
+        };
+    }
+
+    /// Kick the host thread of guest thread `tid` out of KVM_RUN / a blocking host call.
+    pub(crate) fn kick_guest_thread(&self, tid: i32) {
+        let host = self
+            .pool
+            .lock()
+            .unwrap()
+            .by_guest_tid
+            .get(&tid)
+            .map(|t| t.0);
+        if let Some(h) = host {
+            let _ = crate::sys::tgkill_self(h, kick_signal());
+        }
+    }
+
+    /// sched_yield is answered in the guest while every guest thread has a core of its own.
+    pub(crate) fn update_yield_flag(&self) {
+        let live = self.kernel.group.threads.lock().unwrap().live() as usize;
+        let alone = self.pin_vcpus && live <= self.cpus.len();
+        clocks::set_flag(&*self.mem, clocks::FLAG_YIELD, alone);
+    }
+
+    fn vcpu_of(&self, tid: i32) -> usize {
+        self.pool
+            .lock()
+            .unwrap()
+            .by_guest_tid
+            .get(&tid)
+            .map(|t| t.1)
+            .unwrap_or(0)
     }
 
     pub fn vm(&self) -> &VmFd {
@@ -463,6 +531,7 @@ impl Machine {
             }
         }
         self.kernel.run.end();
+        self.wake_pump();
     }
 
     /// End the run and make every vCPU thread notice.
@@ -532,6 +601,7 @@ impl Machine {
     pub fn spawn(self: &Arc<Self>, index: usize, vcpu: VcpuFd, task: Task) -> std::io::Result<()> {
         let m = self.clone();
         let stats = VcpuStats::new(index, task.tid, self.host_cpus_for(task.core));
+        self.kernel.group.signals.add_task(task.sig.clone());
         let mut pool = self.pool.lock().unwrap();
         let h = std::thread::Builder::new()
             .name(format!("vcpu{index}"))
@@ -541,6 +611,7 @@ impl Machine {
                     fd: vcpu,
                     task,
                     stats,
+                    restart: None,
                 };
                 t.run(&m);
             })?;
@@ -595,12 +666,109 @@ impl Machine {
             return fail(libc::EFAULT, &new);
         }
         new.task.core = self.core_for(index, &new.task.affinity);
+        new.task.vcpu = index;
         let tid = new.task.tid;
         match self.spawn(index, vcpu, new.task.clone()) {
             Ok(()) => Ok(tid as u64),
             Err(_) => fail(libc::EAGAIN, &new),
         }
     }
+}
+
+impl SignalHost for Machine {
+    fn kick(&self, tid: i32) {
+        self.kick_guest_thread(tid);
+        self.kernel.run.nudge();
+        self.kernel.group.futexes.wake_everyone();
+        self.wake_pump();
+    }
+
+    fn terminate(&self, sig: i32, tid: i32) {
+        let mut r = signal_report(sig, tid, self.vcpu_of(tid), 0);
+        r.what = format!("killed by {}", signal_name(sig));
+        self.finish_all(ExitReport::Faulted(r));
+    }
+
+    fn timers_changed(&self) {
+        self.wake_pump();
+    }
+
+    fn wake_sleepers(&self) {
+        self.kernel.run.nudge();
+    }
+}
+
+/// Size of the guest's XSAVE image (standard format) for `xcr0`, from CPUID leaf 0xD.
+pub fn xstate_size(cpuid: &CpuId, xcr0: u64) -> usize {
+    let mut size = 576;
+    for e in cpuid.as_slice() {
+        if e.function == 0xd && (2..63).contains(&e.index) && xcr0 & (1 << e.index) != 0 {
+            size = size.max((e.ebx + e.eax) as usize);
+        }
+    }
+    size.min(4096)
+}
+
+fn xsave_bytes(x: &kvm_bindings::kvm_xsave) -> Vec<u8> {
+    x.region.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+fn xsave_from(img: &[u8]) -> kvm_bindings::kvm_xsave {
+    let mut x = kvm_bindings::kvm_xsave::default();
+    for (i, c) in img.chunks(4).take(1024).enumerate() {
+        let mut w = [0u8; 4];
+        w[..c.len()].copy_from_slice(c);
+        x.region[i] = u32::from_le_bytes(w);
+    }
+    x
+}
+
+/// The FPU a handler starts with (Linux's init state): FCW 0x37f, MXCSR 0x1f80, x87 and SSE
+/// registers zero, every extended state in its init configuration.
+fn init_fpu_image(xsave: bool) -> Vec<u8> {
+    let mut img = vec![0u8; 4096];
+    img[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
+    img[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+    if xsave {
+        img[512..520].copy_from_slice(&3u64.to_le_bytes());
+    }
+    img
+}
+
+/// The signal and si_code a guest exception raises (Linux's trap handlers), with si_addr.
+fn fault_siginfo(vector: u8, err: Option<u64>, cr2: u64, rip: u64) -> Option<SigInfo> {
+    let (sig, code, addr) = match vector {
+        0 => (libc::SIGFPE, 1, rip),    // FPE_INTDIV
+        1 | 3 => (libc::SIGTRAP, 1, 0), // TRAP_BRKPT
+        4 | 5 | 13 => (libc::SIGSEGV, ksig::SI_KERNEL, 0),
+        6 => (libc::SIGILL, 2, rip), // ILL_ILLOPN
+        12 => (libc::SIGBUS, ksig::SI_KERNEL, 0),
+        14 => {
+            let code = if err.unwrap_or(0) & 1 != 0 { 2 } else { 1 }; // SEGV_ACCERR / MAPERR
+            (libc::SIGSEGV, code, cr2)
+        }
+        16 | 19 => (libc::SIGFPE, 7, rip), // FPE_FLTINV
+        17 => (libc::SIGBUS, 1, cr2),      // BUS_ADRALN
+        _ => return None,
+    };
+    Some(SigInfo::fault(sig, code, addr))
+}
+
+/// A system call whose result may mean "restart": what the delivery point needs to redo it.
+#[derive(Clone, Copy, Debug)]
+struct Restart {
+    nr: u64,
+    ret: i64,
+    /// Address of the `syscall` instruction.
+    call_rip: u64,
+}
+
+/// Exception state a fault frame carries.
+#[derive(Clone, Copy, Debug, Default)]
+struct Trap {
+    trapno: u64,
+    err: u64,
+    cr2: u64,
 }
 
 /// Why KVM_RUN returned, decoded once.
@@ -662,6 +830,8 @@ struct VcpuThread {
     fd: VcpuFd,
     task: Task,
     stats: VcpuStats,
+    /// The last system call, if its result asks for a restart (ERESTART*).
+    restart: Option<Restart>,
 }
 
 impl VcpuThread {
@@ -675,11 +845,14 @@ impl VcpuThread {
     /// must not run.
     fn start(&mut self, m: &Arc<Machine>) -> bool {
         install_kick_handler();
-        m.pool
-            .lock()
-            .unwrap()
-            .host_tids
-            .insert(self.index, crate::sys::gettid());
+        {
+            let mut pool = m.pool.lock().unwrap();
+            let host = crate::sys::gettid();
+            pool.host_tids.insert(self.index, host);
+            pool.by_guest_tid.insert(self.task.tid, (host, self.index));
+        }
+        clocks::start(&*m.mem, self.index, self.task.tid, self.task.core);
+        m.update_yield_flag();
         if let Some(hook) = &m.thread_start {
             if let Err(e) = hook(self.index) {
                 if !m.hook_failed.swap(true, Ordering::AcqRel) {
@@ -711,12 +884,39 @@ impl VcpuThread {
         let mut before = stats_file.as_ref().map(|f| f.read()).unwrap_or_default();
         let mut parked = false;
         while !m.kernel.run.ending() {
+            // Signals, where Linux takes them: on the way back to user mode. Nothing pending
+            // costs two atomic loads.
+            if self.restart.is_some()
+                || self.task.saved_sigmask.is_some()
+                || m.kernel.group.signals.deliverable(&self.task.sig)
+            {
+                match self.signal_work(m, None) {
+                    Next::Resume => {}
+                    _ => break,
+                }
+            }
+            let clock = m.kernel.run.clock();
+            if let Some(c) = &clock {
+                clocks::enter(&*m.mem, self.index, c.now());
+            }
             let t0 = Instant::now();
             let exit = self.enter();
             let t1 = Instant::now();
+            if let Some(c) = &clock {
+                clocks::leave(&*m.mem, self.index, c.now());
+            }
             self.stats.guest_time_s += (t1 - t0).as_secs_f64();
             self.stats.exit(exit.stat_name());
             if let VmExit::Launch = exit {
+                if let Some((lo, hi)) = m.second_prefault.lock().unwrap().take() {
+                    // Back into the prefault loop for the range above the stack guard.
+                    let s = self.fd.sync_regs_mut();
+                    s.regs.rip = LAUNCH_PREFAULT_LOOP;
+                    s.regs.rdi = lo;
+                    s.regs.rsi = hi;
+                    self.fd.set_sync_dirty_reg(SyncReg::Register);
+                    continue;
+                }
                 // The program starts now: what KVM counted so far belongs to launch.
                 if let Some(f) = &stats_file {
                     let now = f.read();
@@ -730,7 +930,14 @@ impl VcpuThread {
             let is_syscall = matches!(exit, VmExit::Syscall);
             let next = self.handle(m, exit);
             if is_syscall {
-                self.stats.vmm_time_s += t1.elapsed().as_secs_f64();
+                let served = t1.elapsed();
+                self.stats.vmm_time_s += served.as_secs_f64();
+                clocks::add_system(
+                    &*m.mem,
+                    self.index,
+                    served.as_nanos() as u64,
+                    self.task.counters.futex_waits,
+                );
             }
             match next {
                 Next::Resume => {}
@@ -806,6 +1013,14 @@ impl VcpuThread {
                     (None, sp)
                 };
                 let fault_rip = mem.system_read_u64(frame).unwrap_or(0);
+                let fast = crate::fastcall::ENTRY
+                    ..crate::fastcall::ENTRY + crate::fastcall::CODE.len() as u64;
+                if vector == 6 && fast.contains(&fault_rip) {
+                    return self.fast_entry_unusable(m, frame);
+                }
+                if let Some(next) = self.fault_to_handler(m, vector, err, s.sregs.cr2, frame) {
+                    return next;
+                }
                 ExitReport::Faulted(exception_report(
                     vector,
                     err,
@@ -876,8 +1091,17 @@ impl VcpuThread {
         if ctx.unsupported {
             *m.enosys.lock().unwrap().entry(nr).or_default() += 1;
         }
+        let mut sigreturn = None;
         let ret = match outcome {
             SysOutcome::Return(v) => Some(v),
+            SysOutcome::Sigreturn(r) => {
+                sigreturn = Some(r);
+                Some(0)
+            }
+            SysOutcome::ForceSigsegv => {
+                self.stats.syscall(nr, t.elapsed().as_secs_f64());
+                return self.force_sigsegv(m, frame.rip);
+            }
             SysOutcome::Clone(new) => Some(match m.start_clone(*new) {
                 Ok(tid) => tid,
                 Err(e) => (-(e as i64)) as u64,
@@ -905,6 +1129,30 @@ impl VcpuThread {
             if crate::sys::set_current_thread_affinity(&host).is_ok() {
                 self.stats.host_cpus = host;
             }
+            clocks::set_core(&*m.mem, self.index, self.task.core);
+        }
+        if matches!(nr, 9 | 11 | 12 | 25) {
+            // mmap, munmap, brk, mremap: ru_maxrss follows the peak of mapped memory.
+            let peak = k.group.mm.lock().unwrap().peak_bytes();
+            clocks::set_maxrss(&*m.mem, peak / 1024);
+        }
+        if let Some(r) = sigreturn {
+            return self.apply_sigreturn(m, &r, kernel_mode, frame.rip);
+        }
+        let sret = ret as i64;
+        if [
+            ksig::ERESTARTSYS,
+            ksig::ERESTARTNOINTR,
+            ksig::ERESTARTNOHAND,
+        ]
+        .iter()
+        .any(|&e| sret == -(e as i64))
+        {
+            self.restart = Some(Restart {
+                nr,
+                ret: sret,
+                call_rip: frame.rip.wrapping_sub(2),
+            });
         }
         // Resume the guest after its `syscall` instruction: RAX = result, RIP = RCX, RFLAGS = R11.
         // On a VMX host `syscall` entered CPL0, so also return to the user segments; on hosts where
@@ -934,6 +1182,272 @@ impl VcpuThread {
         Next::Resume
     }
 
+    /// Deliver what is pending (and settle a restartable system call) before the guest
+    /// resumes; `trap`: the state of a fault being delivered. Stop if the group dies.
+    fn signal_work(&mut self, m: &Arc<Machine>, trap: Option<Trap>) -> Next {
+        let sigs = &m.kernel.group.signals;
+        {
+            // Not inside the VMM's stubs (a kick can land there): the guest leaves them soon,
+            // and the pump kicks again.
+            let s = self.fd.sync_regs_mut();
+            let rip = s.regs.rip;
+            let in_stub =
+                (SYSCALL_STUB..EXCEPTION_STUBS + 256 * EXCEPTION_STUB_SIZE).contains(&rip);
+            if s.sregs.cs.dpl != 3 || in_stub {
+                return Next::Resume;
+            }
+        }
+        let mut restart = self.restart.take();
+        let mut handled = false;
+        for _ in 0..64 {
+            let Some(d) = sigs.dequeue(&self.task.sig, self.task.sigmask) else {
+                break;
+            };
+            match d {
+                Dequeued::Fatal(sig) => {
+                    let rip = self.rip();
+                    let r = signal_report(sig, self.task.tid, self.index, rip);
+                    m.finish_all(ExitReport::Faulted(r));
+                    return Next::Stop;
+                }
+                // Stopping the whole guest is the host's job control (SIGSTOP to the VMM
+                // process stops it); a stop the guest raises by default is ignored here.
+                Dequeued::Stop(_) => continue,
+                Dequeued::Handler(info, act) => {
+                    if let Some(r) = restart.take() {
+                        self.settle_restart(&r, Some(&act));
+                    }
+                    let t = if handled { None } else { trap };
+                    if let Err(e) = self.setup_frame(m, &info, &act, t) {
+                        tracing::debug!(
+                            "signal {} frame for tid {}: {e:?}",
+                            info.signo,
+                            self.task.tid
+                        );
+                        let rip = self.rip();
+                        return self.force_sigsegv(m, rip);
+                    }
+                    handled = true;
+                }
+            }
+        }
+        if let Some(r) = restart {
+            self.settle_restart(&r, None);
+        }
+        if !handled {
+            if let Some(old) = self.task.saved_sigmask.take() {
+                self.task.set_sigmask(old);
+            }
+        }
+        Next::Resume
+    }
+
+    /// Linux's handle_signal/restart logic for an interrupted call: restart it (RIP back on
+    /// the `syscall`, RAX = its number) or make it fail with EINTR.
+    fn settle_restart(&mut self, r: &Restart, act: Option<&ksig::SigAction>) {
+        let e = (-r.ret) as i32;
+        let restart = match act {
+            None => true,
+            Some(a) => match e {
+                ksig::ERESTARTNOHAND => false,
+                ksig::ERESTARTSYS => a[1] & ksig::SA_RESTART != 0,
+                _ => true,
+            },
+        };
+        let s = self.fd.sync_regs_mut();
+        if restart {
+            s.regs.rip = r.call_rip;
+            s.regs.rax = r.nr;
+        } else {
+            s.regs.rax = (-(libc::EINTR as i64)) as u64;
+        }
+        self.fd.set_sync_dirty_reg(SyncReg::Register);
+    }
+
+    /// Build the signal frame on the guest stack and point the vCPU at the handler.
+    fn setup_frame(
+        &mut self,
+        m: &Arc<Machine>,
+        info: &SigInfo,
+        act: &ksig::SigAction,
+        trap: Option<Trap>,
+    ) -> Result<(), frame::FrameError> {
+        let fpu = m.kernel.run.fpu();
+        let xs = self.fd.get_xsave().map_err(|_| frame::FrameError::Fault)?;
+        let img = xsave_bytes(&xs);
+        let regs = self.fd.sync_regs_mut().regs;
+        let oldmask = self.task.saved_sigmask.take().unwrap_or(self.task.sigmask);
+        let t = trap.unwrap_or_default();
+        let fin = frame::FrameIn {
+            regs: frame::Gprs::from_kvm(&regs),
+            segs: [USER_CS, 0, 0, USER_DS],
+            err: t.err,
+            trapno: t.trapno,
+            cr2: t.cr2,
+            oldmask,
+            info: *info,
+            action: *act,
+            altstack: self.task.altstack,
+            xsave: &img,
+            xstate_size: fpu.xstate_size,
+            xfeatures: fpu.xcr0,
+        };
+        let out = match frame::write(&*m.kernel.group.mem, &fin) {
+            Ok(o) => o,
+            Err(e) => {
+                self.task.saved_sigmask = (oldmask != self.task.sigmask).then_some(oldmask);
+                return Err(e);
+            }
+        };
+        let s = self.fd.sync_regs_mut();
+        s.regs.rsp = out.rsp;
+        s.regs.rip = out.rip;
+        s.regs.rdi = out.rdi;
+        s.regs.rsi = out.rsi;
+        s.regs.rdx = out.rdx;
+        s.regs.rax = 0;
+        s.regs.rflags = user_rflags(regs.rflags) & !(0x400 | 0x100); // DF, TF
+        s.sregs.cs = user_cs();
+        s.sregs.ss = user_ds();
+        self.fd.set_sync_dirty_reg(SyncReg::Register);
+        self.fd.set_sync_dirty_reg(SyncReg::SystemRegister);
+        let init = xsave_from(&init_fpu_image(fpu.xstate_size > 0));
+        // SAFETY: a 4 KiB kvm_xsave; the guest's XCR0 (x87, SSE, AVX, AVX-512 at most, no
+        // AMX) fits in it, so KVM reads nothing past the struct.
+        unsafe { self.fd.set_xsave(&init) }.map_err(|_| frame::FrameError::Fault)?;
+        let sig = info.signo;
+        let mut mask = self.task.sigmask | act[3];
+        if act[1] & ksig::SA_NODEFER == 0 {
+            mask |= ksig::bit(sig);
+        }
+        self.task.set_sigmask(mask);
+        if act[1] & ksig::SA_RESETHAND != 0 {
+            m.kernel.group.signals.reset(sig);
+        }
+        self.stats.exit("signal_delivered");
+        Ok(())
+    }
+
+    /// rt_sigreturn: resume with the frame's registers and FPU state.
+    fn apply_sigreturn(
+        &mut self,
+        m: &Arc<Machine>,
+        r: &frame::Restored,
+        kernel_mode: bool,
+        rip: u64,
+    ) -> Next {
+        let fpu = m.kernel.run.fpu();
+        let img = match &r.fpstate {
+            None => init_fpu_image(fpu.xstate_size > 0),
+            Some(i) => {
+                let mut img = i.clone();
+                img.resize(4096, 0);
+                if !r.xstate {
+                    // Legacy area only: x87 and SSE from it, the rest in its init state
+                    // (KVM_SET_XSAVE reads the header even for a guest without XSAVE).
+                    img[512..520].copy_from_slice(&3u64.to_le_bytes());
+                    img[520..576].fill(0);
+                }
+                img
+            }
+        };
+        let x = xsave_from(&img);
+        // SAFETY: as in setup_frame: a 4 KiB kvm_xsave for an XCR0 that fits in it.
+        if unsafe { self.fd.set_xsave(&x) }.is_err() {
+            return self.force_sigsegv(m, rip);
+        }
+        let s = self.fd.sync_regs_mut();
+        let mut regs = r.regs.to_kvm();
+        regs.rflags = user_rflags(regs.rflags);
+        s.regs = regs;
+        if kernel_mode || s.sregs.cs.dpl != 3 {
+            s.sregs.cs = user_cs();
+            s.sregs.ss = user_ds();
+            self.fd.set_sync_dirty_reg(SyncReg::SystemRegister);
+        }
+        self.fd.set_sync_dirty_reg(SyncReg::Register);
+        Next::Resume
+    }
+
+    /// Linux's force_sigsegv: a frame could not be built or read back. SIGSEGV with the
+    /// default action ends the group.
+    fn force_sigsegv(&mut self, m: &Arc<Machine>, rip: u64) -> Next {
+        m.kernel.group.signals.reset(libc::SIGSEGV);
+        let mut r = exception_report(13, None, 0, rip, self.task.tid, self.index);
+        r.what = "bad signal frame (the handler's stack or the frame at rt_sigreturn is unusable)"
+            .into();
+        m.finish_all(ExitReport::Faulted(r));
+        Next::Stop
+    }
+
+    /// The fast entry's RDPID faulted (#UD: the CPU does not give it to the guest): switch the
+    /// fast entry off and redo the call through the ordinary stub, from the state at the fault
+    /// (RAX still holds the call number: RDPID is the first thing each fast path changes).
+    fn fast_entry_unusable(&mut self, m: &Arc<Machine>, frame_at: u64) -> Next {
+        tracing::info!("RDPID is not available to the guest: system calls all exit");
+        clocks::set_flag(&*m.mem, clocks::FLAG_FAST, false);
+        let mem = &m.mem;
+        let rd = |o: u64| mem.system_read_u64(frame_at + o).unwrap_or(0);
+        let (cs, rflags, rsp) = (rd(8), rd(16), rd(24));
+        let s = self.fd.sync_regs_mut();
+        s.regs.rip = SYSCALL_STUB;
+        s.regs.rsp = rsp;
+        s.regs.rflags = rflags;
+        if cs & 3 == 3 {
+            s.sregs.cs = user_cs();
+            s.sregs.ss = user_ds();
+        } else {
+            s.sregs.cs = seg(KERNEL_CS, true, 0);
+            s.sregs.ss = seg(KERNEL_DS, false, 0);
+        }
+        self.fd.set_sync_dirty_reg(SyncReg::Register);
+        self.fd.set_sync_dirty_reg(SyncReg::SystemRegister);
+        Next::Resume
+    }
+
+    /// A guest exception at CPL3 with a handler for its signal: restore the user registers
+    /// from the exception frame and deliver. None: no handler (or not a user fault), the
+    /// caller reports the fault as before.
+    fn fault_to_handler(
+        &mut self,
+        m: &Arc<Machine>,
+        vector: u8,
+        err: Option<u64>,
+        cr2: u64,
+        frame_at: u64,
+    ) -> Option<Next> {
+        let mem = &m.mem;
+        let rd = |o: u64| mem.system_read_u64(frame_at + o).ok();
+        let (rip, cs, rflags, rsp) = (rd(0)?, rd(8)?, rd(16)?, rd(24)?);
+        if cs & 3 != 3 {
+            return None;
+        }
+        let info = fault_siginfo(vector, err, cr2, rip)?;
+        let sigs = &m.kernel.group.signals;
+        let act = sigs.action(info.signo);
+        let blocked = self.task.sigmask & ksig::bit(info.signo) != 0;
+        if act[0] == ksig::SIG_DFL || act[0] == ksig::SIG_IGN || blocked {
+            // Forced to the default action: the fault report says it all.
+            return None;
+        }
+        let mask = sigs.force(&self.task.sig, self.task.sigmask, info);
+        self.task.set_sigmask(mask);
+        let s = self.fd.sync_regs_mut();
+        s.regs.rip = rip;
+        s.regs.rsp = rsp;
+        s.regs.rflags = user_rflags(rflags);
+        s.sregs.cs = user_cs();
+        s.sregs.ss = user_ds();
+        self.fd.set_sync_dirty_reg(SyncReg::Register);
+        self.fd.set_sync_dirty_reg(SyncReg::SystemRegister);
+        let trap = Trap {
+            trapno: u64::from(vector),
+            err: err.unwrap_or(0),
+            cr2: if vector == 14 { cr2 } else { 0 },
+        };
+        Some(self.signal_work(m, Some(trap)))
+    }
+
     /// Leave: unregister, park the vCPU if the thread merely exited, report the statistics.
     fn report(mut self, m: &Arc<Machine>, parked: bool) {
         self.stats.futex_waits = self.task.counters.futex_waits;
@@ -942,10 +1456,14 @@ impl VcpuThread {
         {
             let mut pool = m.pool.lock().unwrap();
             pool.host_tids.remove(&self.index);
+            pool.by_guest_tid.remove(&self.task.tid);
+            m.kernel.group.signals.remove_task(self.task.tid);
+            clocks::retire(&*m.mem, self.index);
             if parked && !m.kernel.run.ending() {
                 pool.parked.push((self.index, self.fd));
             }
         }
+        m.update_yield_flag();
         let _ = tx.send(Finished { stats: self.stats });
     }
 }

@@ -139,6 +139,8 @@ pub struct TimeBase {
     pub mult: u64,
     pub mono_ns: u64,
     pub real_ns: u64,
+    /// guest TSC - host TSC (the VMM reads the guest's clock from the host TSC).
+    pub host_offset: u64,
 }
 
 impl TimeBase {
@@ -150,6 +152,7 @@ impl TimeBase {
             mult,
             mono_ns,
             real_ns,
+            host_offset: 0,
         }
     }
 

@@ -22,11 +22,11 @@ use serde::{Deserialize, Serialize};
 use crate::elf::{ElfError, LoadedImage, Program};
 use crate::kernel::files::FdTable;
 use crate::kernel::fsroot::FsRoot;
-use crate::kernel::group::{Credentials, GroupParts, Limits, ThreadGroup, Uts};
+use crate::kernel::group::{Credentials, GroupParts, Limits, ProcInfo, ThreadGroup, Uts};
 use crate::kernel::mm::{AddressSpace, VmaAttrs, VmaBacking};
-use crate::kernel::run::Run;
+use crate::kernel::run::{FpuLayout, Run};
 use crate::kernel::task::Task;
-use crate::kernel::{Kernel, GUEST_PID};
+use crate::kernel::Kernel;
 use crate::layout::{self, GuestPageSize, Paging, USER_START};
 use crate::memory::{Backing, GuestMemory, HugePageSize, MemoryError};
 use crate::stack::{self, StackSpec};
@@ -37,6 +37,9 @@ pub use crate::vcpu::ThreadStartHook;
 
 /// Stack reserved for the main thread (RLIMIT_STACK).
 pub const MAIN_STACK: u64 = 8 << 20;
+
+/// Unmapped guest memory just below the main stack: a stack overflow faults there.
+pub const STACK_GUARD: u64 = 2 << 20;
 
 /// Everything a run needs; one definition shared by the CLI, config files and the API.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -76,6 +79,21 @@ pub struct RunConfig {
     pub stdout: Option<PathBuf>,
     #[serde(default)]
     pub stderr: Option<PathBuf>,
+    /// Host descriptors the guest inherits at the same numbers (what a launcher such as
+    /// MPICH's Hydra passed: `PMI_FD`, pipes, sockets). The run takes ownership of them.
+    /// `dualstack run` fills in every descriptor it was started with that a native exec would
+    /// pass on ([`crate::kernel::files::inheritable_host_fds`]).
+    #[serde(default)]
+    pub inherit_fds: Vec<i32>,
+    /// The guest's pid is the VMM's host pid instead of the fixed guest pid: an MPI rank
+    /// names itself to its peers by pid (UCX reads /proc/<pid>/stat of its peers), and the
+    /// ranks of one job must not all be pid 1000.
+    #[serde(default)]
+    pub host_pid: bool,
+    /// Who the guest is (its uid, gid and groups, as getuid and /proc/self/status tell it):
+    /// the jail's identity. `None`: the VMM process's own ids.
+    #[serde(default)]
+    pub identity: Option<crate::jail::Identity>,
 }
 
 impl RunConfig {
@@ -100,6 +118,9 @@ impl RunConfig {
             stdin: None,
             stdout: None,
             stderr: None,
+            inherit_fds: Vec::new(),
+            host_pid: false,
+            identity: None,
         }
     }
 }
@@ -268,6 +289,36 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
     let stats_vm = KvmStatsFile::open(&kvm.vm);
     let vm_before = stats_vm.as_ref().map(|f| f.read()).unwrap_or_default();
     let paging = mem.paging;
+    // A guard below the main stack, as Linux's stack gap: overflowing the stack faults.
+    if let Err(e) = layout::unmap_guard(
+        &mem.mem,
+        paging.pml4,
+        paging.usable_end - MAIN_STACK - STACK_GUARD,
+        STACK_GUARD,
+    ) {
+        tracing::debug!("no stack guard: {e}");
+    }
+    // Signal frames carry the XSAVE image whenever KVM describes one (CPUID leaf 0xD): the
+    // guest may use AVX state even where leaf 1 hides XSAVE from the VMM (this nested host).
+    let has_xsave_leaf = kvm
+        .cpuid
+        .as_slice()
+        .iter()
+        .any(|e| e.function == 0xd && e.index == 0 && e.ebx >= 576);
+    let fpu = FpuLayout {
+        xstate_size: if kvm.features.xsave || has_xsave_leaf {
+            vcpu::xstate_size(&kvm.cpuid, kvm.xcr0)
+        } else {
+            0
+        },
+        xcr0: kvm.xcr0,
+        mxcsr_mask: 0xffff,
+    };
+    let kvm_cpuid_rdpid = kvm
+        .cpuid
+        .as_slice()
+        .iter()
+        .any(|e| e.function == 7 && e.index == 0 && e.ecx & (1 << 22) != 0);
     let memory = build_kernel(cfg, v, mem, &loaded)?;
     let (machine, done) = Machine::new(MachineParts {
         kernel: memory.kernel,
@@ -282,6 +333,31 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
         thread_start: hooks.vcpu_thread_start,
     });
     build_vcpu0(&machine, &vcpu0, cfg.backing, loaded.sp, paging.usable_end)?;
+    machine.kernel.run.set_fpu(FpuLayout {
+        mxcsr_mask: vcpu0
+            .get_xsave()
+            .ok()
+            .map(|x| x.region[7])
+            .filter(|&m| m != 0)
+            .unwrap_or(0xffbf),
+        ..fpu
+    });
+    tracing::debug!("guest FPU layout {:?}", machine.kernel.run.fpu());
+    init_clocks(
+        &machine,
+        timebase.as_ref(),
+        &kvm_cpuid_rdpid,
+        paging.usable_end,
+    );
+    // Signals from outside go to the guest: blocked in every VMM thread from here on and
+    // read by the pump (before the jail: signalfd4 is not on its allow-list).
+    let outside = match crate::pump::OutsideSignals::capture() {
+        Ok(o) => Some(o),
+        Err(e) => {
+            tracing::warn!("signals sent to the VMM will not reach the guest: {e}");
+            None
+        }
+    };
 
     // The kick handler is process-wide: install it now, before the hook (a jail's seccomp
     // filter forbids rt_sigaction afterwards).
@@ -291,11 +367,28 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
         hook().map_err(VmmError::Hook)?;
     }
 
+    let pump = {
+        let m = machine.clone();
+        let fd = outside.as_ref().map(|o| o.raw_fd());
+        std::thread::Builder::new()
+            .name("sigpump".into())
+            .spawn(move || crate::pump::run(m, fd))
+            .map_err(|e| VmmError::Setup(format!("cannot start the signal pump thread: {e}")))?
+    };
     let t_spawn = Instant::now();
-    spawn(&machine, vcpu0, cfg.cpus.len())?;
+    if let Err(e) = spawn(&machine, vcpu0, cfg.cpus.len()) {
+        machine.finish_all(ExitReport::VmmError {
+            message: "the main vCPU thread did not start".into(),
+        });
+        let _ = pump.join();
+        return Err(e);
+    }
     wait(&machine, cfg.timeout, t_spawn);
     let t_end = Instant::now();
     let vcpus = teardown(&machine, &done);
+    machine.wake_pump();
+    let _ = pump.join();
+    drop(outside);
     let t_guest = machine.kernel.run.started().unwrap_or(t_spawn);
     let timing = Timing {
         launch: t_guest - t_start,
@@ -353,14 +446,17 @@ fn validate(cfg: &RunConfig) -> Result<Validated, VmmError> {
             read_interpreter(&program, i, &fsroot, &cfg.root)?,
         )),
     };
-    let files = FdTable::with_stdio_files(
+    let mut files = FdTable::with_stdio_files(
         cfg.stdin.as_deref(),
         cfg.stdout.as_deref(),
         cfg.stderr.as_deref(),
     )
     .map_err(|(what, path, source)| VmmError::Stdio { what, path, source })?;
+    files
+        .import_inherited(&cfg.inherit_fds)
+        .map_err(|e| VmmError::Config(e.to_string()))?;
     let memory = v_memory(cfg);
-    if memory < (8 << 20) + MAIN_STACK {
+    if memory < (8 << 20) + MAIN_STACK + STACK_GUARD {
         return Err(VmmError::Config(format!(
             "--memory {} MiB is too small: the HPC VMM needs at least {} MiB",
             cfg.memory >> 20,
@@ -461,12 +557,21 @@ struct BuiltMemory {
 /// memory slot.
 fn build_memory(cfg: &RunConfig, size: u64, vm: &VmFd) -> Result<BuiltMemory, VmmError> {
     let t_mem = Instant::now();
-    let mem = GuestMemory::new(size, cfg.backing)?;
+    let mut mem = GuestMemory::new(size, cfg.backing)?;
     let setup = t_mem.elapsed();
     let page_size = cfg
         .guest_page_size
         .unwrap_or_else(|| default_page_size(cfg.backing));
-    let paging = layout::build(&mem, page_size).map_err(|e| VmmError::Setup(e.to_string()))?;
+    // The window for memory shared with other VMs (MAP_SHARED files, SysV segments).
+    let window = crate::shmem::window_for(size);
+    if let Some(w) = window {
+        let w = crate::shmem::SharedWindow::reserve(w).map_err(|e| {
+            VmmError::Setup(format!("cannot reserve the shared-memory window: {e}"))
+        })?;
+        mem.attach_shared_window(w);
+    }
+    let paging = layout::build_with_window(&mem, page_size, window)
+        .map_err(|e| VmmError::Setup(e.to_string()))?;
     for r in mem.regions().iter() {
         let region = kvm_userspace_memory_region {
             slot: r.slot,
@@ -565,13 +670,22 @@ fn load_program(
         &v.program,
         v.interp.as_ref(),
         &mem.mem,
-        stack_top - MAIN_STACK,
+        // Below the stack and its guard (which is unmapped in the guest's page tables).
+        stack_top - MAIN_STACK - STACK_GUARD,
     )?;
     let exe_path = guest_path_of_program(&cfg.root, &cfg.program);
     let execfn = execfn_of(cfg, &exe_path);
     let mut random = [0u8; 16];
     getrandom_host(&mut random)?;
-    let creds = Credentials::of_host();
+    let creds = match &cfg.identity {
+        Some(id) => Credentials {
+            uid: id.uid,
+            euid: id.uid,
+            gid: id.gid,
+            egid: id.gid,
+        },
+        None => Credentials::of_host(),
+    };
     let argv: Vec<Vec<u8>> = cfg.argv.iter().map(|s| s.as_bytes().to_vec()).collect();
     let envp: Vec<Vec<u8>> = cfg.env.iter().map(|s| s.as_bytes().to_vec()).collect();
     let spec = StackSpec {
@@ -629,6 +743,7 @@ fn build_kernel(
         setup,
     } = built;
     let stack_top = paging.usable_end;
+    let auxv = read_auxv(&mem, loaded.sp);
     let image_vma = |path: &str| VmaAttrs {
         prot: libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
         backing: VmaBacking::FileCopy {
@@ -652,9 +767,27 @@ fn build_kernel(
     };
     mm.map_with(stack_top - MAIN_STACK, MAIN_STACK, true, false, stack)
         .map_err(|_| VmmError::Setup("no room for the stack".into()))?;
+    // The guard is never handed out by mmap (it is not mapped in the guest page tables).
+    let guard = VmaAttrs {
+        prot: libc::PROT_NONE,
+        label: Some("[stack guard]"),
+        ..VmaAttrs::anonymous()
+    };
+    mm.map_with(
+        stack_top - MAIN_STACK - STACK_GUARD,
+        STACK_GUARD,
+        true,
+        false,
+        guard,
+    )
+    .map_err(|_| VmmError::Setup("no room for the stack guard".into()))?;
+    if let Some(w) = mem.shared_window() {
+        let (lo, hi) = w.bounds();
+        mm.shared = crate::kernel::mm::SharedArea::new(lo, hi);
+    }
     mem.restrict_to(USER_START, stack_top);
     let mem = Arc::new(mem);
-    let group = ThreadGroup::new(GroupParts {
+    let mut group = ThreadGroup::new(GroupParts {
         mem: mem.clone(),
         mm,
         files: v.files,
@@ -664,6 +797,22 @@ fn build_kernel(
         exe_path: loaded.exe_path.clone(),
         uts: read_release()?,
     });
+    if cfg.host_pid {
+        // SAFETY: getpid has no preconditions.
+        group.set_pid(unsafe { libc::getpid() });
+    }
+    group.proc = ProcInfo {
+        argv: cfg.argv.clone(),
+        env: cfg.env.clone(),
+        auxv,
+        exe_host: std::fs::canonicalize(&cfg.program).unwrap_or_else(|_| cfg.program.clone()),
+        host_cpus: cfg.cpus.clone(),
+        mem_total: v_memory(cfg),
+        groups: match &cfg.identity {
+            Some(id) => id.groups.clone(),
+            None => crate::jail::identity::current_groups(),
+        },
+    };
     Ok(KernelBuilt {
         kernel: Kernel {
             run: Run::new(cfg.cpus.len()),
@@ -672,6 +821,64 @@ fn build_kernel(
         mem,
         setup,
     })
+}
+
+/// The auxiliary vector on the initial stack at `sp` (argc, argv..., NULL, envp..., NULL,
+/// then (type, value) pairs up to AT_NULL), for /proc/self/auxv.
+fn read_auxv(mem: &GuestMemory, sp: u64) -> Vec<u8> {
+    let word = |a: u64| mem.read_u64(a).ok();
+    let mut out = Vec::new();
+    let Some(argc) = word(sp) else { return out };
+    let mut p = sp + 8 * (argc + 2);
+    while let Some(w) = word(p) {
+        p += 8;
+        if w == 0 {
+            break;
+        }
+    }
+    for _ in 0..64 {
+        let (Some(t), Some(v)) = (word(p), word(p + 8)) else {
+            break;
+        };
+        out.extend_from_slice(&t.to_le_bytes());
+        out.extend_from_slice(&v.to_le_bytes());
+        p += 16;
+        if t == 0 {
+            break;
+        }
+    }
+    out
+}
+
+/// The clock slots and group fields of the fast system call entry. It is on with the vDSO's
+/// TSC clock and RDPID (KVM's CPUID, or the host CPU's where the guest's user code sees the
+/// host's CPUID; a #UD on its RDPID switches it off, see vcpu.rs).
+fn init_clocks(m: &Machine, tb: Option<&crate::vdso::TimeBase>, kvm_rdpid: &bool, usable_end: u64) {
+    use crate::kernel::clocks;
+    let host_rdpid = std::arch::x86_64::__cpuid_count(7, 0).ecx & (1 << 22) != 0;
+    let mut flags = 0;
+    if let Some(tb) = tb {
+        m.kernel.run.set_clock(clocks::ClockBase {
+            tsc_base: tb.tsc_base,
+            mult: tb.mult,
+            mono_ns: tb.mono_ns,
+            offset: tb.host_offset,
+        });
+        if *kvm_rdpid || host_rdpid {
+            flags |= clocks::FLAG_FAST;
+        }
+    }
+    let guard = usable_end - MAIN_STACK - STACK_GUARD;
+    clocks::init(
+        &*m.mem,
+        &clocks::Vars {
+            flags,
+            pid: m.kernel.group.pid(),
+            lo: USER_START,
+            hi: usable_end,
+            bad: (guard, guard + STACK_GUARD),
+        },
+    );
 }
 
 /// Phase 5b: vCPU 0 starts in the launch stub: it prefaults all usable memory (hugetlb backing
@@ -693,18 +900,22 @@ fn build_vcpu0(
         },
         rsp: sp,
         rdi: layout::PREFAULT_START,
-        rsi: usable_end,
+        // Up to the stack guard; the stack above it is the second pass (see vcpu.rs).
+        rsi: usable_end - MAIN_STACK - STACK_GUARD,
         r8: 2 << 20,
         rflags: 0x2,
         ..Default::default()
     };
     vcpu::set_entry(vcpu0, &regs, 0, 0)?;
+    if prefault {
+        m.set_second_prefault(usable_end - MAIN_STACK, usable_end);
+    }
     Ok(())
 }
 
 /// Phase 7: start the main thread on vCPU 0.
 fn spawn(m: &Arc<Machine>, vcpu0: VcpuFd, ncpus: usize) -> Result<(), VmmError> {
-    let mut main = Task::main(GUEST_PID, ncpus);
+    let mut main = Task::main(m.kernel.group.pid(), ncpus);
     // Linux names a process after the file it executed.
     let exe = &m.kernel.group.exe_path;
     main.comm = crate::kernel::task::comm_of(exe.rsplit('/').next().unwrap_or(exe).as_bytes());
@@ -806,6 +1017,11 @@ fn collect_stats(
         futex_wakes_without_exit: u64::from(
             m.mem.system_read_u32(layout::FAST_COUNTERS).unwrap_or(0),
         ),
+        calls_answered_in_guest: u64::from(
+            m.mem
+                .system_read_u32(layout::FAST_COUNTERS + 4)
+                .unwrap_or(0),
+        ),
         syscalls: BTreeMap::new(),
         enosys: BTreeMap::new(),
         kvm_vm_before: BTreeMap::new(),
@@ -813,6 +1029,8 @@ fn collect_stats(
         kvm_vcpu_delta: BTreeMap::new(),
         kvm_vcpu_at_launch: m.launch_kvm(),
         vcpus,
+        refusals: m.kernel.run.refusals(),
+        jail: None,
     };
     stats.aggregate(&m.enosys());
     stats
@@ -869,12 +1087,10 @@ fn tsc_timebase(vcpu: &kvm_ioctls::VcpuFd) -> Option<crate::vdso::TimeBase> {
     let mono = clock_ns(libc::CLOCK_MONOTONIC);
     let real = clock_ns(libc::CLOCK_REALTIME);
     let h2 = host_tsc();
-    Some(crate::vdso::TimeBase::new(
-        khz,
-        (h1 / 2 + h2 / 2).wrapping_add(offset),
-        mono,
-        real,
-    ))
+    let mut tb =
+        crate::vdso::TimeBase::new(khz, (h1 / 2 + h2 / 2).wrapping_add(offset), mono, real);
+    tb.host_offset = offset;
+    Some(tb)
 }
 
 /// Fill `buf` from the host's random source (the guest's AT_RANDOM, its stack canary seed).

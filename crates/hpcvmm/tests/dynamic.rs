@@ -42,7 +42,10 @@ fn gcc(out_name: &str, sources: &[&str], flags: &[&str]) -> PathBuf {
         return out;
     }
     std::fs::create_dir_all(&dir).unwrap();
-    let tmp = dir.join(format!(".{out_name}.tmp{}", std::process::id()));
+    // Tests run in parallel and may build the same guest: each build has its own temporary.
+    static BUILD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = BUILD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{out_name}.tmp{}-{n}", std::process::id()));
     let o = Command::new("gcc")
         .args(["-O2", "-Wall"])
         .args(sources.iter().map(|s| src(s)))

@@ -162,7 +162,8 @@ fn syscall_fuzzing_neither_crashes_nor_corrupts_the_vmm() {
             v.stdout
         );
         assert!(v.stdout.ends_with("fuzz done\n"));
-        assert!(stats.syscalls_total >= 2500);
+        // Some calls (gettid, getrusage...) are answered inside the guest, without an exit.
+        assert!(stats.syscalls_total + stats.calls_answered_in_guest >= 2500);
         assert!(
             stats.enosys.values().sum::<u64>() > 0,
             "the fuzzer also calls unknown numbers"

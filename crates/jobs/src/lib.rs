@@ -10,8 +10,14 @@
 //!    zone's), and for a zone: that it exists, is active, holds the cores and the memory asked
 //!    for, and has huge pages of a size the VMM maps. It derives the
 //!    [`dualstack_hpcvmm::RunConfig`] ([`PreparedJob::config`]).
+//!    It also resolves who the guest runs as ([`JobSpec::user`], default the invoking user) and
+//!    refuses an unknown user, a non-root caller asking for another identity, or `--no-jail`
+//!    from a non-root caller, before any VM exists.
 //! 2. [`PreparedJob::run`]`(self) -> Result<JobResult, JobError>` re-reads the zone (it must be
-//!    the same, still active), moves the calling process into the zone's cgroup, runs the VMM,
+//!    the same, still active), moves the calling process into the zone's cgroup, runs the VMM
+//!    (by default in a forked child that drops to the job's user, with no capability, Landlock
+//!    and seccomp, while this process stays privileged and only waits: see
+//!    [`dualstack_hpcvmm::jail`]),
 //!    moves the process back (also on error), writes the statistics file if asked, and returns
 //!    the exit status `dualstack run` exits with (the guest's status, 128 + signal for a
 //!    fault, 124 for a timeout) with the run's statistics.
@@ -37,13 +43,19 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use dualstack_hpcvmm::jail::run::run_jailed;
+use dualstack_hpcvmm::jail::{Caller, Jail, SuperviseOptions, UserSpec};
 use dualstack_hpcvmm::{Backing, HugePageSize, RunConfig, RunStats, VmmError};
-use dualstack_topology::{CpuList, HUGEPAGE_1G_KIB, HUGEPAGE_2M_KIB};
-use dualstack_zones::{HostPaths, Zone, ZoneError, ZoneState};
-use serde::Serialize;
+use dualstack_topology::{CpuList, CpuRequest, ZoneRequest, HUGEPAGE_1G_KIB, HUGEPAGE_2M_KIB};
+use dualstack_zones::{HostPaths, Zone, ZoneError, ZoneOptions, ZoneState};
+use serde::{Deserialize, Serialize};
 
+pub mod launcher;
+pub mod lease;
 pub mod spec;
 
+pub use dualstack_hpcvmm::jail::{Caller as JobCaller, Identity, JailReport};
+pub use lease::{Lease, LeaseError, LeaseReport};
 pub use spec::{JobSpec, MemoryBacking, ZoneSel};
 
 /// Guest memory when neither the job nor a zone says otherwise.
@@ -99,8 +111,20 @@ pub enum JobError {
     NoZones { zone: String, reason: String },
     #[error("the job names no program")]
     NoProgram,
-    #[error("running a job as user {user:?} is not supported yet (reserved for the jail work); leave `user` unset")]
-    UserNotSupported { user: String },
+    #[error(transparent)]
+    Identity(#[from] dualstack_hpcvmm::jail::IdentityError),
+    #[error("--no-jail is a developer switch for root only (you are uid {uid}): the guest must run in the jail, with exactly your rights")]
+    NoJailNotRoot { uid: u32 },
+    #[error("--user {user} needs the jail: drop --no-jail (without the jail the VMM keeps its own identity)")]
+    UserWithoutJail { user: String },
+    #[error("the jail supervisor failed")]
+    Jail(#[from] dualstack_hpcvmm::jail::JailError),
+    #[error("{message}")]
+    JailedVmm { message: String },
+    #[error("{message}")]
+    SeccompKilled { message: String },
+    #[error("the jailed VMM ended before reporting ({end})")]
+    VmmDied { end: String, exit_code: i32 },
     #[error("--env {entry}: expected KEY=VALUE")]
     BadEnv { entry: String },
     #[error("--timeout {value}: expected a positive number of seconds")]
@@ -125,8 +149,37 @@ pub enum JobError {
     LazyWithHugePages,
     #[error(transparent)]
     Zone(#[from] Box<ZoneError>),
-    #[error("`auto` zones (a zone made for the job) are not implemented yet; create one with `dualstack zone create NAME ...` and run with --zone NAME")]
-    AutoZone,
+    #[error("--zone auto: this host has no usable HPC zones ({reason})")]
+    AutoZoneNode { reason: String },
+    #[error("--zone auto: carving transient zone {name} for the run")]
+    AutoZoneCreate {
+        name: String,
+        #[source]
+        source: Box<ZoneError>,
+    },
+    #[error(
+        "--zone auto: releasing transient zone {name} after the run (`dualstack recover` retries)"
+    )]
+    AutoZoneRelease {
+        name: String,
+        #[source]
+        source: Box<ZoneError>,
+    },
+    #[error("--zone auto and --memory-backing lazy: a zone's memory is its huge pages")]
+    AutoZoneLazy,
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    #[error("supervising the run")]
+    Supervise(#[source] dualstack_hpcvmm::jail::JailError),
+    #[error("{0}")]
+    InChild(String),
+    /// The run ended before reporting (killed by a signal): `status` is 128 + signal.
+    #[error("the run was ended by signal {signal} before it finished; gave back {released}")]
+    Killed {
+        status: i32,
+        signal: i32,
+        released: String,
+    },
     #[error("zone {zone} is {state}, not active: run `dualstack recover` first")]
     ZoneNotActive { zone: String, state: ZoneState },
     #[error("--cpus {asked} is more than zone {zone} holds ({holds} CPUs: {cpus}); create the zone with more --cpus or ask for fewer")]
@@ -201,10 +254,16 @@ pub struct PreparedJob {
     /// The zone as `prepare` read it, and where its state lives.
     zone: Option<(Zone, HostPaths)>,
     stats: Option<PathBuf>,
+    /// The jail the VMM runs in (`None`: `--no-jail`).
+    jail: Option<Jail>,
+    /// A run without a zone on the hugetlb backing: where to reserve its shortfall.
+    reserve: Option<HostPaths>,
+    /// `--zone auto`: the transient zone to carve at run time, and the spec to place in it.
+    auto: Option<(HostPaths, ZoneRequest, Box<JobSpec>)>,
 }
 
 /// What a job did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobResult {
     /// What `dualstack run` exits with: the guest's exit status, 128 + signal when it was
     /// killed by a fault or signal, 124 when it timed out.
@@ -219,9 +278,30 @@ pub struct JobResult {
 
 /// Resolve and check `spec` on `host` without changing anything (see the crate docs).
 pub fn prepare(spec: &JobSpec, host: &Host) -> Result<PreparedJob, JobError> {
-    if let Some(user) = &spec.user {
-        return Err(JobError::UserNotSupported { user: user.clone() });
-    }
+    prepare_as(spec, host, &Caller::current()?)
+}
+
+/// [`prepare`] for a given caller (who asks decides which identities the job may take).
+pub fn prepare_as(spec: &JobSpec, host: &Host, caller: &Caller) -> Result<PreparedJob, JobError> {
+    let identity = if spec.jail {
+        let user = spec
+            .user
+            .as_deref()
+            .map(str::parse::<UserSpec>)
+            .transpose()?;
+        Some(dualstack_hpcvmm::jail::identity::resolve(
+            user.as_ref(),
+            caller,
+        )?)
+    } else {
+        if !caller.is_root() {
+            return Err(JobError::NoJailNotRoot { uid: caller.uid });
+        }
+        if let Some(user) = &spec.user {
+            return Err(JobError::UserWithoutJail { user: user.clone() });
+        }
+        None
+    };
     if spec.program.is_empty() {
         return Err(JobError::NoProgram);
     }
@@ -239,6 +319,8 @@ pub fn prepare(spec: &JobSpec, host: &Host) -> Result<PreparedJob, JobError> {
     cfg.stdin = spec.stdin.clone();
     cfg.stdout = spec.stdout.clone();
     cfg.stderr = spec.stderr.clone();
+    cfg.inherit_fds = spec.inherit_fds.clone();
+    cfg.host_pid = spec.local_rank.is_some();
     cfg.timeout = match spec.timeout_s {
         Some(t) if !(t.is_finite() && t > 0.0) => return Err(JobError::BadTimeout { value: t }),
         Some(t) => Some(Duration::from_secs_f64(t)),
@@ -257,9 +339,14 @@ pub fn prepare(spec: &JobSpec, host: &Host) -> Result<PreparedJob, JobError> {
             });
         }
     }
+    let mut reserve = None;
+    let mut auto = None;
     let zone = match &spec.zone {
         ZoneSel::None => {
             place_on_host(spec, &mut cfg)?;
+            if matches!(cfg.backing, Backing::Hugetlb { .. }) {
+                reserve = host.paths().cloned();
+            }
             None
         }
         ZoneSel::Named(name) => {
@@ -271,12 +358,53 @@ pub fn prepare(spec: &JobSpec, host: &Host) -> Result<PreparedJob, JobError> {
             place_in_zone(spec, &zone, &mut cfg)?;
             Some((zone, paths.clone()))
         }
-        ZoneSel::Auto => return Err(JobError::AutoZone),
+        ZoneSel::Auto => {
+            let paths = host
+                .zones
+                .as_ref()
+                .map_err(|reason| JobError::AutoZoneNode {
+                    reason: reason.clone(),
+                })?;
+            auto = Some((paths.clone(), auto_request(spec)?, Box::new(spec.clone())));
+            None
+        }
     };
+    let jail = identity.map(|id| {
+        let mut j = Jail::new(id.clone(), &cfg.root);
+        // The program, when it lies outside the root (/proc/self/exe opens it).
+        if let Ok(p) = std::fs::canonicalize(&cfg.program) {
+            j.extra_read.push(p);
+        }
+        cfg.identity = Some(id);
+        j
+    });
     Ok(PreparedJob {
         config: cfg,
         zone,
         stats: spec.stats.clone(),
+        jail,
+        reserve,
+        auto,
+    })
+}
+
+/// The transient zone `--zone auto` carves: `--cpus` whole cores (default 1) or exactly
+/// `--cpuset-cpus`, `--memory` (default [`DEFAULT_MEMORY`]) of `--hugepages` pages (default
+/// 2M) on `--numa-node`.
+fn auto_request(spec: &JobSpec) -> Result<ZoneRequest, JobError> {
+    if spec.memory_backing == MemoryBacking::Lazy {
+        return Err(JobError::AutoZoneLazy);
+    }
+    let page = spec.hugepages.unwrap_or(HugePageSize::Size2M);
+    let cpus = match (&spec.cpuset_cpus, spec.cpus) {
+        (Some(list), _) => CpuRequest::List(list.clone()),
+        (None, n) => CpuRequest::Cores(n.unwrap_or(1) as u32),
+    };
+    Ok(ZoneRequest {
+        cpus,
+        memory_bytes: spec.memory.unwrap_or(DEFAULT_MEMORY).div_ceil(page.bytes()) * page.bytes(),
+        numa_node: spec.numa_node,
+        hugepage_kib: page.bytes() >> 10,
     })
 }
 
@@ -334,7 +462,11 @@ fn place_on_host(spec: &JobSpec, cfg: &mut RunConfig) -> Result<(), JobError> {
             }
             allowed[..n].to_vec()
         }
-        (None, None) => allowed,
+        // One rank of an MPI job: its share of the cores, disjoint from the other ranks'.
+        (None, None) => match spec.local_rank {
+            Some(r) => r.share(&allowed),
+            None => allowed,
+        },
     };
     cfg.memory = spec.memory.unwrap_or(DEFAULT_MEMORY);
     cfg.backing = match spec.memory_backing {
@@ -396,7 +528,13 @@ fn place_in_zone(spec: &JobSpec, zone: &Zone, cfg: &mut RunConfig) -> Result<(),
             }
             zcpus.iter().take(n).map(|c| c as usize).collect()
         }
-        (None, None) => zcpus.iter().map(|c| c as usize).collect(),
+        (None, None) => {
+            let all: Vec<usize> = zcpus.iter().map(|c| c as usize).collect();
+            match spec.local_rank {
+                Some(r) => r.share(&all),
+                None => all,
+            }
+        }
     };
     cfg.memory = match spec.memory {
         Some(m) if m > zone.memory_bytes() => {
@@ -407,7 +545,14 @@ fn place_in_zone(spec: &JobSpec, zone: &Zone, cfg: &mut RunConfig) -> Result<(),
             })
         }
         Some(m) => m,
-        None => zone.memory_bytes(),
+        // One rank of several on the node: an equal share of the zone's huge pages.
+        None => match spec.local_rank {
+            Some(r) => {
+                let page = zone.hugepage_kib << 10;
+                (zone.memory_bytes() / r.size as u64) / page.max(1) * page.max(1)
+            }
+            None => zone.memory_bytes(),
+        },
     };
     if spec.memory_backing == MemoryBacking::Lazy {
         return Err(JobError::ZoneLazy { zone: name() });
@@ -447,16 +592,127 @@ impl PreparedJob {
         &self.config
     }
 
+    /// The jail the VMM will run in (`None`: not jailed).
+    pub fn jail(&self) -> Option<&Jail> {
+        self.jail.as_ref()
+    }
+
     /// The zone it will run in (as read by [`prepare`]).
     pub fn zone(&self) -> Option<&Zone> {
         self.zone.as_ref().map(|(z, _)| z)
     }
 
-    /// Run it (see the crate docs): enter the zone's cgroup, run the VMM, leave, write the
-    /// statistics file.
-    pub fn run(self) -> Result<JobResult, JobError> {
+    /// Run it (see the crate docs): take what the run needs for its lifetime only (the huge
+    /// page shortfall, a transient zone: see [`lease`]), enter the zone's cgroup, run the VMM,
+    /// leave, write the statistics file, give back what was taken.
+    ///
+    /// With a lease the VMM runs in a supervised child process (signals to this process are
+    /// forwarded to it) so that this process gives the lease back however the run ends; a
+    /// run ended by a signal is [`JobError::Killed`].
+    pub fn run(mut self) -> Result<JobResult, JobError> {
+        let mut leases = Vec::new();
+        if let Some((paths, request, spec)) = self.auto.take() {
+            let (lease, zone) = lease::zone(&paths, &request, &ZoneOptions::default())?;
+            leases.push(lease);
+            place_in_zone(&spec, &zone, &mut self.config)?;
+            self.zone = Some((zone, paths));
+        } else if let Some(paths) = self.reserve.take() {
+            leases.extend(self.reserve_shortfall(&paths)?);
+        }
+        if leases.is_empty() {
+            return self.run_here();
+        }
+        if self.jail.is_some() {
+            // The jailed VMM already runs in a supervised child that gets this process's
+            // signals: this process only waits, then gives the leases back however it ended.
+            let ran = self.run_here();
+            let mut give_back = Ok(());
+            for l in leases.into_iter().rev() {
+                if let Err(e) = l.give_back() {
+                    give_back = Err(e);
+                }
+            }
+            let result = ran?;
+            give_back?;
+            return Ok(result);
+        }
+        let parent = std::process::id();
+        let opts = dualstack_hpcvmm::jail::SuperviseOptions {
+            forward_signals: true,
+            keep_fds: Vec::new(),
+        };
+        let ran = dualstack_hpcvmm::jail::run_in_child(&opts, |_side| {
+            // Die with this process: a kill -9 of it must not leave the guest running.
+            // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers; getppid has no
+            // preconditions.
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                if libc::getppid() as u32 != parent {
+                    libc::_exit(137);
+                }
+            }
+            self.run_here().map_err(|e| error_chain(&e))
+        });
+        let released: Vec<String> = leases.iter().map(Lease::describe).collect();
+        let mut give_back = Ok(());
+        for l in leases.into_iter().rev() {
+            if let Err(e) = l.give_back() {
+                give_back = Err(e);
+            }
+        }
+        let ran = ran.map_err(JobError::Supervise)?;
+        give_back?;
+        match ran.result {
+            Some(Ok(result)) => Ok(result),
+            Some(Err(message)) => Err(JobError::InChild(message)),
+            None => {
+                let status = ran.supervised.exit_code();
+                Err(JobError::Killed {
+                    status,
+                    signal: match ran.supervised.end {
+                        dualstack_hpcvmm::jail::ChildEnd::Signaled(s) => s,
+                        dualstack_hpcvmm::jail::ChildEnd::Exited(_) => 0,
+                    },
+                    released: released.join(", "),
+                })
+            }
+        }
+    }
+
+    /// The huge pages a run without a zone lacks, reserved for its lifetime when this process
+    /// may grow the pool (see [`lease`]); nothing when there are enough or it may not (the VMM
+    /// then says what is missing).
+    fn reserve_shortfall(&self, paths: &HostPaths) -> Result<Option<Lease>, JobError> {
+        let Backing::Hugetlb {
+            page_size,
+            numa_node,
+        } = self.config.backing
+        else {
+            return Ok(None);
+        };
+        let page_kib = page_size.bytes() >> 10;
+        let dir = lease::pool_dir(paths, page_kib, numa_node);
+        let pages = self.config.memory.div_ceil(page_size.bytes());
+        let Some(short) = lease::shortfall(&dir, pages) else {
+            return Ok(None);
+        };
+        let pool = dir.join("nr_hugepages");
+        if short == 0 || !lease::may_reserve(&pool) {
+            return Ok(None);
+        }
+        Ok(Some(lease::hugepages(
+            paths,
+            &pool,
+            numa_node.unwrap_or(0),
+            page_kib,
+            short,
+        )?))
+    }
+
+    /// Run in this process (no lease to give back).
+    fn run_here(&self) -> Result<JobResult, JobError> {
         let (wall_s, stats) = match &self.zone {
-            None => timed(&self.config)?,
+            None => timed(&self.config, self.jail.as_ref())?,
             Some((zone, paths)) => {
                 let now = dualstack_zones::get(paths, &zone.name)?;
                 if now.state != ZoneState::Active
@@ -475,7 +731,7 @@ impl PreparedJob {
                         source: Box::new(source),
                     })?;
                 let previous = entry.previous().to_path_buf();
-                let out = timed(&self.config);
+                let out = timed(&self.config, self.jail.as_ref());
                 entry.leave().map_err(|source| JobError::Leave {
                     zone: zone.name.clone(),
                     cgroup: now.cgroup_dir.clone(),
@@ -498,17 +754,68 @@ impl PreparedJob {
         }
         Ok(JobResult {
             exit_status: stats.exit_status,
-            zone: self.zone.map(|(z, _)| z.name),
+            zone: self.zone.as_ref().map(|(z, _)| z.name.clone()),
             wall_s,
             stats,
         })
     }
 }
 
-fn timed(cfg: &RunConfig) -> Result<(f64, RunStats), VmmError> {
+/// Run the VMM: in a supervised, jailed child (the calling process stays privileged and only
+/// waits), or in this process without a jail.
+fn timed(cfg: &RunConfig, jail: Option<&Jail>) -> Result<(f64, RunStats), JobError> {
     let t = Instant::now();
-    let stats = dualstack_hpcvmm::run(cfg)?;
-    Ok((t.elapsed().as_secs_f64(), stats))
+    let Some(jail) = jail else {
+        let stats = dualstack_hpcvmm::run(cfg)?;
+        return Ok((t.elapsed().as_secs_f64(), stats));
+    };
+    let opts = SuperviseOptions {
+        forward_signals: true,
+        // What a launcher passed (an MPI rank's PMI_FD...): the jailed VMM serves them to the
+        // guest at the same numbers.
+        keep_fds: cfg.inherit_fds.clone(),
+    };
+    let r = run_jailed(cfg, jail, &opts)?;
+    let wall = t.elapsed().as_secs_f64();
+    match r.result {
+        Some(Ok((mut stats, report))) => {
+            stats.jail = Some(report);
+            Ok((wall, stats))
+        }
+        Some(Err(message)) => Err(JobError::JailedVmm { message }),
+        None => match r.supervised.seccomp_message() {
+            Some(message) => Err(JobError::SeccompKilled { message }),
+            None => Err(JobError::VmmDied {
+                end: format!("{:?}", r.supervised.end),
+                exit_code: r.supervised.exit_code(),
+            }),
+        },
+    }
+}
+
+impl JobError {
+    /// What `dualstack run` exits with for this error: 159 for a seccomp kill (a VMM bug the
+    /// jail caught), the VMM child's status when it died otherwise, 1 for everything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            JobError::SeccompKilled { .. } => dualstack_hpcvmm::jail::EXIT_SECCOMP,
+            JobError::VmmDied { exit_code, .. } => *exit_code,
+            JobError::Killed { status, .. } => *status,
+            _ => 1,
+        }
+    }
+}
+
+/// An error and its causes on one line (what a supervised child sends back).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
 }
 
 impl From<ZoneError> for JobError {

@@ -26,6 +26,7 @@ pub struct JobSpec {
     #[serde(default)]
     pub env: Vec<String>,
     /// Host directory the guest sees as `/` (relative: to the caller's working directory).
+    /// Default `/`: the guest sees the host's files exactly as its user would.
     #[serde(default = "default_root")]
     pub root: PathBuf,
     /// The guest's working directory at start, a path inside `root`.
@@ -81,13 +82,31 @@ pub struct JobSpec {
     /// Write the run's statistics ([`dualstack_hpcvmm::RunStats`]) as JSON to this file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<PathBuf>,
-    /// Run as this user. Reserved for the jail work: any value is refused today.
+    /// Run as `USER[:GROUP]` (names or numeric ids): the jailed VMM, and so the guest, gets
+    /// exactly that user's rights. Default: the invoking user (`SUDO_UID`/`SUDO_GID` under
+    /// sudo). Only root may name another identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Host descriptors of the calling process the guest inherits at the same numbers (what an
+    /// MPI launcher passed to `dualstack run`). Never read from JSON: a daemon's descriptors
+    /// are not a client's to hand out.
+    #[serde(skip)]
+    pub inherit_fds: Vec<i32>,
+    /// This job is one rank of an MPI job started by a launcher: it takes its share of the
+    /// cores (and of a zone's huge pages) and the guest sees the VMM's host pid. Never read
+    /// from JSON (the CLI reads the launcher's environment).
+    #[serde(skip)]
+    pub local_rank: Option<crate::launcher::LocalRank>,
+    /// Serve the guest from a jailed VMM (the default): a privileged supervisor does the
+    /// set-up, the process that serves the guest becomes the job's user with no capability,
+    /// `no_new_privs`, Landlock and a seccomp allow-list. `false` (`--no-jail`) is a
+    /// developer switch, for root only.
+    #[serde(default = "yes")]
+    pub jail: bool,
 }
 
 fn default_root() -> PathBuf {
-    PathBuf::from(".")
+    PathBuf::from("/")
 }
 fn default_cwd() -> String {
     "/".into()
@@ -98,8 +117,8 @@ fn yes() -> bool {
 
 impl JobSpec {
     /// `program` with `args` and every default: no zone, all the caller's CPUs, 512 MiB of
-    /// 2 MiB huge pages, pinned vCPUs, the vDSO, the current directory as `/`, an empty
-    /// environment.
+    /// 2 MiB huge pages, pinned vCPUs, the vDSO, the host's `/` as the guest's root, an
+    /// empty environment, the jail as the invoking user.
     pub fn new(program: impl Into<String>, args: Vec<String>) -> Self {
         JobSpec {
             program: program.into(),
@@ -123,6 +142,9 @@ impl JobSpec {
             stderr: None,
             stats: None,
             user: None,
+            inherit_fds: Vec::new(),
+            local_rank: None,
+            jail: true,
         }
     }
 }

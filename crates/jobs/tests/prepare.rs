@@ -114,10 +114,18 @@ fn zone_refusals_name_what_was_asked_and_found_and_change_nothing() {
     assert!(e.to_string().contains("holds 2048 KiB huge pages"), "{e}");
     let e = refuse(&|s| s.numa_node = Some(zone.numa_node() + 1));
     assert!(matches!(e, JobError::ZoneNuma { .. }), "{e}");
-    let e = refuse(&|s| s.zone = ZoneSel::Auto);
-    assert!(matches!(e, JobError::AutoZone), "{e}");
-    let e = refuse(&|s| s.user = Some("alice".into()));
-    assert!(matches!(e, JobError::UserNotSupported { .. }), "{e}");
+    // `auto` is carved at run time only: preparing it changes nothing; lazy memory is refused.
+    let mut auto = zone_job("z");
+    auto.zone = ZoneSel::Auto;
+    assert!(prepare(&auto, &host).unwrap().zone().is_none());
+    let e = refuse(&|s| {
+        s.zone = ZoneSel::Auto;
+        s.memory_backing = MemoryBacking::Lazy;
+    });
+    assert!(matches!(e, JobError::AutoZoneLazy), "{e}");
+    let e = refuse(&|s| s.user = Some("no-such-user-dualstack".into()));
+    assert!(matches!(e, JobError::Identity(_)), "{e}");
+    assert!(e.to_string().contains("no such user"), "{e}");
     let e = refuse(&|s| s.env = vec!["NOVALUE".into()]);
     assert_eq!(e.to_string(), "--env NOVALUE: expected KEY=VALUE");
     let e = refuse(&|s| s.timeout_s = Some(-1.0));
@@ -230,4 +238,27 @@ fn host_jobs_check_the_callers_cpus_and_the_backing() {
             numa_node: Some(0)
         }
     );
+}
+
+#[test]
+fn mpi_ranks_in_one_zone_get_disjoint_cores_and_equal_shares_of_its_pages() {
+    use dualstack_jobs::launcher::LocalRank;
+    let (fake, host) = host_with_zone();
+    let mut seen = Vec::new();
+    for rank in 0..2 {
+        let mut spec = zone_job("z");
+        spec.local_rank = Some(LocalRank { rank, size: 2 });
+        let cfg = prepare(&spec, &host).unwrap().config().clone();
+        assert_eq!(cfg.cpus.len(), 1, "rank {rank}: {:?}", cfg.cpus);
+        assert_eq!(cfg.memory, 32 << 20, "half of the zone's 64 MiB");
+        assert!(cfg.host_pid, "a rank's guest is its VMM's host pid");
+        seen.extend(cfg.cpus);
+    }
+    let zone_cpus: Vec<usize> = dualstack_zones::get(&fake.paths, "z")
+        .unwrap()
+        .cpus()
+        .iter()
+        .map(|c| c as usize)
+        .collect();
+    assert_eq!(seen, zone_cpus, "the two ranks split the zone's cores");
 }

@@ -338,7 +338,7 @@ pub fn prolog(
     // The request: the SPANK option when the plugin passed one, else the job's comment.
     let info = jobs.job_info(env.job_id)?;
     let ask = match &env.spank_request {
-        Some(text) => request::parse_ask(&format!("dualstack:{text}"))?,
+        Some(text) => Some(request::parse_option(text)?),
         None => request::parse_ask(info.comment.as_deref().unwrap_or_default())?,
     };
     let Some(ask) = ask else {

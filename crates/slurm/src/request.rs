@@ -70,6 +70,17 @@ pub fn parse_ask(text: &str) -> Result<Option<ZoneAsk>, RequestError> {
     Ok(Some(ask))
 }
 
+/// The SPANK option's value (`--dualstack=on`, or `--dualstack=memory=8G,hugepages=1G,cpus=2`)
+/// as a request: `on`, `yes` or `default` take the node's defaults.
+pub fn parse_option(value: &str) -> Result<ZoneAsk, RequestError> {
+    let v = value.trim();
+    let args = match v {
+        "" | "on" | "yes" | "default" => "",
+        _ => v,
+    };
+    Ok(parse_ask(&format!("dualstack:{args}"))?.unwrap_or_default())
+}
+
 /// Expand a Slurm host list such as `n[1-3,5],login1` into names.
 pub fn expand_hostlist(list: &str) -> Result<Vec<String>, RequestError> {
     let err = || RequestError::HostList(list.to_string());
@@ -182,6 +193,14 @@ mod tests {
             let e = parse_ask(bad).unwrap_err().to_string();
             assert!(e.contains("bad dualstack request"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn spank_option_values() {
+        assert_eq!(parse_option("on").unwrap(), ZoneAsk::default());
+        assert_eq!(parse_option(" default ").unwrap(), ZoneAsk::default());
+        assert_eq!(parse_option("cpus=1").unwrap().cores, Some(1));
+        assert!(parse_option("memory=lots").is_err());
     }
 
     #[test]

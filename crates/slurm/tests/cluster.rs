@@ -11,14 +11,11 @@
 //! DUALSTACK_REQUIRE_ALL=1 a missing prerequisite fails the test instead of skipping it.
 
 use std::collections::BTreeMap;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use dualstack_slurm::SiteConfig;
-
-const HOST_LOCK: &str = "/tmp/dualstack-host.lock";
 
 /// Whether this test can run here; `false` (a loud skip) only without DUALSTACK_REQUIRE_ALL=1.
 fn can_run() -> bool {
@@ -30,29 +27,7 @@ fn can_run() -> bool {
     true
 }
 
-/// The host lock, held for the guard's lifetime.
-struct HostLock(std::fs::File);
-
-impl HostLock {
-    fn take() -> Self {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(HOST_LOCK)
-            .expect("opening the host lock");
-        // SAFETY: flock on a file descriptor we own; blocks until the lock is ours.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-        assert_eq!(rc, 0, "flock {HOST_LOCK}");
-        HostLock(f)
-    }
-}
-
-impl Drop for HostLock {
-    fn drop(&mut self) {
-        // SAFETY: unlocking our own descriptor (closing it would too).
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
-    }
-}
+use dualstack_testutil::HostLock;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -233,23 +208,23 @@ impl Cluster {
 
     /// Wait until the job has ended and every node finished its epilog.
     fn wait_done(&self, job: u64) -> String {
+        self.wait_done_within(job, Duration::from_secs(60))
+    }
+
+    fn wait_done_within(&self, job: u64, timeout: Duration) -> String {
         let mut state = String::new();
-        wait_for(
-            Duration::from_secs(60),
-            &format!("job {job} to end"),
-            || {
-                state = self.job_state(job);
-                let ended = !matches!(
-                    state.as_str(),
-                    "PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING" | "SUSPENDED"
-                );
-                ended
-                    && !self
-                        .nodes()
-                        .values()
-                        .any(|s| s.contains("comp") || s.contains("alloc") || s.contains("mix"))
-            },
-        );
+        wait_for(timeout, &format!("job {job} to end"), || {
+            state = self.job_state(job);
+            let ended = !matches!(
+                state.as_str(),
+                "PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING" | "SUSPENDED"
+            );
+            ended
+                && !self
+                    .nodes()
+                    .values()
+                    .any(|s| s.contains("comp") || s.contains("alloc") || s.contains("mix"))
+        });
         state
     }
 
@@ -595,6 +570,104 @@ fn dualstack_killed_in_the_prolog_then_recovered() {
         &format!("srun {bin} run -- {hello}"),
     );
     assert_eq!(c.wait_done(job), "COMPLETED", "{}", c.job_output(job));
+    drop(c);
+    assert_eq!(before, host_state());
+}
+
+/// The SPANK plugin built beside the dualstack binary (`cargo build --release -p dualstack-spank`).
+fn spank_plugin() -> PathBuf {
+    dualstack_bin().with_file_name("libdualstack_spank.so")
+}
+
+#[test]
+fn spank_option_asks_for_zones_and_a_typo_fails_at_submission() {
+    if !can_run() {
+        return;
+    }
+    if !spank_plugin().exists() {
+        return dualstack_testutil::missing(&format!(
+            "the SPANK plugin {} is not built (cargo build --release -p dualstack-spank)",
+            spank_plugin().display()
+        ));
+    }
+    let _lock = HostLock::take();
+    let before = host_state();
+    let c = Cluster::up(2);
+    let plugstack = read(&c.dir.join("plugstack.conf").display().to_string());
+    assert!(plugstack.contains("dualstack-spank.so"), "{plugstack}");
+    let hello = c.hello.display().to_string();
+    let bin = c.bin.display().to_string();
+    // The option is listed in sbatch's help like any other.
+    let help = c.ok("sbatch", &["--help"]);
+    assert!(help.contains("--dualstack"), "{help}");
+    // A typo is refused by sbatch itself, before any node is touched.
+    let bad = c.run("sbatch", &["-N1", "--dualstack=memory=lots", "--wrap=true"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success(),
+        "a bad --dualstack value was accepted"
+    );
+    assert!(err.contains("memory=lots"), "{err}");
+    assert_eq!(
+        before,
+        host_state(),
+        "a refused submission changed the host"
+    );
+    // A good one: every node gets the zone it asked for (no --comment at all).
+    let job = c.sbatch(
+        &["-N2", "--dualstack=memory=32M"],
+        &format!("srun -l {bin} run --memory 16M -- {hello} 3"),
+    );
+    wait_for(Duration::from_secs(30), "both zones", || {
+        c.zones().values().all(|z| z.len() == 1)
+    });
+    for zones in c.zones().values() {
+        assert_eq!(zones[0].name, format!("slurm-{job}"));
+        assert_eq!(zones[0].memory_bytes, 32 << 20);
+    }
+    let state = c.wait_done(job);
+    let out = c.job_output(job);
+    assert_eq!(state, "COMPLETED", "{out}");
+    assert!(
+        out.contains("0: hello from n1") && out.contains("1: hello from n2"),
+        "{out}"
+    );
+    assert!(c.zones().values().all(Vec::is_empty));
+    // `on`: the node's default size.
+    let job = c.sbatch(
+        &["-N1", "--dualstack=on"],
+        &format!("srun {bin} run --memory 16M -- {hello}"),
+    );
+    assert_eq!(c.wait_done(job), "COMPLETED", "{}", c.job_output(job));
+    drop(c);
+    assert_eq!(before, host_state(), "host after the jobs");
+}
+
+#[test]
+fn a_job_over_its_time_limit_is_ended_and_its_zones_released() {
+    if !can_run() {
+        return;
+    }
+    let _lock = HostLock::take();
+    let before = host_state();
+    let c = Cluster::up(2);
+    let hello = c.hello.display().to_string();
+    let bin = c.bin.display().to_string();
+    // One minute is Slurm's smallest limit; the guest would run for ten.
+    let job = c.sbatch(
+        &["-N2", "--time=1", "--comment=dualstack:memory=32M"],
+        &format!("srun -l {bin} run --memory 16M -- {hello} 600"),
+    );
+    wait_for(Duration::from_secs(30), "both zones and the guests", || {
+        c.zones().values().all(|z| z.len() == 1)
+            && c.job_output(job).matches("hello from").count() == 2
+    });
+    // slurmctld checks limits every 30 s or so, then KillWait (5 s) passes between SIGTERM
+    // and SIGKILL.
+    let state = c.wait_done_within(job, Duration::from_secs(180));
+    assert_eq!(state, "TIMEOUT", "{}", c.job_output(job));
+    assert!(c.zones().values().all(Vec::is_empty));
+    assert!(c.nodes().values().all(|s| s == "idle"), "{:?}", c.nodes());
     drop(c);
     assert_eq!(before, host_state());
 }

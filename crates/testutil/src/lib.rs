@@ -92,6 +92,94 @@ pub fn have_cpuset_v1() -> bool {
     Path::new("/sys/fs/cgroup/cpuset/cpuset.cpus").exists()
 }
 
+/// Where tests and helpers that change host-wide state (huge pages, cpusets, zones, the Slurm
+/// test cluster) serialise: `flock -o /tmp/dualstack-host.lock COMMAND`, or [`HostLock`].
+pub const HOST_LOCK: &str = "/tmp/dualstack-host.lock";
+
+/// The host lock, held for the guard's lifetime. When a process this one descends from already
+/// holds it (the test was started as `flock -o HOST_LOCK cargo test ...`), the guard takes
+/// nothing and goes on: waiting would deadlock on our own ancestor.
+pub struct HostLock(Option<std::fs::File>);
+
+impl HostLock {
+    /// Block until the host lock is ours (or an ancestor's).
+    pub fn take() -> Self {
+        Self::take_at(Path::new(HOST_LOCK))
+    }
+
+    /// The same with another lock file.
+    pub fn take_at(path: &Path) -> Self {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap_or_else(|e| panic!("opening the lock {}: {e}", path.display()));
+        loop {
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return HostLock(Some(f));
+            }
+            if held_by_an_ancestor(&f) {
+                return HostLock(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for HostLock {
+    fn drop(&mut self) {
+        if let Some(f) = &self.0 {
+            use std::os::fd::AsRawFd;
+            // SAFETY: unlocking our own descriptor (closing it would too).
+            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
+        }
+    }
+}
+
+/// Whether a process this one descends from holds a flock on `f`'s file (/proc/locks).
+fn held_by_an_ancestor(f: &std::fs::File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = f.metadata() else { return false };
+    let ino = meta.ino().to_string();
+    let Ok(locks) = std::fs::read_to_string("/proc/locks") else {
+        return false;
+    };
+    let holders: Vec<u32> = locks
+        .lines()
+        .filter(|l| !l.contains("->"))
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            // "1: FLOCK ADVISORY WRITE <pid> <maj:min:ino> 0 EOF"
+            (w.get(1) == Some(&"FLOCK") && w.get(5)?.rsplit(':').next() == Some(ino.as_str()))
+                .then(|| w.get(4)?.parse().ok())
+                .flatten()
+        })
+        .collect();
+    let mut pid = std::process::id();
+    for _ in 0..64 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // The ppid is the second field after the command's closing parenthesis.
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+        else {
+            return false;
+        };
+        if ppid <= 1 {
+            return false;
+        }
+        if holders.contains(&ppid) {
+            return true;
+        }
+        pid = ppid;
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +195,37 @@ mod tests {
             skip_message("a::b", "/dev/kvm is missing"),
             "SKIP: a::b: /dev/kvm is missing"
         );
+    }
+
+    /// Taken twice from one process tree: the second guard sees its ancestor's lock instead of
+    /// deadlocking (as under `flock -o HOST_LOCK cargo test`).
+    #[test]
+    fn host_lock_under_an_ancestors_flock_does_not_deadlock() {
+        if let Some(lock) = std::env::var_os("DUALSTACK_TESTUTIL_LOCK_CHILD") {
+            let _g = HostLock::take_at(Path::new(&lock));
+            println!("got it");
+            return;
+        }
+        // A private lock file: the real host lock may be busy with other tests.
+        let lock =
+            std::env::temp_dir().join(format!("dualstack-testutil-{}.lock", std::process::id()));
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new("timeout")
+            .arg("60")
+            .arg("flock")
+            .arg(&lock)
+            .arg(&exe)
+            .args([
+                "--exact",
+                "tests::host_lock_under_an_ancestors_flock_does_not_deadlock",
+                "--nocapture",
+            ])
+            .env("DUALSTACK_TESTUTIL_LOCK_CHILD", &lock)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&lock);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("got it"), "{text}");
     }
 
     #[test]

@@ -98,7 +98,8 @@ fn validate(app: &AppState, caller: &Caller, mut spec: JobSpec) -> Result<JobSpe
     }
     let node_cpus = app.node.cpus().len() as u32;
     if let Some(c) = spec.cpus {
-        if spec.zone.is_some() {
+        // In a named zone the job runs on the zone's cores; `auto` carves `cpus` cores for it.
+        if spec.zone.as_deref().is_some_and(|z| z != "auto") {
             return Err(ApiError::bad(
                 "cpus",
                 "cpus and zone exclude each other: a job in a zone runs on the zone's cores",
@@ -129,7 +130,7 @@ fn validate(app: &AppState, caller: &Caller, mut spec: JobSpec) -> Result<JobSpe
             ));
         }
     }
-    if let Some(z) = &spec.zone {
+    if let Some(z) = spec.zone.as_deref().filter(|z| *z != "auto") {
         if let Err(e) = dualstack_zones::get(&app.paths, z) {
             let mut err = super::zones::zone_error(e, false);
             err.body.field = Some("zone".into());

@@ -45,6 +45,8 @@ pub struct App {
     pub admin_gid: Option<u32>,
     pub metrics: Metrics,
     pub started: Instant,
+    /// Where `dualstack bench isolation` results live (one folder per run).
+    pub results_dir: std::path::PathBuf,
 }
 
 pub type AppState = Arc<App>;
@@ -263,6 +265,55 @@ pub async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
 }
 
+/// The newest `figure4.svg` under `dir/*/` (folders are named by timestamp).
+pub fn latest_figure(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let mut runs: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("figure4.svg"))
+        .filter(|p| p.is_file())
+        .collect();
+    runs.sort();
+    runs.pop()
+}
+
+/// The chart of the latest isolation experiment (`dualstack bench isolation`'s Figure 4).
+#[utoipa::path(get, path = "/v1/isolation/latest", tag = "dashboard",
+    responses((status = 200, description = "SVG chart; header X-Dualstack-Results names its folder", body = String, content_type = "image/svg+xml"),
+              (status = 404, description = "no results yet", body = crate::error::ErrorBody)))]
+pub async fn isolation_latest(State(app): State<AppState>) -> Result<Response, ApiError> {
+    let dir = app.results_dir.clone();
+    let path = latest_figure(&dir).ok_or_else(|| {
+        ApiError::not_found(
+            "results",
+            format!(
+                "no isolation results under {}: run `dualstack bench isolation --out {}/<name>` (or start the daemon with --results DIR)",
+                dir.display(),
+                dir.display()
+            ),
+        )
+    })?;
+    let svg = tokio::fs::read(&path)
+        .await
+        .map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
+    let folder = path
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/svg+xml".to_string()),
+            (
+                header::HeaderName::from_static("x-dualstack-results"),
+                folder,
+            ),
+        ],
+        svg,
+    )
+        .into_response())
+}
+
 const INDEX: &str = include_str!("../../static/index.html");
 const JS: &str = include_str!("../../static/dashboard.js");
 const CSS: &str = include_str!("../../static/dashboard.css");
@@ -298,6 +349,7 @@ async fn dashboard_css() -> Response {
         metrics,
         openapi,
         dashboard,
+        isolation_latest,
         zones::list,
         zones::show,
         zones::put,
@@ -344,6 +396,7 @@ pub fn router(app: AppState, timeout: Duration) -> Router {
         .route("/dashboard.css", get(dashboard_css))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/node", get(node))
+        .route("/v1/isolation/latest", get(isolation_latest))
         .route("/metrics", get(metrics))
         .route("/v1/zones", get(zones::list))
         .route(

@@ -247,16 +247,7 @@ pub fn static_c(dir: &Path, name: &str, src: &str) -> PathBuf {
 }
 
 /// The host-wide lock for tests that touch cpusets and huge pages.
-pub struct HostLock(std::fs::File);
+pub use dualstack_testutil::HostLock;
 pub fn host_lock() -> HostLock {
-    use std::os::fd::AsRawFd;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open("/tmp/dualstack-host.lock")
-        .unwrap();
-    // SAFETY: flock on a descriptor we own.
-    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
-    HostLock(f)
+    HostLock::take()
 }

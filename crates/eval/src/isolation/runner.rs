@@ -56,6 +56,10 @@ pub fn vm_job(
     let mut spec = JobSpec::new(program.display().to_string(), args.to_vec());
     spec.root = ctx.scratch.clone();
     spec.timeout_s = Some(ctx.timeout.as_secs_f64());
+    // The jail as this process's own user (root for the experiment), not sudo's invoking
+    // user: the mini-apps write their samples into the harness's scratch directory.
+    // SAFETY: geteuid has no preconditions.
+    spec.user = Some(unsafe { libc::geteuid() }.to_string());
     match config {
         Config::DualStack => {
             spec.zone = ZoneSel::Named(ctx.zone.name.clone());

@@ -259,12 +259,27 @@ pub fn stat(g: &GuestView, tid: Option<i32>) -> String {
     f[4] = g.pid.to_string();
     f[5] = g.pid.to_string();
     f[19] = g.tids.len().max(1).to_string();
+    // starttime: the VMM process's own (the guest is that process to the host: an MPI
+    // library checks a peer by pid and start time, reading the host's /proc/<pid>/stat).
+    f[21] = host_starttime().to_string();
     f[22] = g.mem_mapped.to_string();
     f[23] = rss_pages.to_string();
     f[24] = u64::MAX.to_string();
     let mut s = f.join(" ");
     s.push('\n');
     s
+}
+
+/// Field 22 (starttime, clock ticks after boot) of this process's host /proc/self/stat.
+fn host_starttime() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|t| {
+            let rest = t.rsplit_once(')')?.1.to_string();
+            // Fields after "(comm)" start at field 3: starttime (22) is the 20th of them.
+            rest.split_whitespace().nth(19)?.parse().ok()
+        })
+        .unwrap_or(0)
 }
 
 /// /proc/PID/statm (in pages).

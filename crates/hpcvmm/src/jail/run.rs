@@ -27,15 +27,9 @@ pub fn run_jailed(
         let report = std::sync::Arc::new(std::sync::Mutex::new(None));
         let slot = report.clone();
         let before_guest = Box::new(move || {
-            let applied = jail.apply().map_err(|e| {
-                let mut s = format!("cannot jail the VMM: {e}");
-                let mut src = std::error::Error::source(&e);
-                while let Some(c) = src {
-                    s.push_str(&format!(": {c}"));
-                    src = c.source();
-                }
-                s
-            })?;
+            let applied = jail
+                .apply()
+                .map_err(|e| format!("cannot jail the VMM: {}", chain(&e)))?;
             *slot.lock().unwrap() = Some(applied);
             Ok(())
         });
@@ -43,7 +37,7 @@ pub fn run_jailed(
             before_guest: Some(before_guest),
             vcpu_thread_start: None,
         };
-        let stats = crate::run_with(cfg, hooks).map_err(|e| e.to_string())?;
+        let stats = crate::run_with(cfg, hooks).map_err(|e| chain(&e))?;
         let report = report.lock().unwrap().take();
         let report = report.ok_or("the jail hook never ran")?;
         Ok((stats, report))
@@ -52,4 +46,15 @@ pub fn run_jailed(
         result: r.result,
         supervised: r.supervised,
     })
+}
+
+/// An error and its causes, as one line ("a: b: c"): the text crosses the supervisor's pipe.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(&format!(": {c}"));
+        src = c.source();
+    }
+    s
 }

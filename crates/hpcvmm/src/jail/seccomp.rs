@@ -20,6 +20,25 @@
 //!
 //! `clone3` answers ENOSYS (a second filter) so glibc falls back to `clone`, whose flags a BPF
 //! filter can check: only threads (CLONE_THREAD) may be created, never a process.
+//!
+//! ## Adding a host call (for everyone changing the syscall layer, the vCPU loop or the stats)
+//! Any host system call the VMM makes *after* the jail is applied (that is, anything reachable
+//! from a guest system call handler, the vCPU thread loop, thread creation, teardown or
+//! statistics collection) must be in this list, or the run ends with exit 159 and
+//! `seccomp-violation NR NAME` naming it (the integration tests run every guest jailed, so a
+//! missing entry shows up there as a 159, not silently). To add one:
+//! 1. check the call cannot hand the guest more than its user's rights: nothing that acts on
+//!    another process (`ptrace`, `process_vm_*`, `kill` outside this process, `pidfd_*`),
+//!    changes credentials or namespaces, loads code (`execve`, `bpf`, `init_module`) or
+//!    re-opens by handle (`open_by_handle_at`); those stay out, and
+//!    `the_allow_list_has_no_process_or_privilege_calls` below lists them;
+//! 2. add `("name", libc::SYS_name)` to [`ALLOWED`] under the right heading, or, when only
+//!    some arguments are safe (as for `ioctl`, `clone`, `prctl`, `tgkill`), a rule with
+//!    argument conditions in [`rules`];
+//! 3. say in the commit which handler needs it. Calls made only *before* the jail (opening
+//!    /dev/kvm, creating the VM, mapping and locking guest memory, installing signal
+//!    handlers) need no entry: that work happens in the privileged set-up phase of
+//!    `vm::run_with`, before the `before_guest` hook.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -28,6 +47,9 @@ use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
 };
+
+/// glibc's internal signal for set*id broadcasts (SIGRTMIN - 1 on x86-64 Linux).
+const GLIBC_SIGSETXID: u64 = 33;
 
 /// Exit status of a VMM that made a forbidden system call (128 + SIGSYS).
 pub const EXIT_SECCOMP: i32 = 159;
@@ -63,12 +85,12 @@ const fn iowr(nr: u64, size: usize) -> u64 {
     (3 << 30) | ((size as u64) << 16) | (KVMIO << 8) | nr
 }
 
-use kvm_bindings::{kvm_cpuid2, kvm_fpu, kvm_msrs, kvm_regs, kvm_sregs};
+use kvm_bindings::{kvm_cpuid2, kvm_fpu, kvm_msrs, kvm_regs, kvm_sregs, kvm_xsave};
 use std::mem::size_of;
 
 /// The KVM ioctls the VMM issues after set-up: running vCPUs, creating and configuring the
 /// vCPU of each new guest thread, and reading KVM's binary statistics.
-pub const KVM_IOCTLS: [(&str, u64); 12] = [
+pub const KVM_IOCTLS: [(&str, u64); 14] = [
     ("KVM_RUN", io(0x80)),
     ("KVM_CREATE_VCPU", io(0x41)),
     ("KVM_GET_STATS_FD", io(0xce)),
@@ -81,6 +103,9 @@ pub const KVM_IOCTLS: [(&str, u64); 12] = [
     ("KVM_GET_FPU", ior(0x8c, size_of::<kvm_fpu>())),
     ("KVM_SET_FPU", iow(0x8d, size_of::<kvm_fpu>())),
     ("KVM_SET_CPUID2", iow(0x90, size_of::<kvm_cpuid2>())),
+    // signal frames carry the FPU/XSAVE state
+    ("KVM_GET_XSAVE", ior(0xa4, size_of::<kvm_xsave>())),
+    ("KVM_SET_XSAVE", iow(0xa5, size_of::<kvm_xsave>())),
 ];
 
 /// System calls allowed with any arguments.
@@ -151,6 +176,12 @@ pub const ALLOWED: &[(&str, i64)] = &[
     ("nanosleep", libc::SYS_nanosleep),
     ("gettimeofday", libc::SYS_gettimeofday),
     ("times", libc::SYS_times),
+    // guest timerfds are host timerfds
+    ("timerfd_create", libc::SYS_timerfd_create),
+    ("timerfd_settime", libc::SYS_timerfd_settime),
+    ("timerfd_gettime", libc::SYS_timerfd_gettime),
+    // a guest signalfd's host stand-in
+    ("eventfd2", libc::SYS_eventfd2),
     ("getrusage", libc::SYS_getrusage),
     ("getrandom", libc::SYS_getrandom),
     ("getuid", libc::SYS_getuid),
@@ -158,8 +189,29 @@ pub const ALLOWED: &[(&str, i64)] = &[
     ("getgid", libc::SYS_getgid),
     ("getegid", libc::SYS_getegid),
     ("uname", libc::SYS_uname),
+    // guest sockets, passed through by syscall/sockets.rs (issue 12, MPI); socket and
+    // socketpair themselves are allowed per family in `rules`
+    ("bind", libc::SYS_bind),
+    ("listen", libc::SYS_listen),
+    ("accept4", libc::SYS_accept4),
+    ("connect", libc::SYS_connect),
+    ("getsockname", libc::SYS_getsockname),
+    ("getpeername", libc::SYS_getpeername),
+    ("setsockopt", libc::SYS_setsockopt),
+    ("getsockopt", libc::SYS_getsockopt),
+    ("sendto", libc::SYS_sendto),
+    ("recvfrom", libc::SYS_recvfrom),
+    ("sendmsg", libc::SYS_sendmsg),
+    ("recvmsg", libc::SYS_recvmsg),
+    ("shutdown", libc::SYS_shutdown),
+    // SysV shared memory between ranks (syscall/shm.rs, issue 12): shmat attaches into the
+    // shared window's reservation; MAP_SHARED file mappings need only mmap
+    ("shmget", libc::SYS_shmget),
+    ("shmat", libc::SYS_shmat),
+    ("shmctl", libc::SYS_shmctl),
     // issue 11 (dyn): the host objects behind the guest's statfs, sendfile, copy_file_range,
     // fadvise64, fallocate, flock, fchown(at), link(at), getgroups, eventfd2 and epoll_* calls
+    // (fstatfs also tells the guest's /proc whether an opened file is in procfs)
     ("fstatfs", libc::SYS_fstatfs),
     ("sendfile", libc::SYS_sendfile),
     ("copy_file_range", libc::SYS_copy_file_range),
@@ -175,6 +227,24 @@ pub const ALLOWED: &[(&str, i64)] = &[
     ("epoll_ctl", libc::SYS_epoll_ctl),
     ("epoll_wait", libc::SYS_epoll_wait),
     ("epoll_pwait", libc::SYS_epoll_pwait),
+];
+
+/// The non-KVM ioctls the syscall layer passes on for guest sockets (syscall/sockets.rs):
+/// pointer-free interface queries and int-valued queue/blocking requests.
+pub const SOCKET_IOCTLS: [(&str, u64); 13] = [
+    ("SIOCGIFNAME", libc::SIOCGIFNAME),
+    ("SIOCGIFINDEX", libc::SIOCGIFINDEX),
+    ("SIOCGIFFLAGS", libc::SIOCGIFFLAGS),
+    ("SIOCGIFADDR", libc::SIOCGIFADDR),
+    ("SIOCGIFDSTADDR", libc::SIOCGIFDSTADDR),
+    ("SIOCGIFBRDADDR", libc::SIOCGIFBRDADDR),
+    ("SIOCGIFNETMASK", libc::SIOCGIFNETMASK),
+    ("SIOCGIFMTU", libc::SIOCGIFMTU),
+    ("SIOCGIFHWADDR", libc::SIOCGIFHWADDR),
+    ("SIOCGIFTXQLEN", libc::SIOCGIFTXQLEN),
+    ("FIONREAD", libc::FIONREAD),
+    ("TIOCOUTQ", libc::TIOCOUTQ),
+    ("FIONBIO", libc::FIONBIO),
 ];
 
 fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, SeccompError> {
@@ -198,10 +268,29 @@ pub fn rules(pid: i32) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompError> 
     }
     // ioctl: only the KVM requests above (on any descriptor: only KVM fds take them).
     let mut ioctls = Vec::new();
-    for &(_, req) in &KVM_IOCTLS {
+    for &(_, req) in KVM_IOCTLS.iter().chain(&SOCKET_IOCTLS) {
         ioctls.push(rule(vec![dword(1, SeccompCmpOp::Eq, req)?])?);
     }
     m.insert(libc::SYS_ioctl, ioctls);
+    // socket: only the families syscall/sockets.rs passes through; socketpair: AF_UNIX.
+    let mut families = Vec::new();
+    for fam in [
+        libc::AF_UNIX,
+        libc::AF_INET,
+        libc::AF_INET6,
+        libc::AF_NETLINK,
+    ] {
+        families.push(rule(vec![dword(0, SeccompCmpOp::Eq, fam as u64)?])?);
+    }
+    m.insert(libc::SYS_socket, families);
+    m.insert(
+        libc::SYS_socketpair,
+        vec![rule(vec![dword(
+            0,
+            SeccompCmpOp::Eq,
+            libc::AF_UNIX as u64,
+        )?])?],
+    );
     // tgkill: vCPU kicks to threads of this process only.
     m.insert(
         libc::SYS_tgkill,
@@ -216,6 +305,13 @@ pub fn rules(pid: i32) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompError> 
             SeccompCmpOp::MaskedEq(thread),
             thread,
         )?])?],
+    );
+    // rt_sigaction: only glibc's own SIGSETXID (33) handler, which glibc installs on the
+    // first pthread_create of a process (the first vCPU thread is created after the drop).
+    // Every other handler (the vCPU kick, SIGSYS) is installed before the filter.
+    m.insert(
+        libc::SYS_rt_sigaction,
+        vec![rule(vec![dword(0, SeccompCmpOp::Eq, GLIBC_SIGSETXID)?])?],
     );
     // clone3 passes this filter; the ENOSYS filter answers it.
     m.insert(libc::SYS_clone3, Vec::new());
@@ -406,14 +502,15 @@ mod tests {
             libc::SYS_capset,
             libc::SYS_mount,
             libc::SYS_kill,
-            libc::SYS_socket,
-            libc::SYS_rt_sigaction,
             libc::SYS_seccomp,
             libc::SYS_bpf,
             libc::SYS_open_by_handle_at,
         ] {
             assert!(!m.contains_key(&nr), "syscall {nr} must not be allowed");
         }
+        // Sockets only for the families the syscall layer passes through (no AF_PACKET...).
+        assert_eq!(m[&libc::SYS_socket].len(), 4);
+        assert_eq!(m[&libc::SYS_socketpair].len(), 1);
         let progs = filters(1).unwrap();
         assert_eq!(progs.len(), 2);
         assert!(progs[1].len() > ALLOWED.len());

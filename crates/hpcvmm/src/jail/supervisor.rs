@@ -21,7 +21,7 @@ use super::JailError;
 /// How to supervise.
 #[derive(Clone, Debug, Default)]
 pub struct SuperviseOptions {
-    /// Forward SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 to the child while it runs
+    /// Forward SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCONT to the child while it runs
     /// (process-wide handlers: one supervised child at a time; the CLI's choice).
     pub forward_signals: bool,
     /// Descriptors (beyond 0-2) the child keeps; all others are closed in the child.
@@ -109,13 +109,14 @@ pub struct Child {
 
 static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
 
-const FORWARDED: [i32; 6] = [
+const FORWARDED: [i32; 7] = [
     libc::SIGINT,
     libc::SIGTERM,
     libc::SIGHUP,
     libc::SIGQUIT,
     libc::SIGUSR1,
     libc::SIGUSR2,
+    libc::SIGCONT,
 ];
 
 extern "C" fn forward(sig: libc::c_int) {

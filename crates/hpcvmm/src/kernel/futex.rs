@@ -160,6 +160,7 @@ impl FutexTable {
         &self,
         mem: &dyn GuestRam,
         run: &Run,
+        interrupted: &dyn Fn() -> bool,
         counters: &mut TaskCounters,
         addr: u64,
         val: u32,
@@ -202,6 +203,15 @@ impl FutexTable {
                 drop(s);
                 self.remove(mem, &w);
                 break err(libc::EINTR);
+            }
+            if interrupted() {
+                drop(s);
+                // Woken concurrently if we're no longer queued: then the wake counts.
+                break if self.remove(mem, &w) {
+                    err(super::signals::ERESTARTSYS)
+                } else {
+                    Ok(0)
+                };
             }
             let now = Instant::now();
             match deadline {

@@ -1,7 +1,7 @@
 //! The thread group (the guest process): what its threads share.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::files::FdTable;
@@ -9,7 +9,7 @@ use super::fsroot::FsRoot;
 use super::futex::FutexTable;
 use super::mem::GuestRam;
 use super::mm::AddressSpace;
-use super::signals::SigActions;
+use super::signals::Signals;
 use super::{err, Errno, GUEST_PID};
 
 /// Ids the guest runs with (the VMM's user).
@@ -134,6 +134,11 @@ impl ThreadCounts {
         self.live
     }
 
+    /// The tid the next thread gets (every guest tid so far is below it).
+    pub fn next_tid(&self) -> i32 {
+        self.next_tid
+    }
+
     /// (threads created, most live at once, more threads than CPUs at some point)
     pub fn totals(&self) -> (u64, u64, bool) {
         (self.created, self.max_live, self.oversubscribed)
@@ -153,7 +158,8 @@ pub struct ThreadGroup {
     pub files: Mutex<FdTable>,
     pub fs: FsRoot,
     pub futexes: FutexTable,
-    pub signals: SigActions,
+    pub signals: Signals,
+    pub timers: super::timers::Timers,
     pub creds: Credentials,
     pub limits: Mutex<Limits>,
     umask: AtomicU32,
@@ -163,6 +169,29 @@ pub struct ThreadGroup {
     pub threads: Mutex<ThreadCounts>,
     /// personality(2) of the group (PER_LINUX plus no-op flags).
     pub personality: std::sync::atomic::AtomicU32,
+    /// The guest's pid (see [`ThreadGroup::set_pid`]).
+    pid: AtomicI32,
+    /// What the guest's own /proc shows about it (set once when the run is built).
+    pub proc: ProcInfo,
+}
+
+/// What the guest's /proc describes that the kernel objects do not hold: its argv and
+/// environment, the auxiliary vector, the program's host path, the run's host cores, the
+/// VMM's host pid (which the guest also sees as itself) and the guest user's groups.
+#[derive(Clone, Debug, Default)]
+pub struct ProcInfo {
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    /// The auxiliary vector as on the initial stack (u64 pairs, AT_NULL included).
+    pub auxv: Vec<u8>,
+    /// Host path of the program (opened for `/proc/self/exe`).
+    pub exe_host: std::path::PathBuf,
+    /// Host CPUs of the run (for /proc/cpuinfo).
+    pub host_cpus: Vec<usize>,
+    /// Guest memory in bytes (MemTotal).
+    pub mem_total: u64,
+    /// Supplementary groups of the guest's user.
+    pub groups: Vec<u32>,
 }
 
 /// What a thread group is made of (see [`ThreadGroup`]'s fields).
@@ -185,7 +214,8 @@ impl ThreadGroup {
             files: Mutex::new(p.files),
             fs: p.fs,
             futexes: FutexTable::default(),
-            signals: SigActions::default(),
+            signals: Signals::default(),
+            timers: super::timers::Timers::default(),
             creds: p.creds,
             limits: Mutex::new(p.limits),
             umask: AtomicU32::new(0o022),
@@ -193,11 +223,20 @@ impl ThreadGroup {
             uts: p.uts,
             threads: Mutex::new(ThreadCounts::new()),
             personality: std::sync::atomic::AtomicU32::new(0),
+            pid: AtomicI32::new(GUEST_PID),
+            proc: ProcInfo::default(),
         }
     }
 
     pub fn pid(&self) -> i32 {
-        GUEST_PID
+        self.pid.load(Ordering::Relaxed)
+    }
+
+    /// Use `pid` as the guest's pid (and its main thread's tid) instead of [`GUEST_PID`]:
+    /// set once before the guest runs (an MPI rank is its VMM's host pid, see
+    /// `RunConfig::host_pid`).
+    pub fn set_pid(&self, pid: i32) {
+        self.pid.store(pid, Ordering::Relaxed);
     }
 
     pub fn umask(&self) -> u32 {

@@ -68,6 +68,11 @@ pub trait GuestRam: Send + Sync {
     /// `[lo, hi)`: guest memory a system call argument may point into.
     fn user_bounds(&self) -> (u64, u64);
 
+    /// The window of memory shared with other VMs ([`crate::shmem`]); none by default.
+    fn shared(&self) -> Option<&crate::shmem::SharedWindow> {
+        None
+    }
+
     /// Check that `[addr, addr+len)` lies inside user memory.
     fn check(&self, addr: u64, len: u64) -> Result<(), Efault> {
         let (lo, hi) = self.user_bounds();
@@ -190,11 +195,29 @@ impl dyn GuestRam + '_ {
 
 impl GuestRam for crate::memory::GuestMemory {
     fn host_range(&self, addr: u64, len: u64) -> Result<*mut u8, Efault> {
+        if let Some(w) = self.shared_window().filter(|w| w.contains(addr)) {
+            return w.host_range(addr, len).ok_or(Efault { addr, len });
+        }
         self.system_ptr(addr, len)
     }
 
     fn user_bounds(&self) -> (u64, u64) {
         crate::memory::GuestMemory::user_bounds(self)
+    }
+
+    fn shared(&self) -> Option<&crate::shmem::SharedWindow> {
+        self.shared_window()
+    }
+
+    /// User memory, or a mapped part of the shared window.
+    fn check(&self, addr: u64, len: u64) -> Result<(), Efault> {
+        if let Some(w) = self.shared_window().filter(|w| w.contains(addr)) {
+            return w
+                .host_range(addr, len)
+                .map(|_| ())
+                .ok_or(Efault { addr, len });
+        }
+        crate::memory::GuestMemory::check(self, addr, len)
     }
 }
 

@@ -275,6 +275,8 @@ pub struct AddressSpace {
     brk: u64,
     /// Highest address the heap may reach (below the mmap area / stack).
     peak: u64,
+    /// Mappings in the window shared with other VMs (issue 12; see [`SharedArea`]).
+    pub shared: SharedArea,
 }
 
 impl AddressSpace {
@@ -314,6 +316,7 @@ impl AddressSpace {
             brk_start,
             brk: brk_start,
             peak: 0,
+            shared: SharedArea::default(),
         }
     }
 
@@ -575,6 +578,135 @@ impl AddressSpace {
         }
         self.brk = want;
         (want, Vec::new())
+    }
+}
+
+// ---- mappings shared between VMs (issue 12) ----
+
+/// The guest addresses of mappings shared with other VMs: `MAP_SHARED` file mappings and SysV
+/// segments live in their own window above guest RAM ([`crate::shmem`]), not in the
+/// identity-mapped RAM the rest of the address space manages. This is only their bookkeeping
+/// (which ranges are taken, with what backing); the host mappings are the window's.
+#[derive(Clone, Debug, Default)]
+pub struct SharedArea {
+    lo: u64,
+    hi: u64,
+    taken: RangeSet,
+    vmas: VmaMap,
+}
+
+impl SharedArea {
+    /// The area `[lo, hi)` (the window's guest addresses).
+    pub fn new(lo: u64, hi: u64) -> Self {
+        SharedArea {
+            lo,
+            hi,
+            ..Default::default()
+        }
+    }
+
+    /// True if `addr` is inside the area.
+    pub fn contains(&self, addr: u64) -> bool {
+        addr >= self.lo && addr < self.hi
+    }
+
+    /// Take `len` bytes: at `hint` when `fixed` (which must lie inside the area and, with
+    /// `noreplace`, be free), else the lowest free range.
+    pub fn place(
+        &mut self,
+        hint: u64,
+        len: u64,
+        fixed: bool,
+        noreplace: bool,
+        attrs: VmaAttrs,
+    ) -> Result<u64, MmError> {
+        if len == 0 {
+            return Err(MmError::Inval);
+        }
+        let len = len.checked_next_multiple_of(PAGE).ok_or(MmError::NoMem)?;
+        let at = if fixed {
+            if hint % PAGE != 0 {
+                return Err(MmError::Inval);
+            }
+            let end = hint.checked_add(len).ok_or(MmError::NoMem)?;
+            if !self.contains(hint) || end > self.hi {
+                return Err(MmError::NoMem);
+            }
+            if noreplace && self.taken.intersects(hint, end) {
+                return Err(MmError::Exists);
+            }
+            hint
+        } else {
+            let mut at = self.lo;
+            for (s, e) in self.taken.iter() {
+                if s >= at + len {
+                    break;
+                }
+                at = at.max(e);
+            }
+            if at + len > self.hi {
+                return Err(MmError::NoMem);
+            }
+            at
+        };
+        self.taken.insert(at, at + len);
+        self.vmas.set(at, at + len, attrs);
+        Ok(at)
+    }
+
+    /// Forget `[addr, addr+len)`; returns the parts that were taken (for the host unmap).
+    pub fn unmap(&mut self, addr: u64, len: u64) -> Vec<(u64, u64)> {
+        let end = addr.saturating_add(len.next_multiple_of(PAGE));
+        let parts = self.taken.parts(addr, end);
+        self.taken.remove(addr, end);
+        self.vmas.clear(addr, end);
+        parts
+    }
+
+    /// True if all of `[addr, addr+len)` is taken.
+    pub fn is_mapped(&self, addr: u64, len: u64) -> bool {
+        addr.checked_add(len.max(1))
+            .is_some_and(|e| self.taken.contains(addr, e))
+    }
+
+    /// The shared mappings, in address order.
+    pub fn vmas(&self) -> &VmaMap {
+        &self.vmas
+    }
+}
+
+#[cfg(test)]
+mod shared_tests {
+    use super::*;
+
+    #[test]
+    fn shared_area_places_lowest_first_and_unmaps_parts() {
+        let mut a = SharedArea::new(1 << 30, 2 << 30);
+        let attrs = || VmaAttrs {
+            prot: 3,
+            backing: VmaBacking::SharedFile {
+                path: Some("/dev/shm/x".into()),
+                offset: 0,
+            },
+            label: None,
+        };
+        let x = a.place(0, 5000, false, false, attrs()).unwrap();
+        assert_eq!(x, 1 << 30);
+        let y = a.place(0, 4096, false, false, attrs()).unwrap();
+        assert_eq!(y, x + 8192);
+        assert_eq!(a.unmap(x, 8192), vec![(x, x + 8192)]);
+        assert_eq!(a.place(0, 4096, false, false, attrs()).unwrap(), x);
+        assert_eq!(a.place(y, 4096, true, true, attrs()), Err(MmError::Exists));
+        assert_eq!(
+            a.place(1 << 20, 4096, true, false, attrs()),
+            Err(MmError::NoMem)
+        );
+        assert_eq!(
+            a.place(0, 2 << 30, false, false, attrs()),
+            Err(MmError::NoMem)
+        );
+        assert!(a.is_mapped(y, 4096) && !a.is_mapped(y, 8192));
+        assert_eq!(a.vmas().iter().count(), 2);
     }
 }
 

@@ -13,6 +13,7 @@
 //! module of the crate except the memory and layout definitions, and the system call handlers
 //! ([`crate::syscall`]) depend on it.
 
+pub mod clocks;
 pub mod files;
 pub mod fsroot;
 pub mod futex;
@@ -22,6 +23,7 @@ pub mod mm;
 pub mod run;
 pub mod signals;
 pub mod task;
+pub mod timers;
 
 use crate::memory::{CStrError, Efault};
 
@@ -36,8 +38,14 @@ impl From<Efault> for Errno {
 }
 
 impl From<std::io::Error> for Errno {
+    /// A host call the vCPU kick interrupted (EINTR) was interrupted for a guest signal or
+    /// the run's end: it restarts or fails with EINTR as the guest's handler says.
     fn from(e: std::io::Error) -> Self {
-        Errno(e.raw_os_error().unwrap_or(libc::EIO))
+        match e.raw_os_error() {
+            Some(libc::EINTR) => Errno(signals::ERESTARTSYS),
+            Some(n) => Errno(n),
+            None => Errno(libc::EIO),
+        }
     }
 }
 

@@ -15,15 +15,16 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::{err, procfs, Args, Ctx, Errno, SysResult};
-use crate::kernel::files::{FileKind, FileRef, OpenFile};
+use crate::kernel::files::{FileKind, FileRef, OpenFile, VirtualDir};
 use crate::kernel::fsroot::{check, cstring, last_err};
+use crate::kernel::run::refusal;
 
 const AT_FDCWD: u64 = libc::AT_FDCWD as u64;
 /// Most bytes one read/write moves (Linux's MAX_RW_COUNT).
 const MAX_RW: u64 = 0x7fff_f000;
 
 /// How a path argument is to be interpreted: `dirfd` + `path` as the *at calls take them.
-fn full_path(ctx: &Ctx<'_>, dirfd: i32, path: &[u8]) -> Result<String, Errno> {
+pub(super) fn full_path(ctx: &Ctx<'_>, dirfd: i32, path: &[u8]) -> Result<String, Errno> {
     if path.first() == Some(&b'/') || dirfd == libc::AT_FDCWD {
         return Ok(ctx.tg.fs.full_path(None, path));
     }
@@ -39,9 +40,9 @@ fn full_path(ctx: &Ctx<'_>, dirfd: i32, path: &[u8]) -> Result<String, Errno> {
 }
 
 /// A path's parent directory (opened inside the root) and final component.
-struct Name {
-    parent: OwnedFd,
-    name: CString,
+pub(super) struct Name {
+    pub(super) parent: OwnedFd,
+    pub(super) name: CString,
     /// The path ended in '/': the final component must be a directory.
     trailing_slash: bool,
 }
@@ -71,7 +72,7 @@ fn parent_and_name(ctx: &Ctx<'_>, full: &str) -> Result<(OwnedFd, CString), Errn
     Ok((n.parent, n.name))
 }
 
-fn name_of(ctx: &Ctx<'_>, full: &str) -> Result<Name, Errno> {
+pub(super) fn name_of(ctx: &Ctx<'_>, full: &str) -> Result<Name, Errno> {
     let trimmed = full.trim_end_matches('/');
     let trailing_slash = trimmed.len() != full.len();
     let (dir, name) = match trimmed.rfind('/') {
@@ -144,6 +145,9 @@ crate::plain!(Flock => [i16, i16, u32, i64, i64, i32, u32]);
 
 pub fn read(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     let f = ctx.file(a.fd(0))?;
+    if let FileKind::SignalFd(s) = f.kind() {
+        return super::signals::signalfd_read(ctx, s, a.ptr(1), a.usize(2));
+    }
     let len = a.usize(2).min(MAX_RW);
     let p = ctx.user_ptr(a.ptr(1), len)?;
     // SAFETY: `p..p+len` is checked guest memory; read writes at most len bytes there.
@@ -180,7 +184,7 @@ pub fn pwrite64(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     check(unsafe { libc::pwrite(f.raw(), p.cast(), len as usize, a.i64(3)) } as libc::c_long)
 }
 
-fn host_iovecs(ctx: &Ctx<'_>, addr: u64, count: u64) -> Result<Vec<libc::iovec>, Errno> {
+pub(super) fn host_iovecs(ctx: &Ctx<'_>, addr: u64, count: u64) -> Result<Vec<libc::iovec>, Errno> {
     if count > 1024 {
         return err(libc::EINVAL);
     }
@@ -226,6 +230,15 @@ pub fn writev(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
 
 pub fn lseek(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     let f = ctx.file(a.fd(0))?;
+    if let FileKind::VirtualDir(d) = f.kind() {
+        // rewinddir/seekdir: offsets are entry indices.
+        let off = a.i64(1);
+        if a.i32(2) != libc::SEEK_SET || off < 0 {
+            return err(libc::EINVAL);
+        }
+        *d.pos() = (off as usize).min(d.entries().len());
+        return Ok(off as u64);
+    }
     // SAFETY: lseek on a host fd we own; invalid whence/offset give EINVAL.
     check(unsafe { libc::lseek(f.raw(), a.i64(1), a.i32(2)) } as libc::c_long)
 }
@@ -239,17 +252,83 @@ fn open_at(ctx: &mut Ctx<'_>, dirfd: i32, path: u64, flags: i32, mode: u32) -> S
     }
     let full = full_path(ctx, dirfd, &path)?;
     let cloexec = flags & libc::O_CLOEXEC != 0;
-    let kind = match procfs::file(ctx, &full) {
-        Some(content) => FileKind::Virtual(memfd_with(&content)?),
-        None => FileKind::Host(ctx.tg.fs.open_full(
-            &full,
-            flags & !libc::O_CLOEXEC,
-            mode & !ctx.tg.umask(),
-        )?),
+    let (kind, path) = match procfs::answer(ctx, &full) {
+        procfs::Answer::Host => {
+            let fd = ctx
+                .tg
+                .fs
+                .open_full(&full, flags & !libc::O_CLOEXEC, mode & !ctx.tg.umask())
+                .inspect_err(|e| {
+                    if e.0 == libc::EACCES || e.0 == libc::EPERM {
+                        ctx.run.refuse(refusal_kind(ctx, &full));
+                    }
+                })?;
+            // A path that reached the VMM's procfs files some other way, or a device.
+            match procfs::check_host_fd(ctx, &fd)? {
+                None => (FileKind::Host(fd), Some(full)),
+                Some(a) => {
+                    drop(fd);
+                    open_answer(ctx, a, flags, full)?
+                }
+            }
+        }
+        a => open_answer(ctx, a, flags, full)?,
     };
-    let file = OpenFile::new(kind, Some(full));
+    let file = OpenFile::new(kind, path);
     let n = ctx.tg.files.lock().unwrap().add(file, cloexec)?;
     Ok(n as u64)
+}
+
+/// The kind of a refused open: a device node (Landlock or its mode kept it out), or the
+/// user's rights on a file.
+fn refusal_kind(ctx: &Ctx<'_>, full: &str) -> &'static str {
+    let Ok(fd) = ctx.tg.fs.open_full(full, libc::O_PATH, 0) else {
+        return refusal::PERMISSION;
+    };
+    match fstat_host(fd.as_raw_fd()) {
+        Ok(st) if matches!(st.st_mode & libc::S_IFMT, libc::S_IFCHR | libc::S_IFBLK) => {
+            refusal::DEVICE
+        }
+        _ => refusal::PERMISSION,
+    }
+}
+
+/// Open what the guest's own /proc answers for `full`.
+fn open_answer(
+    ctx: &Ctx<'_>,
+    a: procfs::Answer,
+    flags: i32,
+    full: String,
+) -> Result<(FileKind, Option<String>), Errno> {
+    match a {
+        procfs::Answer::Host => unreachable!("host paths are opened by the caller"),
+        procfs::Answer::File(content) => {
+            if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_CREAT != 0 {
+                ctx.run.refuse(refusal::VMM_PROC);
+                return err(libc::EACCES);
+            }
+            if flags & libc::O_DIRECTORY != 0 {
+                return err(libc::ENOTDIR);
+            }
+            Ok((FileKind::Virtual(memfd_with(&content)?), Some(full)))
+        }
+        procfs::Answer::Exe => Ok((
+            FileKind::Host(procfs::open_exe(ctx, flags)?),
+            Some(ctx.tg.exe_path.clone()),
+        )),
+        procfs::Answer::Fd(n) => {
+            let (fd, path) = procfs::reopen_fd(ctx, n, flags)?;
+            Ok((FileKind::Host(fd), path))
+        }
+        procfs::Answer::Dir(entries) => {
+            if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_CREAT != 0 {
+                return err(libc::EISDIR);
+            }
+            let dir = VirtualDir::new(procfs::empty_dir()?, entries);
+            Ok((FileKind::VirtualDir(dir), Some(full)))
+        }
+        procfs::Answer::Refused(e) => Err(e),
+    }
 }
 
 pub fn openat(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
@@ -349,7 +428,10 @@ pub fn fcntl(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
 }
 
 pub fn ioctl(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
-    ctx.tg.files.lock().unwrap().entry(a.fd(0))?;
+    let f = ctx.tg.files.lock().unwrap().get(a.fd(0))?;
+    if let FileKind::Socket(_) = f.kind() {
+        return super::sockets::ioctl(ctx, &f, a);
+    }
     // Terminal and device ioctls are never passed to the host.
     err(libc::ENOTTY)
 }
@@ -444,8 +526,13 @@ fn open_for_stat(ctx: &Ctx<'_>, dirfd: i32, path: &[u8], flags: i32) -> Result<T
         return Ok(Target::Guest(f));
     }
     let full = full_path(ctx, dirfd, path)?;
-    if let Some(content) = procfs::file(ctx, &full) {
-        return Ok(Target::Fd(memfd_with(&content)?));
+    match procfs::answer(ctx, &full) {
+        procfs::Answer::Host => {}
+        procfs::Answer::File(content) => return Ok(Target::Fd(memfd_with(&content)?)),
+        procfs::Answer::Exe => return Ok(Target::Fd(procfs::open_exe(ctx, libc::O_RDONLY)?)),
+        procfs::Answer::Fd(n) => return Ok(Target::Guest(ctx.file(n)?)),
+        procfs::Answer::Dir(_) => return Ok(Target::Fd(procfs::empty_dir()?)),
+        procfs::Answer::Refused(e) => return Err(e),
     }
     if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
         // "name/" follows a final symlink even for lstat: only plain names act on the link.
@@ -538,8 +625,8 @@ pub fn readlinkat(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
         return err(libc::EINVAL);
     }
     let full = full_path(ctx, a.fd(0), &path)?;
-    let target: Vec<u8> = if let Some(procfs::Node::Link(t)) = procfs::lookup(ctx, &full) {
-        t
+    let target: Vec<u8> = if let Some(t) = procfs::readlink(ctx, &full) {
+        t?
     } else {
         let (parent, name) = parent_and_name(ctx, &full)?;
         let mut buf = vec![0u8; 4096];
@@ -620,8 +707,37 @@ pub fn renameat2(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     })
 }
 
+/// getdents64 of a generated directory: `struct linux_dirent64` records (ino, next offset,
+/// record length, type, NUL-terminated name, padded to 8 bytes) from the cursor on.
+fn virtual_getdents(ctx: &Ctx<'_>, d: &VirtualDir, addr: u64, len: u64) -> SysResult {
+    let mut out = Vec::new();
+    let mut pos = d.pos();
+    while let Some((name, kind)) = d.entries().get(*pos) {
+        let reclen = (19 + name.len() + 1).div_ceil(8) * 8;
+        if (out.len() + reclen) as u64 > len {
+            if out.is_empty() {
+                return err(libc::EINVAL);
+            }
+            break;
+        }
+        let start = out.len();
+        out.extend_from_slice(&(*pos as u64 + 1).to_le_bytes());
+        out.extend_from_slice(&(*pos as i64 + 1).to_le_bytes());
+        out.extend_from_slice(&(reclen as u16).to_le_bytes());
+        out.push(*kind);
+        out.extend_from_slice(name.as_bytes());
+        out.resize(start + reclen, 0);
+        *pos += 1;
+    }
+    ctx.write_user(addr, &out)?;
+    Ok(out.len() as u64)
+}
+
 pub fn getdents64(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     let f = ctx.file(a.fd(0))?;
+    if let FileKind::VirtualDir(d) = f.kind() {
+        return virtual_getdents(ctx, d, a.ptr(1), a.usize(2));
+    }
     let len = a.usize(2).min(MAX_RW);
     let p = ctx.user_ptr(a.ptr(1), len)?;
     // SAFETY: getdents64 writes at most len bytes into checked guest memory.
@@ -715,16 +831,79 @@ fn poll_common(ctx: &mut Ctx<'_>, addr: u64, nfds: u64, timeout_ms: i32) -> SysR
             });
         }
     }
+    // Signalfds: readable when a signal of their mask is pending (checked every 10 ms).
+    let sigfds: Vec<(usize, u64)> = {
+        let files = ctx.tg.files.lock().unwrap();
+        raw.chunks(8)
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let fd = i32::from_le_bytes(c[..4].try_into().unwrap());
+                match files.get(fd).ok()?.kind() {
+                    FileKind::SignalFd(s) => {
+                        Some((i, s.mask.load(std::sync::atomic::Ordering::Relaxed)))
+                    }
+                    _ => None,
+                }
+            })
+            .collect()
+    };
+    for (i, _) in &sigfds {
+        host[*i].fd = -1;
+    }
+    let sig_ready = |ctx: &Ctx<'_>| -> Vec<usize> {
+        let pending = ctx.tg.signals.pending_for(&ctx.task.sig);
+        sigfds
+            .iter()
+            .filter(|(_, m)| pending & m != 0)
+            .map(|(i, _)| *i)
+            .collect()
+    };
     let timeout = if invalid.is_empty() { timeout_ms } else { 0 };
-    // SAFETY: poll reads/writes our own pollfd vector of the given length.
-    let r = unsafe { libc::poll(host.as_mut_ptr(), host.len() as u64, timeout) };
-    if r < 0 {
-        return last_err();
+    let deadline = (timeout > 0)
+        .then(|| std::time::Instant::now() + std::time::Duration::from_millis(timeout as u64));
+    let mut sready;
+    loop {
+        sready = sig_ready(ctx);
+        let slice = if sigfds.is_empty() {
+            timeout
+        } else if !sready.is_empty() || timeout == 0 {
+            0
+        } else {
+            deadline.map_or(10, |d| {
+                (d.saturating_duration_since(std::time::Instant::now())
+                    .as_millis() as i32)
+                    .min(10)
+            })
+        };
+        // SAFETY: poll reads/writes our own pollfd vector of the given length.
+        let r = unsafe { libc::poll(host.as_mut_ptr(), host.len() as u64, slice) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                // Linux's poll answers EINTR whatever SA_RESTART says.
+                return err(crate::kernel::signals::ERESTARTNOHAND);
+            }
+            return Err(e.into());
+        }
+        let expired = deadline.is_some_and(|d| std::time::Instant::now() >= d);
+        if r > 0 || sigfds.is_empty() || !sready.is_empty() || timeout == 0 || expired {
+            if !sigfds.is_empty() {
+                sready = sig_ready(ctx);
+            }
+            break;
+        }
+        if ctx.run.ending() || ctx.tg.signals.deliverable(&ctx.task.sig) {
+            return err(crate::kernel::signals::ERESTARTNOHAND);
+        }
     }
     let mut ready = 0u64;
     for (i, p) in host.iter().enumerate() {
         let rev = if invalid.contains(&i) {
             libc::POLLNVAL
+        } else if sready.contains(&i) {
+            libc::POLLIN
+        } else if sigfds.iter().any(|(j, _)| *j == i) {
+            0
         } else {
             p.revents
         };

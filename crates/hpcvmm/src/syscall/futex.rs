@@ -50,9 +50,15 @@ pub fn futex(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     let timeout_or_val2 = a.u64(3);
     let addr2 = a.ptr(4);
     let val3 = a.u32(5);
+    if super::shm::in_window(ctx, addr) {
+        // A word other VMs may share: a host futex, not this VM's wait queues.
+        return super::shm::futex(ctx, a);
+    }
     let cmd = op & !(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
     let realtime = op & FUTEX_CLOCK_REALTIME != 0;
     let futexes = &ctx.tg.futexes;
+    let (signals, me) = (&ctx.tg.signals, ctx.task.sig.clone());
+    let interrupted = move || signals.deliverable(&me);
     match cmd {
         FUTEX_WAIT => {
             let ts = read_timeout(ctx, timeout_or_val2)?;
@@ -60,6 +66,7 @@ pub fn futex(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
             futexes.wait(
                 ctx.mem,
                 ctx.run,
+                &interrupted,
                 &mut ctx.task.counters,
                 addr,
                 val,
@@ -78,6 +85,7 @@ pub fn futex(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
             futexes.wait(
                 ctx.mem,
                 ctx.run,
+                &interrupted,
                 &mut ctx.task.counters,
                 addr,
                 val,

@@ -94,6 +94,13 @@ pub fn mmap(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     if !anon && off % 4096 != 0 {
         return err(libc::EINVAL);
     }
+    if shared && !anon {
+        let f = ctx.file(fd)?;
+        let fixed = flags & (libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE) != 0;
+        if super::shm::wants_window(ctx, &f, addr, fixed) {
+            return super::shm::mmap_file(ctx, addr, len, prot, flags, &f, off);
+        }
+    }
     // File mappings are copies: fine for MAP_PRIVATE and read-only MAP_SHARED. MAP_DENYWRITE
     // and MAP_EXECUTABLE are ignored, as Linux ignores them.
     let file = if anon {
@@ -154,6 +161,9 @@ pub fn mmap(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
 
 pub fn munmap(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     user_len(a.ptr(0), a.usize(1))?;
+    if super::shm::in_window(ctx, a.ptr(0)) {
+        return super::shm::munmap(ctx, a.ptr(0), a.usize(1));
+    }
     ctx.tg
         .mm
         .lock()
@@ -176,6 +186,10 @@ pub fn mremap(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     }
     user_len(old, old_len)?;
     user_len(0, new_len)?;
+    if super::shm::in_window(ctx, old) {
+        // Shared mappings keep their place and size.
+        return err(libc::ENOMEM);
+    }
     if flags & libc::MREMAP_FIXED != 0 {
         // Move to a fixed place: map there (replacing), copy, unmap the old range.
         if flags & libc::MREMAP_MAYMOVE == 0 {
@@ -220,6 +234,9 @@ pub fn mprotect(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     if addr % 4096 != 0 {
         return err(libc::EINVAL);
     }
+    if super::shm::in_window(ctx, addr) {
+        return super::shm::accept_if_mapped(ctx, addr, len);
+    }
     ctx.tg
         .mm
         .lock()
@@ -235,6 +252,10 @@ pub fn madvise(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
         return err(libc::EINVAL);
     }
     let len = user_len(addr, len)?;
+    if super::shm::in_window(ctx, addr) {
+        // Shared file pages keep their contents whatever the advice (as on Linux).
+        return super::shm::accept_if_mapped(ctx, addr, len);
+    }
     if advice == libc::MADV_DONTNEED {
         // Anonymous private memory reads back as zero afterwards.
         if !ctx.tg.mm.lock().unwrap().is_mapped(addr, len.max(1)) {

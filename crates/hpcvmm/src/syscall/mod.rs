@@ -12,6 +12,7 @@ pub mod files;
 pub mod futex;
 pub mod memory;
 pub mod procfs;
+pub mod shm;
 pub mod signals;
 pub mod sockets;
 pub mod system;
@@ -35,8 +36,13 @@ pub enum SysOutcome {
     ExitThread,
     /// The whole thread group exits with this status (exit_group, or the last thread's exit).
     ExitGroup(i32),
-    /// A signal whose action (today always the default, terminating one) ends the group.
+    /// A signal this thread sent itself whose default action ends the group (abort(),
+    /// raise(SIGTERM) without a handler).
     Deliver(i32),
+    /// rt_sigreturn: resume with these registers, FPU state and (already applied) mask.
+    Sigreturn(Box<crate::kernel::signals::frame::Restored>),
+    /// rt_sigreturn found a bad frame: SIGSEGV, as Linux forces it.
+    ForceSigsegv,
     /// Start a thread (clone): the vCPU layer creates its vCPU and host thread.
     Clone(Box<threads::NewThread>),
 }
@@ -206,8 +212,22 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// Calls that act on another process by pid (the table answers them ENOSYS); counted as
+/// refusals of kind `host_process`.
+const HOST_PROCESS_CALLS: [i64; 5] = [
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_kcmp,
+    libc::SYS_pidfd_getfd,
+];
+
 /// Serve system call `nr` with `args`.
 pub fn dispatch(ctx: &mut Ctx<'_>, nr: u64, args: &Args) -> SysOutcome {
+    if HOST_PROCESS_CALLS.contains(&(nr as i64)) {
+        // Never passed on: the guest has no other process to act on, least of all the VMM.
+        ctx.run.refuse(crate::kernel::run::refusal::HOST_PROCESS);
+    }
     let r = match table::lookup(nr) {
         Some(e) => match e.handler {
             table::Handler::Value(f) => f(ctx, args).map(SysOutcome::Return),
@@ -225,11 +245,31 @@ pub fn dispatch(ctx: &mut Ctx<'_>, nr: u64, args: &Args) -> SysOutcome {
             err(libc::ENOSYS)
         }
     };
-    match r {
+    let o = match r {
         Ok(o) => o,
         Err(Errno(e)) => SysOutcome::Return((-(e as i64)) as u64),
+    };
+    if *TRACE {
+        let name = table::name(nr).unwrap_or("?");
+        let a: Vec<String> = args.0.iter().map(|v| format!("{v:#x}")).collect();
+        match &o {
+            SysOutcome::Return(v) => {
+                eprintln!(
+                    "[dualstack-strace] {name}({}) = {}",
+                    a.join(", "),
+                    *v as i64
+                )
+            }
+            other => eprintln!("[dualstack-strace] {name}({}) -> {other:?}", a.join(", ")),
+        }
     }
+    o
 }
+
+/// `DUALSTACK_STRACE=1` in the VMM's environment prints every guest system call, its
+/// arguments and its outcome on the VMM's stderr (a debugging aid, like strace).
+static TRACE: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var_os("DUALSTACK_STRACE").is_some_and(|v| v == "1"));
 
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use dualstack_hpcvmm::jail::{identity, Caller, Jail, SuperviseOptions};
 use dualstack_hpcvmm::{Backing, ExitReport, RunConfig, RunStats};
 
 /// One compile at a time per test binary: the machine has two cores shared by everyone.
@@ -112,7 +113,10 @@ fn build(name: &str, link_static: bool) -> PathBuf {
     if out.exists() {
         return out;
     }
-    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    // Tests run in parallel and may build the same guest: each build has its own temporary.
+    static BUILD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = BUILD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = out.with_extension(format!("tmp{}-{n}", std::process::id()));
     let o = compiler(&src, &tmp, link_static, &extra)
         .output()
         .unwrap_or_else(|e| panic!("cannot run the compiler for {name}: {e}"));
@@ -256,12 +260,55 @@ pub fn config(bin: &Path, spec: &Spec, io: &Path) -> RunConfig {
     cfg
 }
 
-/// Run in the HPC VM; panics if the VMM refuses the program.
+/// The jail every test guest runs in: this process's own identity (root here) without any
+/// capability, Landlock-confined to the guest root, seccomp-filtered.
+pub fn test_jail(cfg: &mut RunConfig) -> Jail {
+    // SAFETY: id getters have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let caller = Caller {
+        uid,
+        gid,
+        sudo: None,
+    };
+    let id = identity::resolve(None, &caller).expect("this process's identity");
+    cfg.identity = Some(id.clone());
+    let mut jail = Jail::new(id, &cfg.root);
+    if let Ok(p) = std::fs::canonicalize(&cfg.program) {
+        jail.extra_read.push(p);
+    }
+    jail
+}
+
+/// Run `cfg` in a supervised, jailed child (as `dualstack run` does); `Err` with the VMM's
+/// error text. Set DUALSTACK_TEST_NO_JAIL=1 to run in this process instead (debugging).
+pub fn run_jailed(cfg: &RunConfig) -> Result<RunStats, String> {
+    if std::env::var("DUALSTACK_TEST_NO_JAIL").is_ok_and(|v| v == "1") {
+        return dualstack_hpcvmm::run(cfg).map_err(|e| format!("{e:#}"));
+    }
+    let mut cfg = cfg.clone();
+    let jail = test_jail(&mut cfg);
+    let r = dualstack_hpcvmm::jail::run::run_jailed(&cfg, &jail, &SuperviseOptions::default())
+        .map_err(|e| format!("the jail supervisor failed: {e:#}"))?;
+    match r.result {
+        Some(Ok((mut stats, report))) => {
+            stats.jail = Some(report);
+            Ok(stats)
+        }
+        Some(Err(e)) => Err(e),
+        None => Err(format!(
+            "the jailed VMM ended without a result: {:?} {}",
+            r.supervised.end,
+            r.supervised.seccomp_message().unwrap_or_default()
+        )),
+    }
+}
+
+/// Run in the HPC VM (jailed); panics if the VMM refuses the program.
 pub fn in_vm(bin: &Path, spec: &Spec) -> (Outcome, RunStats) {
     let io = tempfile::tempdir().unwrap();
     let cfg = config(bin, spec, io.path());
-    let stats = dualstack_hpcvmm::run(&cfg)
-        .unwrap_or_else(|e| panic!("the VMM refused {}: {e:#}", bin.display()));
+    let stats =
+        run_jailed(&cfg).unwrap_or_else(|e| panic!("the VMM refused {}: {e}", bin.display()));
     let read = |n: &str| std::fs::read_to_string(io.path().join(n)).unwrap_or_default();
     let out = Outcome {
         stdout: read("stdout"),

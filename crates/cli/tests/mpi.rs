@@ -1,0 +1,250 @@
+//! MPI under the stock launcher (issue 12): `mpiexec -n 2 dualstack run -- ./app` with
+//! Debian's MPICH (Hydra, device ch4:ucx), the MPI program linked statically against
+//! libmpich.a. Each rank runs in its own HPC VM on its own core; what the job prints and how
+//! it ends must equal the same program run natively under the same launcher.
+//!
+//! The environment of both runs has `UCX_POSIX_USE_PROC_LINK=n`: UCX's posix shared-memory
+//! transport otherwise opens its peer's segment through `/proc/<pid>/fd/<fd>`, which names
+//! the other VMM's descriptor table (see notes on MPI in the README). Every mode but `hello`
+//! also runs with `UCX_TLS=self,sm` (shared memory only, as for ranks on one node): with UCX's
+//! TCP transport in the mix the `nonblocking` job hangs now and then under load natively too
+//! (seen 1 in 16 with four jobs on two cores). `hello` keeps the default transports, so UCX's
+//! TCP sockets, netlink dumps and interface ioctls are exercised in the VM. One job at a time:
+//! two cores are shared by every test.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dualstack");
+const MPIEXEC: &str = "mpiexec.hydra";
+
+fn guests() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/mpi_guests")
+}
+
+/// The static MPI test program, built once per test binary (None: no MPICH here).
+fn program() -> Option<&'static Path> {
+    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            if !Path::new("/usr/lib/x86_64-linux-gnu/libmpich.a").exists()
+                || !dualstack_testutil::have_tool(MPIEXEC, "--version")
+            {
+                return None;
+            }
+            let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("mpi_suite-static");
+            // UCX's libucs/libucm first and whole: their constructors must run before the
+            // rest of UCX's (else UCX asserts at start, natively too); hwloc's udev calls are
+            // stubbed (Debian ships no libudev.a).
+            let st = Command::new("gcc")
+                .args(["-static", "-O2", "-I/usr/include/x86_64-linux-gnu/mpich"])
+                .arg(guests().join("mpi_suite.c"))
+                .arg(guests().join("noudev.c"))
+                .arg("-o")
+                .arg(&out)
+                .args([
+                    "-Wl,--whole-archive",
+                    "-lucs",
+                    "-lucm",
+                    "-Wl,--no-whole-archive",
+                ])
+                .args([
+                    "-lmpich", "-lucp", "-luct", "-lucs", "-lucm", "-lhwloc", "-lnuma",
+                ])
+                .args(["-lz", "-lm", "-lpthread", "-ldl"])
+                .output()
+                .expect("run gcc");
+            assert!(
+                st.status.success(),
+                "building the static MPI program failed:\n{}",
+                String::from_utf8_lossy(&st.stderr)
+            );
+            Some(out)
+        })
+        .as_deref()
+}
+
+struct Job {
+    stdout: String,
+    stderr: String,
+    /// Exit status of mpiexec (128+signal if it was killed).
+    status: i32,
+}
+
+impl Job {
+    /// stdout and stderr (Hydra and MPI_Abort report on either).
+    fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// One MPI job at a time (each takes both cores).
+static ONE_JOB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn mpiexec(in_vm: bool, mode: &str) -> Job {
+    let _one = ONE_JOB.lock().unwrap_or_else(|e| e.into_inner());
+    let prog = program().expect("checked by the caller");
+    let dir = prog.parent().unwrap();
+    let mut c = Command::new("timeout");
+    c.args(["120", MPIEXEC, "-n", "2"]);
+    if in_vm {
+        c.args([
+            BIN,
+            "run",
+            "--memory-backing",
+            "lazy",
+            "--memory",
+            "1G",
+            "--",
+        ]);
+    }
+    c.arg(prog).arg(mode).current_dir(dir);
+    c.env("UCX_POSIX_USE_PROC_LINK", "n");
+    if mode != "hello" {
+        c.env("UCX_TLS", "self,sm");
+    }
+    let o = c.output().expect("run mpiexec");
+    Job {
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        status: o
+            .status
+            .code()
+            .unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0)),
+    }
+}
+
+/// The lines of Hydra's report that do not name pids or hosts.
+fn verdict(out: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| l.contains("EXIT CODE") || l.contains("EXIT STRING"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn ready() -> bool {
+    if !dualstack_testutil::have_kvm() {
+        dualstack_testutil::missing("/dev/kvm");
+        return false;
+    }
+    if program().is_none() {
+        dualstack_testutil::missing("MPICH (mpiexec.hydra and libmpich.a: scripts/install-deps)");
+        return false;
+    }
+    true
+}
+
+/// Run `mode` natively and with one VM per rank; the output and the exit status must match.
+fn same_as_native(mode: &str) -> (Job, Job) {
+    let native = mpiexec(false, mode);
+    let vm = mpiexec(true, mode);
+    assert_eq!(
+        native.status, vm.status,
+        "{mode}: mpiexec's exit status differs\nnative: {}{}\nVM: {}{}",
+        native.stdout, native.stderr, vm.stdout, vm.stderr
+    );
+    (native, vm)
+}
+
+fn check(mode: &str, expect: &str) {
+    if !ready() {
+        return;
+    }
+    let (native, vm) = same_as_native(mode);
+    assert_eq!(native.status, 0, "{}", native.stderr);
+    assert_eq!(native.stdout, expect, "native run of {mode}");
+    assert_eq!(vm.stdout, native.stdout, "{mode}: VM stderr: {}", vm.stderr);
+}
+
+#[test]
+fn hello_with_processor_names() {
+    let mut host = [0u8; 256];
+    // SAFETY: gethostname writes at most 256 bytes into `host`.
+    unsafe { libc::gethostname(host.as_mut_ptr().cast(), host.len()) };
+    let host =
+        String::from_utf8_lossy(&host[..host.iter().position(|&b| b == 0).unwrap()]).into_owned();
+    check(
+        "hello",
+        &format!("hello from rank 0 of 2 on {host}\nhello from rank 1 of 2 on {host}\n"),
+    );
+}
+
+#[test]
+fn ring() {
+    check("ring", "ring: 100 laps, token 200\n");
+}
+
+#[test]
+fn allreduce() {
+    check("allreduce", "allreduce: sum 6144.000 max 11 min 1\n");
+}
+
+#[test]
+fn barrier_loop() {
+    check(
+        "barrier",
+        "barrier: 1000 barriers on 2 ranks, 2000 passed\n",
+    );
+}
+
+#[test]
+fn isend_irecv_waitall() {
+    check(
+        "nonblocking",
+        "nonblocking: 16 messages each way, 0 wrong words\n",
+    );
+}
+
+#[test]
+fn message_of_64_mib() {
+    check(
+        "big",
+        "big: 64 MiB sent, receiver's checksum 14846040699354218496\n",
+    );
+}
+
+#[test]
+fn mpi_abort_ends_the_job_with_its_code() {
+    if !ready() {
+        return;
+    }
+    // The abort code reaches the launcher (same_as_native compares mpiexec's status). The
+    // rank's "application called MPI_Abort" line is not compared: natively it is lost about
+    // one time in four (the rank is killed while printing it), in the VM as well.
+    let (native, _vm) = same_as_native("abort");
+    assert_eq!(native.status, 3, "{}", native.all());
+}
+
+#[test]
+fn a_segfaulting_rank_aborts_the_job_as_natively() {
+    if !ready() {
+        return;
+    }
+    let (native, vm) = same_as_native("segv");
+    assert_eq!(native.status, 11, "Hydra exits with the signal number");
+    assert_eq!(verdict(&vm.all()), verdict(&native.all()));
+    assert!(
+        verdict(&vm.all())
+            .iter()
+            .any(|l| l.contains("Segmentation fault (signal 11)")),
+        "{}",
+        vm.all()
+    );
+    assert!(
+        vm.stderr.contains("guest killed by SIGSEGV"),
+        "{}",
+        vm.stderr
+    );
+    // Nothing left behind: no rank of this job (native or VM) still running.
+    let left = Command::new("pgrep")
+        .args(["-f", "mpi_suite-static segv"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "VMMs left running: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}

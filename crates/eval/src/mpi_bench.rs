@@ -1,0 +1,360 @@
+//! `dualstack bench mpi`: MPI ping-pong latency and bandwidth (1 B .. 4 MiB) between two ranks
+//! and MPI_Allreduce latency, natively and with one HPC VM per rank, under the same launcher
+//! (MPICH's `mpiexec.hydra`), alternating the two configurations in one run. The benchmark
+//! program (`mpi/mpi_bench.c`, written for this project) is linked statically against Debian's
+//! libmpich.a when the benchmark starts.
+//!
+//! Both configurations bind each rank to its own core (`-bind-to core`) and run with the
+//! same UCX settings: `UCX_TLS=self,sm` (the ranks share a
+//! node: shared memory only; UCX's TCP transport would otherwise poll its epoll set on every
+//! progress call, one system call per poll) and `UCX_POSIX_USE_PROC_LINK=n` (named /dev/shm
+//! segments instead of `/proc/<pid>/fd` links, which do not cross VMs).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Serialize;
+
+const SOURCE: &str = include_str!("mpi/mpi_bench.c");
+const NOUDEV: &str = include_str!("mpi/noudev.c");
+const MPIEXEC: &str = "mpiexec.hydra";
+const LIBMPICH: &str = "/usr/lib/x86_64-linux-gnu/libmpich.a";
+
+/// The UCX settings both configurations run with (see the module docs).
+pub const UCX_ENV: [(&str, &str); 2] = [("UCX_TLS", "self,sm"), ("UCX_POSIX_USE_PROC_LINK", "n")];
+
+#[derive(Debug, thiserror::Error)]
+pub enum MpiBenchError {
+    #[error("MPICH is not installed ({0} missing): run scripts/install-deps")]
+    NoMpich(String),
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    #[error("building the MPI benchmark failed:\n{0}")]
+    Build(String),
+    #[error("the {config} MPI run failed (exit {status}):\n{output}")]
+    Run {
+        config: &'static str,
+        status: i32,
+        output: String,
+    },
+    #[error("the {0} MPI run printed no {1} figures")]
+    Parse(&'static str, &'static str),
+}
+
+pub struct Options {
+    /// The `dualstack` executable (each rank runs `dualstack run`).
+    pub dualstack_exe: PathBuf,
+    pub scratch: PathBuf,
+    /// Runs of each configuration (alternating); per size the best is kept.
+    pub reps: usize,
+    /// Iteration count scale of the benchmark program (1.0: 20000 small messages per size).
+    pub scale: f64,
+    /// Guest memory of each rank's VM, as `dualstack run --memory` takes it.
+    pub memory: String,
+}
+
+/// One message size of the ping-pong.
+#[derive(Clone, Debug, Serialize)]
+pub struct PingPong {
+    pub bytes: u64,
+    pub native_us: f64,
+    pub vm_us: f64,
+    /// vm_us / native_us (target <= 1.10 for small messages).
+    pub latency_ratio: f64,
+    pub native_mb_s: f64,
+    pub vm_mb_s: f64,
+    /// vm / native bandwidth (target >= 0.95 for large messages).
+    pub bandwidth_ratio: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Allreduce {
+    pub doubles: u64,
+    pub native_us: f64,
+    pub vm_us: f64,
+    pub ratio: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub ranks: usize,
+    pub reps: usize,
+    pub ucx_env: Vec<(String, String)>,
+    pub pingpong: Vec<PingPong>,
+    pub allreduce: Vec<Allreduce>,
+    /// All VM exits of rank 0's VM (start-up included) per message it sent or received.
+    pub vm_exits_per_message: f64,
+}
+
+/// Figures of one run: per size, (latency us, MB/s) and allreduce us; rank 0's messages.
+#[derive(Default)]
+struct Figures {
+    pingpong: BTreeMap<u64, (f64, f64)>,
+    allreduce: BTreeMap<u64, f64>,
+    messages: f64,
+}
+
+fn parse(out: &str) -> Figures {
+    let mut f = Figures::default();
+    for l in out.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        match w.as_slice() {
+            ["pingpong", b, it, us, mbs] => {
+                if let (Ok(b), Ok(it), Ok(us), Ok(mbs)) =
+                    (b.parse(), it.parse::<f64>(), us.parse(), mbs.parse())
+                {
+                    f.pingpong.insert(b, (us, mbs));
+                    f.messages += 2.0 * it;
+                }
+            }
+            ["allreduce", n, it, us] => {
+                if let (Ok(n), Ok(it), Ok(us)) = (n.parse(), it.parse::<f64>(), us.parse()) {
+                    f.allreduce.insert(n, us);
+                    f.messages += it;
+                }
+            }
+            _ => {}
+        }
+    }
+    f
+}
+
+fn build(scratch: &Path) -> Result<PathBuf, MpiBenchError> {
+    if !Path::new(LIBMPICH).exists() {
+        return Err(MpiBenchError::NoMpich(LIBMPICH.into()));
+    }
+    let io = |what: &Path| {
+        let w = what.display().to_string();
+        move |e| MpiBenchError::Io(w, e)
+    };
+    let src = scratch.join("mpi_bench.c");
+    let stub = scratch.join("noudev.c");
+    std::fs::write(&src, SOURCE).map_err(io(&src))?;
+    std::fs::write(&stub, NOUDEV).map_err(io(&stub))?;
+    let out = scratch.join("mpi_bench");
+    // libucs/libucm first and whole: UCX's constructors must run in order in a static link.
+    let o = Command::new("gcc")
+        .args(["-static", "-O2", "-I/usr/include/x86_64-linux-gnu/mpich"])
+        .arg(&src)
+        .arg(&stub)
+        .arg("-o")
+        .arg(&out)
+        .args([
+            "-Wl,--whole-archive",
+            "-lucs",
+            "-lucm",
+            "-Wl,--no-whole-archive",
+        ])
+        .args([
+            "-lmpich", "-lucp", "-luct", "-lucs", "-lucm", "-lhwloc", "-lnuma",
+        ])
+        .args(["-lz", "-lm", "-lpthread", "-ldl"])
+        .output()
+        .map_err(io(Path::new("gcc")))?;
+    if !o.status.success() {
+        return Err(MpiBenchError::Build(
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        ));
+    }
+    Ok(out)
+}
+
+fn run_once(
+    o: &Options,
+    bench: &Path,
+    vm: bool,
+    rep: usize,
+) -> Result<(Figures, Option<u64>), MpiBenchError> {
+    let config = if vm { "one-VM-per-rank" } else { "native" };
+    let mut c = Command::new(MPIEXEC);
+    // Each rank bound to its own core in both configurations (a VM rank's vCPU then runs on
+    // the core Hydra bound its VMM to).
+    c.args(["-bind-to", "core", "-n", "2"]);
+    let stats = o.scratch.join(format!("rank0-{rep}.json"));
+    if vm {
+        // Rank 0 writes its VM's statistics (the exit count); `sh -c exec` keeps the
+        // launcher's descriptors and environment.
+        let script = format!(
+            "if [ \"$PMI_RANK\" = 0 ]; then set -- --stats '{}' \"$@\"; fi; \
+             exec '{}' run --memory-backing lazy --memory {} \"$@\"",
+            stats.display(),
+            o.dualstack_exe.display(),
+            o.memory
+        );
+        c.args(["sh", "-c", &script, "sh"]);
+        c.arg("--");
+    }
+    c.arg(bench).arg(o.scale.to_string());
+    c.current_dir(&o.scratch);
+    for (k, v) in UCX_ENV {
+        c.env(k, v);
+    }
+    let out = c
+        .output()
+        .map_err(|e| MpiBenchError::Io(MPIEXEC.into(), e))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(MpiBenchError::Run {
+            config,
+            status: out.status.code().unwrap_or(-1),
+            output: format!("{text}{}", String::from_utf8_lossy(&out.stderr)),
+        });
+    }
+    let f = parse(&text);
+    if f.pingpong.is_empty() {
+        return Err(MpiBenchError::Parse(config, "ping-pong"));
+    }
+    let exits = if vm {
+        std::fs::read_to_string(&stats)
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v["exits_total"].as_u64())
+    } else {
+        None
+    };
+    Ok((f, exits))
+}
+
+/// Run the comparison. `progress` receives one line per run.
+pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, MpiBenchError> {
+    if Command::new(MPIEXEC).arg("--version").output().is_err() {
+        return Err(MpiBenchError::NoMpich(MPIEXEC.into()));
+    }
+    std::fs::create_dir_all(&o.scratch)
+        .map_err(|e| MpiBenchError::Io(o.scratch.display().to_string(), e))?;
+    let bench = build(&o.scratch)?;
+    let reps = o.reps.max(1);
+    let mut native: Vec<Figures> = Vec::new();
+    let mut vm: Vec<Figures> = Vec::new();
+    let mut exits_per_msg = Vec::new();
+    for rep in 0..reps {
+        progress(&format!("run {}/{reps}: native", rep + 1));
+        native.push(run_once(o, &bench, false, rep)?.0);
+        progress(&format!("run {}/{reps}: one VM per rank", rep + 1));
+        let (f, exits) = run_once(o, &bench, true, rep)?;
+        if let Some(e) = exits {
+            exits_per_msg.push(e as f64 / f.messages.max(1.0));
+        }
+        vm.push(f);
+    }
+    // Per size the best run of each configuration: noise only ever adds time.
+    let best_pp = |runs: &[Figures], b: u64| {
+        runs.iter()
+            .filter_map(|f| f.pingpong.get(&b))
+            .fold((f64::INFINITY, 0.0f64), |(us, mbs), &(u, m)| {
+                (us.min(u), mbs.max(m))
+            })
+    };
+    let best_ar = |runs: &[Figures], n: u64| {
+        runs.iter()
+            .filter_map(|f| f.allreduce.get(&n))
+            .fold(f64::INFINITY, |a, &b| a.min(b))
+    };
+    let pingpong = native[0]
+        .pingpong
+        .keys()
+        .map(|&b| {
+            let (nu, nm) = best_pp(&native, b);
+            let (vu, vmb) = best_pp(&vm, b);
+            PingPong {
+                bytes: b,
+                native_us: nu,
+                vm_us: vu,
+                latency_ratio: vu / nu,
+                native_mb_s: nm,
+                vm_mb_s: vmb,
+                bandwidth_ratio: vmb / nm,
+            }
+        })
+        .collect();
+    let allreduce = native[0]
+        .allreduce
+        .keys()
+        .map(|&n| {
+            let (nu, vu) = (best_ar(&native, n), best_ar(&vm, n));
+            Allreduce {
+                doubles: n,
+                native_us: nu,
+                vm_us: vu,
+                ratio: vu / nu,
+            }
+        })
+        .collect();
+    Ok(Report {
+        ranks: 2,
+        reps,
+        ucx_env: UCX_ENV
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        pingpong,
+        allreduce,
+        vm_exits_per_message: exits_per_msg.iter().copied().fold(f64::INFINITY, f64::min),
+    })
+}
+
+fn size(b: u64) -> String {
+    match b {
+        b if b >= 1 << 20 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 => format!("{} KiB", b >> 10),
+        b => format!("{b} B"),
+    }
+}
+
+pub fn render(r: &Report) -> String {
+    let mut s = String::new();
+    let env: Vec<String> = r.ucx_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    s += &format!(
+        "MPI (MPICH ch4:ucx, static), {} ranks on one node, one HPC VM per rank vs native; \
+         best of {} runs; {}\n",
+        r.ranks,
+        r.reps,
+        env.join(" ")
+    );
+    s += "ping-pong      native us    VM us  VM/native   native MB/s    VM MB/s  VM/native\n";
+    for p in &r.pingpong {
+        s += &format!(
+            "{:>9} {:>14.3} {:>8.3} {:>10.3} {:>13.1} {:>10.1} {:>10.3}\n",
+            size(p.bytes),
+            p.native_us,
+            p.vm_us,
+            p.latency_ratio,
+            p.native_mb_s,
+            p.vm_mb_s,
+            p.bandwidth_ratio
+        );
+    }
+    s += "allreduce      native us    VM us  VM/native\n";
+    for a in &r.allreduce {
+        s += &format!(
+            "{:>9} {:>14.3} {:>8.3} {:>10.3}\n",
+            format!("{} dbl", a.doubles),
+            a.native_us,
+            a.vm_us,
+            a.ratio
+        );
+    }
+    s += &format!(
+        "VM exits per message (rank 0, start-up included): {:.4}\n",
+        r.vm_exits_per_message
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn benchmark_output_parses() {
+        let f = parse(
+            "pingpong 1 100 0.5 2.0\npingpong 4194304 20 600.0 7000.0\nallreduce 1 50 0.7\n\
+             noise\nerrors 0\n",
+        );
+        assert_eq!(f.pingpong[&1], (0.5, 2.0));
+        assert_eq!(f.pingpong[&4194304], (600.0, 7000.0));
+        assert_eq!(f.allreduce[&1], 0.7);
+        assert_eq!(f.messages, 2.0 * 120.0 + 50.0);
+    }
+}
