@@ -291,17 +291,33 @@ pub struct IsolationArgs {
     /// 3 repetitions of a subset of the apps (hpccg, minimd, amg, stream, fwq).
     #[arg(long)]
     pub quick: bool,
-    /// Apps to run (comma-separated; default all: hpccg,minife,minimd,amg,phdmesh,stream,fwq).
+    /// Apps to run (comma-separated; default all: hpccg,minife,minimd,amg,phdmesh,stream,fwq;
+    /// `none` for only the --program/--programs ones; default none when programs are given).
     #[arg(long, value_delimiter = ',')]
     pub apps: Option<Vec<String>>,
+    /// A program of your own, NAME=COMMAND (repeatable): `{threads}` / `{ranks}` in COMMAND are
+    /// filled in; its figure is its wall time and its check exit status 0 (a --programs file
+    /// sets files, a figure regex, a check regex, an MPI launcher).
+    #[arg(long = "program", value_name = "NAME=COMMAND")]
+    pub program: Vec<String>,
+    /// A TOML or JSON file of programs of your own (see the README).
+    #[arg(long, value_name = "FILE")]
+    pub programs: Option<PathBuf>,
+    /// Run the `kvm` configuration under QEMU TCG where a stock guest cannot boot under KVM:
+    /// correctness only, never a performance figure.
+    #[arg(long)]
+    pub kvm_tcg: bool,
     /// The apps' problem size preset.
     #[arg(long, value_enum, default_value = "default")]
     pub size: SizeArg,
-    /// Configurations (comma-separated): dual-stack, single-stack, native.
+    /// Configurations (comma-separated): dual-stack, hpcvmm-commodity (the single-stack
+    /// stand-in: our VMM configured like a commodity one; `single-stack` is accepted), native,
+    /// native-thp (native with transparent huge pages `always`), kvm (the commodity guest under
+    /// QEMU/KVM).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "dual-stack,single-stack,native"
+        default_value = "dual-stack,hpcvmm-commodity,native"
     )]
     pub configs: Vec<String>,
     /// The competing load.
@@ -359,15 +375,46 @@ fn isolation_plan(a: &IsolationArgs) -> anyhow::Result<dualstack_eval::isolation
         .iter()
         .map(|c| {
             Config::parse(c).with_context(|| {
-                format!("unknown configuration {c:?}; use dual-stack, single-stack, native")
+                format!("unknown configuration {c:?}; use dual-stack, hpcvmm-commodity, native, native-thp, kvm")
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut programs = a
+        .program
+        .iter()
+        .map(|p| dualstack_eval::isolation::program::UserProgram::from_arg(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(f) = &a.programs {
+        programs.extend(dualstack_eval::isolation::program::load_file(f)?);
+    }
     let apps = match (&a.apps, a.quick) {
+        (Some(v), _) if v.iter().any(|x| x == "none") => vec![],
         (Some(v), _) => v.clone(),
+        (None, _) if !programs.is_empty() => vec![],
         (None, true) => QUICK_APPS.map(String::from).to_vec(),
         (None, false) => ALL_APPS.map(String::from).to_vec(),
     };
+    let mut configs = configs;
+    let mut left_out = vec![];
+    if configs.contains(&Config::Kvm) {
+        let d = dualstack_commodity::accel::detect(
+            std::path::Path::new("/sys"),
+            std::path::Path::new("/dev/kvm"),
+        );
+        if d.accel != dualstack_commodity::spec::Accel::Kvm && !a.kvm_tcg {
+            configs.retain(|c| *c != Config::Kvm);
+            left_out.push((
+                Config::Kvm,
+                format!(
+                    "a stock Linux guest cannot boot under KVM on this host ({}); --kvm-tcg runs it under QEMU TCG for correctness only",
+                    d.reason
+                ),
+            ));
+            if configs.is_empty() {
+                anyhow::bail!("--configs kvm: {}", left_out[0].1);
+            }
+        }
+    }
     Ok(Plan {
         apps,
         size: match a.size {
@@ -398,6 +445,9 @@ fn isolation_plan(a: &IsolationArgs) -> anyhow::Result<dualstack_eval::isolation
             TasksArg::Move => "move",
         }
         .into(),
+        programs,
+        left_out,
+        kvm_tcg: a.kvm_tcg,
     })
 }
 
@@ -430,6 +480,8 @@ pub(crate) fn run_isolation(
         apps_dir,
         paths: crate::cmd_zone::paths(global)?,
         guest_cache: None,
+        dualstack_exe: Some(std::env::current_exe().context("locating the dualstack executable")?),
+        thp_enabled: PathBuf::from(dualstack_eval::isolation::thp::THP_ENABLED),
         run_timeout: std::time::Duration::from_secs(run_timeout),
         command: command_line(),
     };
@@ -454,10 +506,23 @@ fn isolation(a: IsolationArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
             false,
         ),
     };
+    for (c, why) in &plan.left_out {
+        eprintln!("isolation: configuration {c} left out: {why}");
+    }
+    if !plan.programs.is_empty() {
+        eprintln!(
+            "isolation: user programs {}",
+            plan.programs
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     eprintln!(
         "isolation: {} runs ({} apps x {} configurations x levels {:?} x {} reps, {} load) -> {}",
         plan.total_runs(),
-        plan.apps.len(),
+        plan.all_apps().len(),
         plan.configs.len(),
         plan.levels,
         plan.reps,

@@ -88,6 +88,10 @@ pub struct RunArgs {
     /// Print a one-line summary of the run on stderr.
     #[arg(long)]
     pub summary: bool,
+    /// Let the vCPU threads float over the run's CPUs instead of pinning one to each (a
+    /// commodity VMM's way).
+    #[arg(long)]
+    pub no_pin: bool,
     /// End the guest after this many seconds (exit status 124).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
@@ -133,6 +137,7 @@ pub fn job_spec(args: &RunArgs) -> JobSpec {
     });
     spec.numa_node = args.numa_node;
     spec.timeout_s = args.timeout;
+    spec.pin = !args.no_pin;
     spec.vdso = !args.no_vdso;
     spec.stats = args.stats.clone();
     spec

@@ -41,6 +41,12 @@ pub struct Comparison {
     /// VM exits per second of guest compute.
     pub vm_exits_per_s: f64,
     pub vm_syscalls: u64,
+    /// Native with transparent huge pages `always` (the fair baseline for a VM on huge pages);
+    /// None where the THP mode cannot be set (then `thp_note` says why).
+    pub native_thp_s: Option<Summary>,
+    /// Median of per-repetition VM/native-thp ratios.
+    pub ratio_thp: Option<f64>,
+    pub thp_note: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -205,16 +211,35 @@ fn compare(
 ) -> Result<(Comparison, Vec<RunStats>), BenchError> {
     let bin = guests::build(g, &guests::cache_dir())?;
     let (mut native, mut vm, mut ratios, mut stats) = (vec![], vec![], vec![], vec![]);
+    let (mut thp, mut thp_ratios, mut thp_note) = (vec![], vec![], None);
     for rep in 0..o.reps {
         progress(&format!("{what}: repetition {}/{}", rep + 1, o.reps));
         let n = run_native(&bin, args, cpus, env)
             .map_err(|e| BenchError::Io(bin.display().to_string(), e))?;
         let tn = time_of(what, &n, "time_s")?;
+        let mut tt = None;
+        if thp_note.is_none() {
+            match crate::isolation::thp::ThpGuard::set(
+                std::path::Path::new(crate::isolation::thp::THP_ENABLED),
+                "always",
+            ) {
+                Ok(_guard) => {
+                    let t = run_native(&bin, args, cpus, env)
+                        .map_err(|e| BenchError::Io(bin.display().to_string(), e))?;
+                    tt = Some(time_of(what, &t, "time_s")?);
+                }
+                Err(e) => thp_note = Some(e),
+            }
+        }
         let v = run_vm(vm_config(&bin, args, cpus, env, hugetlb()), &o.scratch)?;
         let tv = time_of(what, &v, "time_s")?;
         native.push(tn);
         vm.push(tv);
         ratios.push(tv / tn);
+        if let Some(t) = tt {
+            thp.push(t);
+            thp_ratios.push(tv / t);
+        }
         stats.extend(v.stats);
     }
     let exits: f64 = stats.iter().map(|s| s.exits_total as f64).sum::<f64>() / stats.len() as f64;
@@ -228,6 +253,9 @@ fn compare(
             ratio: summarize(&ratios).median,
             vm_exits_per_s: exits / guest.max(1e-9),
             vm_syscalls: sys,
+            native_thp_s: (!thp.is_empty()).then(|| summarize(&thp)),
+            ratio_thp: (!thp_ratios.is_empty()).then(|| summarize(&thp_ratios).median),
+            thp_note,
         },
         stats,
     ))
@@ -619,8 +647,18 @@ pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchE
 pub fn render(r: &Report) -> String {
     let mut s = String::new();
     let cmp = |c: &Comparison| {
+        let thp = match (&c.native_thp_s, c.ratio_thp, &c.thp_note) {
+            (Some(t), Some(r), _) => format!(
+                "\n{:<24} native-thp {:>7.3} s (cv {:.1}%)  VM/native-thp {r:.3}",
+                "",
+                t.median,
+                t.cv * 100.0
+            ),
+            (_, _, Some(n)) => format!("\n{:<24} native-thp not measured: {n}", ""),
+            _ => String::new(),
+        };
         format!(
-            "{:<24} native {:>7.3} s (cv {:.1}%)  VM {:>7.3} s (cv {:.1}%)  VM/native {:.3}  exits/s {:.1}\n",
+            "{:<24} native {:>7.3} s (cv {:.1}%)  VM {:>7.3} s (cv {:.1}%)  VM/native {:.3}  exits/s {:.1}{thp}\n",
             c.what,
             c.native_s.median,
             c.native_s.cv * 100.0,

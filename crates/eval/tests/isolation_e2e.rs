@@ -80,6 +80,9 @@ fn tiny_experiment_runs_stops_resumes_and_cleans_up() {
         warmup: false,
         steer: false,
         host_tasks: "leave".into(),
+        programs: vec![],
+        left_out: vec![],
+        kvm_tcg: false,
     };
     let out = tmp.path().join("results");
     let opts = isolation::Options {
@@ -89,6 +92,8 @@ fn tiny_experiment_runs_stops_resumes_and_cleans_up() {
         apps_dir: apps,
         paths: paths.clone(),
         guest_cache: None,
+        dualstack_exe: None,
+        thp_enabled: PathBuf::from(isolation::thp::THP_ENABLED),
         run_timeout: Duration::from_secs(120),
         command: "isolation_e2e test".into(),
     };

@@ -57,14 +57,16 @@ fn color(c: Config) -> RGBColor {
         Config::DualStack => RGBColor(31, 119, 180),
         Config::SingleStack => RGBColor(214, 39, 40),
         Config::Native => RGBColor(60, 60, 60),
+        Config::NativeThp => RGBColor(44, 160, 44),
+        Config::Kvm => RGBColor(148, 103, 189),
     }
 }
 
 /// Draws the chart to `path` (`.svg` or `.png`, by extension).
 pub fn figure4(plan: &Plan, cells: &[Cell], path: &Path) -> Result<(), ChartError> {
     ensure_font()?;
-    let cols = plan.apps.len().clamp(1, 4);
-    let rows = plan.apps.len().div_ceil(cols).max(1);
+    let cols = plan.all_apps().len().clamp(1, 4);
+    let rows = plan.all_apps().len().div_ceil(cols).max(1);
     let size = (360 * cols as u32, 300 * rows as u32 + 60);
     let err = |e: &dyn std::fmt::Display| ChartError::Draw {
         path: path.to_path_buf(),
@@ -120,7 +122,7 @@ fn draw<DB: DrawingBackend>(
         *levels.last().unwrap_or(&0) as f64 + 0.3,
     );
     let panels = body.split_evenly((rows, cols));
-    for (app, panel) in plan.apps.iter().zip(panels.iter()) {
+    for (app, panel) in plan.all_apps().iter().zip(panels.iter()) {
         let mine: Vec<&Cell> = cells
             .iter()
             .filter(|c| &c.app == app && c.time_s.n > 0)

@@ -45,6 +45,9 @@ pub fn plan(cpus: usize, load: LoadKind) -> Plan {
         warmup: true,
         steer: true,
         host_tasks: "leave".into(),
+        programs: vec![],
+        left_out: vec![],
+        kvm_tcg: false,
     }
 }
 

@@ -20,10 +20,13 @@ pub mod fwq;
 pub mod interrupt;
 pub mod load;
 pub mod plan;
+pub mod program;
 pub mod progress;
 pub mod record;
 pub mod report;
 pub mod runner;
+pub mod thp;
+pub mod user;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -54,6 +57,10 @@ pub struct Options {
     pub guest_cache: Option<PathBuf>,
     /// Longest one run may take.
     pub run_timeout: Duration,
+    /// The `dualstack` executable user programs' VMs run under (`dualstack run`).
+    pub dualstack_exe: Option<PathBuf>,
+    /// The THP mode file the `native-thp` configuration sets.
+    pub thp_enabled: PathBuf,
     /// The command line that started this invocation (kept in `commands.txt`, quoted in the
     /// folder's README).
     pub command: String,
@@ -97,6 +104,13 @@ pub enum IsolationError {
     Affinity(#[source] std::io::Error),
     #[error(transparent)]
     Chart(#[from] chart::ChartError),
+    #[error("program {program}: refused at its first run ({key}): {why}; the output was:\n{output}\nfix the figure regex (it must match the program's stdout and capture the number)")]
+    FigureNeverMatches {
+        program: String,
+        key: String,
+        why: String,
+        output: String,
+    },
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> IsolationError {
@@ -323,6 +337,8 @@ fn measure(
         scratch: scratch.0.clone(),
         load: plan.load,
         timeout: opts.run_timeout,
+        dualstack_exe: opts.dualstack_exe.clone(),
+        thp_enabled: opts.thp_enabled.clone(),
     };
     // Declared after the zone: dropped (load stopped) before the zone is released.
     let mut load = LoadSet::new(
@@ -385,6 +401,14 @@ fn measure(
         }
         store.append(&rec)?;
         obs.run_done(&rec, done, total);
+        if user::figure_never_matched(&rec) && !records.iter().any(|r| r.app == rec.app && r.ok) {
+            return Err(IsolationError::FigureNeverMatches {
+                program: rec.app.clone(),
+                key: key.to_string(),
+                why: rec.error.clone().unwrap_or_default(),
+                output: rec.output.clone().unwrap_or_default(),
+            });
+        }
         if let Some(old) = records.iter_mut().find(|r| r.key() == rec.key()) {
             *old = rec;
         } else {
@@ -425,6 +449,7 @@ pub fn write_outputs(
         files.push(p);
         Ok(())
     };
+    let md = md + &failed_markdown(records);
     write("report.md", &md)?;
     write("README.md", &folder_readme(dir, plan, &analysis))?;
     let results = Results {
@@ -496,7 +521,7 @@ pub fn folder_readme(dir: &Path, plan: &Plan, a: &Analysis) -> String {
     }
     s += &format!(
         "\nPlan: apps {}, `--size {}`, configurations {}, {} load at {:?} competing cores, {} repetitions, a {}-core HPC zone with {} MiB of huge pages (full plan in `plan.json`).\n",
-        plan.apps.join(", "),
+        plan.all_apps().join(", "),
         plan.size.as_str(),
         plan.configs.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", "),
         plan.load.as_str(),
@@ -505,6 +530,7 @@ pub fn folder_readme(dir: &Path, plan: &Plan, a: &Analysis) -> String {
         plan.zone_cores,
         plan.memory_bytes >> 20
     );
+    s += &programs_markdown(plan);
     s += "\nFiles: `report.md` (targets, Figure 5 and Figure 2 tables, FWQ noise), `figure4.png` / `figure4.svg` (runtime by competing cores), `runs.jsonl` (every run, raw), `results.json` (plan, analysis and runs together).\n\n## Targets\n\n```\n";
     s += &report::targets_text(a);
     s += "```\n";
@@ -515,7 +541,7 @@ pub fn folder_readme(dir: &Path, plan: &Plan, a: &Analysis) -> String {
 pub fn report_markdown(plan: &Plan, a: &Analysis) -> String {
     let mut s = format!(
         "# Isolation experiment\n\n{} app(s) x {} configuration(s) x load levels {:?} ({} load) x {} repetition(s); apps at `--size {}`{} with `--threads {}`; HPC zone of {} core(s) and {} MiB of huge pages.\n",
-        plan.apps.len(),
+        plan.all_apps().len(),
         plan.configs.len(),
         plan.levels,
         plan.load.as_str(),
@@ -526,6 +552,7 @@ pub fn report_markdown(plan: &Plan, a: &Analysis) -> String {
         plan.zone_cores,
         plan.memory_bytes >> 20,
     );
+    s += &programs_markdown(plan);
     s += "\n## Targets\n\n```\n";
     s += &report::targets_text(a);
     s += "```\n\n## Runtime (Figure 5)\n";
@@ -540,6 +567,72 @@ pub fn report_markdown(plan: &Plan, a: &Analysis) -> String {
         s += "\n## Commodity build throughput during the runs\n\n| configuration | competing cores | build jobs/s |\n| --- | ---: | ---: |\n";
         for (c, l, j) in &a.commodity_jobs_per_s {
             s += &format!("| {c} | {l} | {j:.2} |\n");
+        }
+    }
+    s
+}
+
+/// The user's programs: how each ran and how its figure was read.
+pub fn programs_markdown(plan: &Plan) -> String {
+    if plan.programs.is_empty() && plan.left_out.is_empty() {
+        return String::new();
+    }
+    let mut s = String::new();
+    if !plan.programs.is_empty() {
+        s += "\nUser programs (their rows in the tables show the figure of merit: seconds of wall time, or the figure regex's number; a higher-is-better figure is shown as its reciprocal so every ratio reads as a slowdown):\n\n| program | command | launcher | figure | check |\n| --- | --- | --- | --- | --- |\n";
+        for p in &plan.programs {
+            let fig = match &p.figure {
+                Some(f) => format!(
+                    "`{f}` ({}-is-better)",
+                    match p.better {
+                        program::Better::Lower => "lower",
+                        program::Better::Higher => "higher",
+                    }
+                ),
+                None => "wall time, s".into(),
+            };
+            let check = match &p.check {
+                Some(c) => format!("exit {} and `{c}`", p.exit_status),
+                None => format!("exit {}", p.exit_status),
+            };
+            s += &format!(
+                "| {} | `{}` | {} | {fig} | {check} |\n",
+                p.name,
+                p.command,
+                p.launcher
+                    .as_deref()
+                    .map_or("-".into(), |l| format!("`{l}` ({} ranks)", p.ranks()))
+            );
+        }
+    }
+    for (c, why) in &plan.left_out {
+        s += &format!("\nConfiguration `{c}` left out: {why}\n");
+    }
+    s
+}
+
+/// The failed runs (user programs' checks, timeouts, refusals), with the end of their output.
+pub fn failed_markdown(records: &[RunRecord]) -> String {
+    let failed: Vec<&RunRecord> = records.iter().filter(|r| !r.ok).collect();
+    if failed.is_empty() {
+        return String::new();
+    }
+    let mut s = format!(
+        "\n## Failed runs\n\n{} run(s) failed; they are left out of every table above (`runs.jsonl` keeps them, with their output).\n\n",
+        failed.len()
+    );
+    for r in failed {
+        s += &format!(
+            "- **{}**: {}\n",
+            r.key(),
+            r.error.as_deref().unwrap_or("?").replace('\n', " ")
+        );
+        if let Some(o) = &r.output {
+            s += "\n  ```\n";
+            for l in o.lines().take(12) {
+                s += &format!("  {l}\n");
+            }
+            s += "  ```\n";
         }
     }
     s
@@ -626,6 +719,8 @@ mod tests {
             apps_dir: dir.path().to_path_buf(),
             paths: HostPaths::fake(dir.path(), false),
             guest_cache: None,
+            dualstack_exe: None,
+            thp_enabled: PathBuf::from(thp::THP_ENABLED),
             run_timeout: Duration::from_secs(1),
             command: "test".into(),
         };

@@ -16,31 +16,58 @@ pub enum Config {
     /// HPC zone (exclusive cpuset + huge pages) and the HPC VMM inside it: hugetlb memory,
     /// pinned vCPUs.
     DualStack,
-    /// The same HPC VMM configured like a commodity VMM: lazy 4 KiB memory, 4 KiB guest pages,
-    /// vCPU threads floating over every core, no zone.
+    /// A stand-in for single stack: the same HPC VMM configured like a commodity VMM (lazy
+    /// 4 KiB memory, 4 KiB guest pages, vCPU threads floating over every core, no zone). Called
+    /// `single-stack` before issue 16 (still accepted).
+    #[serde(rename = "hpcvmm-commodity", alias = "single-stack")]
     SingleStack,
     /// A plain host process pinned to the zone's cores.
     Native,
+    /// Native, with transparent huge pages set to `always` for the run (the fair baseline for
+    /// a VM on huge pages).
+    NativeThp,
+    /// The real single-stack baseline: the commodity guest image (stock Linux kernel) under
+    /// QEMU/KVM, vCPUs pinned, memory on huge pages, the program on an initramfs.
+    Kvm,
 }
 
 impl Config {
+    /// The configurations the experiment runs by default.
     pub const ALL: [Config; 3] = [Config::DualStack, Config::SingleStack, Config::Native];
+    /// Every configuration there is.
+    pub const KNOWN: [Config; 5] = [
+        Config::DualStack,
+        Config::SingleStack,
+        Config::Native,
+        Config::NativeThp,
+        Config::Kvm,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Config::DualStack => "dual-stack",
-            Config::SingleStack => "single-stack",
+            Config::SingleStack => "hpcvmm-commodity",
             Config::Native => "native",
+            Config::NativeThp => "native-thp",
+            Config::Kvm => "kvm",
         }
     }
 
     pub fn parse(s: &str) -> Option<Config> {
-        Config::ALL.into_iter().find(|c| c.as_str() == s)
+        if s == "single-stack" {
+            return Some(Config::SingleStack);
+        }
+        Config::KNOWN.into_iter().find(|c| c.as_str() == s)
     }
 
-    /// Runs in a VM (and so has VMM and KVM figures).
+    /// Runs in the HPC VMM (and so has VMM and KVM figures).
     pub fn is_vm(self) -> bool {
-        !matches!(self, Config::Native)
+        matches!(self, Config::DualStack | Config::SingleStack)
+    }
+
+    /// A plain host process on the zone's cores.
+    pub fn is_native(self) -> bool {
+        matches!(self, Config::Native | Config::NativeThp)
     }
 }
 
@@ -124,6 +151,16 @@ pub struct Plan {
     pub steer: bool,
     /// The zones crate's host-task policy name (`leave`, `project-only`, `move`).
     pub host_tasks: String,
+    /// The user's own programs, run after the built-in apps in every configuration.
+    #[serde(default)]
+    pub programs: Vec<super::program::UserProgram>,
+    /// Configurations asked for but left out, with the reason (e.g. `kvm` where a stock Linux
+    /// guest cannot boot under KVM).
+    #[serde(default)]
+    pub left_out: Vec<(Config, String)>,
+    /// `kvm` runs under QEMU TCG: correctness only, never a performance figure.
+    #[serde(default)]
+    pub kvm_tcg: bool,
 }
 
 /// Identifies one measured run.
@@ -155,6 +192,10 @@ impl std::fmt::Display for RunKey {
 pub enum PlanError {
     #[error("unknown app {0:?}; the apps are {apps}", apps = ALL_APPS.join(", "))]
     UnknownApp(String),
+    #[error(transparent)]
+    Program(#[from] super::program::ProgramError),
+    #[error("program name {0:?} is given twice")]
+    Duplicate(String),
     #[error("the plan has no {0}; give at least one")]
     Empty(&'static str),
     #[error("load level {level} asks for more competing cores than the {commodity} commodity cores this node has left beside a {zone}-core zone")]
@@ -168,8 +209,14 @@ pub enum PlanError {
 impl Plan {
     /// Checks names and ranges. `commodity_cores` is what the node leaves beside the zone.
     pub fn validate(&self, commodity_cores: Option<u32>) -> Result<(), PlanError> {
-        if self.apps.is_empty() {
+        if self.apps.is_empty() && self.programs.is_empty() {
             return Err(PlanError::Empty("apps"));
+        }
+        for (i, p) in self.programs.iter().enumerate() {
+            p.validate()?;
+            if self.programs[..i].iter().any(|q| q.name == p.name) {
+                return Err(PlanError::Duplicate(p.name.clone()));
+            }
         }
         if let Some(a) = self.apps.iter().find(|a| !ALL_APPS.contains(&a.as_str())) {
             return Err(PlanError::UnknownApp(a.clone()));
@@ -197,7 +244,7 @@ impl Plan {
 
     /// Number of measured runs.
     pub fn total_runs(&self) -> usize {
-        self.apps.len() * self.configs.len() * self.levels.len() * self.reps as usize
+        self.all_apps().len() * self.configs.len() * self.levels.len() * self.reps as usize
     }
 
     /// Load levels in the order repetition `rep` visits them (up, then down, then up...).
@@ -224,7 +271,7 @@ impl Plan {
         let mut out = Vec::with_capacity(self.total_runs());
         for rep in 0..self.reps {
             for level in self.levels_for_rep(rep) {
-                for (ai, app) in self.apps.iter().enumerate() {
+                for (ai, app) in self.all_apps().iter().enumerate() {
                     for config in self.configs_for(rep, ai) {
                         out.push(RunKey {
                             app: app.clone(),
@@ -237,6 +284,18 @@ impl Plan {
             }
         }
         out
+    }
+
+    /// Built-in apps, then the user's programs: every name the tables have a row for.
+    pub fn all_apps(&self) -> Vec<String> {
+        let mut v = self.apps.clone();
+        v.extend(self.programs.iter().map(|p| p.name.clone()));
+        v
+    }
+
+    /// The user program called `name`.
+    pub fn program(&self, name: &str) -> Option<&super::program::UserProgram> {
+        self.programs.iter().find(|p| p.name == name)
     }
 
     /// The highest load level (the "full load" of the targets).
@@ -278,6 +337,9 @@ pub(crate) fn test_plan() -> Plan {
         warmup: false,
         steer: false,
         host_tasks: "leave".into(),
+        programs: vec![],
+        left_out: vec![],
+        kvm_tcg: false,
     }
 }
 

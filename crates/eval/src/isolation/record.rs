@@ -69,6 +69,13 @@ pub struct RunRecord {
     pub fwq: Option<FwqNoise>,
     /// The app's RESULT object (every field).
     pub result: Option<serde_json::Value>,
+    /// A user program's figure of merit as read (its regex's number, or the wall time);
+    /// `time_s` holds it too, as its reciprocal when higher is better.
+    #[serde(default)]
+    pub figure: Option<f64>,
+    /// The end of a failed run's stdout and stderr, kept for the report.
+    #[serde(default)]
+    pub output: Option<String>,
 }
 
 impl RunRecord {
@@ -224,6 +231,8 @@ pub(crate) fn synthetic(app: &str, config: Config, level: u32, rep: u32, t: f64)
         vm: config.is_vm().then(VmFigures::default),
         fwq: None,
         result: None,
+        figure: None,
+        output: None,
     }
 }
 

@@ -100,7 +100,7 @@ fn levels(plan: &Plan) -> Vec<u32> {
 /// Runtime summaries for every (app, configuration, level) of the plan.
 pub fn cells(plan: &Plan, records: &[RunRecord]) -> Vec<Cell> {
     let mut out = vec![];
-    for app in &plan.apps {
+    for app in &plan.all_apps() {
         for &config in &plan.configs {
             for level in levels(plan) {
                 let times: Vec<f64> = ok_runs(records, app, config, level)
@@ -148,7 +148,7 @@ pub fn figure2(plan: &Plan, records: &[RunRecord]) -> Vec<Fig2Row> {
         "preemption_other",
     ];
     let mut out = vec![];
-    for app in &plan.apps {
+    for app in &plan.all_apps() {
         for &config in plan.configs.iter().filter(|c| c.is_vm()) {
             let runs: Vec<_> = records
                 .iter()
@@ -227,7 +227,7 @@ fn pct(x: f64) -> String {
 /// Slowdown at full load vs idle and CV at full load of `config`, per app with data.
 fn load_effect(plan: &Plan, cells: &[Cell], config: Config) -> Vec<(String, f64, f64)> {
     let (idle, full) = (plan.idle_level(), plan.full_level());
-    plan.apps
+    plan.all_apps()
         .iter()
         .filter_map(|app| {
             let i = cell(cells, app, config, idle)?;
@@ -246,7 +246,7 @@ fn load_effect(plan: &Plan, cells: &[Cell], config: Config) -> Vec<(String, f64,
 pub fn slowdown_ci95(plan: &Plan, cells: &[Cell], config: Config) -> f64 {
     let (idle, full) = (plan.idle_level(), plan.full_level());
     let var: Vec<f64> = plan
-        .apps
+        .all_apps()
         .iter()
         .filter_map(|app| {
             let i = cell(cells, app, config, idle)?;
@@ -309,7 +309,7 @@ pub fn targets(
     }
     if has(Config::DualStack) && has(Config::Native) {
         let ratios: Vec<(String, f64)> = plan
-            .apps
+            .all_apps()
             .iter()
             .filter_map(|a| {
                 let d = cell(cells, a, Config::DualStack, idle)?;
@@ -350,9 +350,38 @@ pub fn targets(
             }
         }
     }
+    if has(Config::DualStack) && has(Config::NativeThp) {
+        let ratios: Vec<String> = plan
+            .all_apps()
+            .iter()
+            .filter_map(|a| {
+                let d = cell(cells, a, Config::DualStack, idle)?;
+                let t = cell(cells, a, Config::NativeThp, idle)?;
+                let n = cell(cells, a, Config::Native, idle);
+                Some(format!(
+                    "{a} {:.3}{}",
+                    d.time_s.mean / t.time_s.mean,
+                    n.map(|n| format!(" (native-thp/native {:.3})", t.time_s.mean / n.time_s.mean))
+                        .unwrap_or_default()
+                ))
+            })
+            .collect();
+        if !ratios.is_empty() {
+            say.push(format!(
+                "dual-stack / native-thp when idle (the VM's huge pages against native huge pages): {}.",
+                ratios.join(", ")
+            ));
+        }
+    }
+    for (c, why) in &plan.left_out {
+        say.push(format!("configuration {c} left out: {why}"));
+    }
+    if plan.kvm_tcg && has(Config::Kvm) {
+        say.push("kvm ran under QEMU TCG (--kvm-tcg): its runs check correctness only; their times are emulation, not a performance figure, and no ratio quotes them.".into());
+    }
     if has(Config::DualStack) && has(Config::SingleStack) {
         let pairs: Vec<(String, f64, f64)> = plan
-            .apps
+            .all_apps()
             .iter()
             .filter_map(|a| {
                 let d = fig2
@@ -369,7 +398,7 @@ pub fn targets(
             let s: f64 = pairs.iter().map(|p| p.2).sum();
             let ratio = if s > 0.0 { d / s } else { 0.0 };
             checks.push(Check {
-                name: "page faults (KVM pf_taken per run), dual-stack / single-stack".into(),
+                name: "page faults (KVM pf_taken per run), dual-stack / hpcvmm-commodity (single-stack stand-in)".into(),
                 target: "<= 1%".into(),
                 measured: format!(
                     "{:.3}% ({:.0} vs {:.0} per run summed over apps)",
@@ -381,7 +410,7 @@ pub fn targets(
             });
         }
     }
-    for config in [Config::SingleStack, Config::Native] {
+    for config in [Config::SingleStack, Config::Native, Config::NativeThp] {
         if !has(config) || full == idle {
             continue;
         }
@@ -413,7 +442,7 @@ pub fn targets(
         .collect();
     if let Some(r) = pinned.first() {
         say.push(format!(
-            "in {} single-stack run(s) the VMM pinned the vCPU threads (e.g. to {:?}) instead of letting them float over {:?}: the HPC VMM did not honour pin_vcpus = false, so those runs show a pinned commodity-memory VM.",
+            "in {} hpcvmm-commodity run(s) the VMM pinned the vCPU threads (e.g. to {:?}) instead of letting them float over {:?}: the HPC VMM did not honour pin_vcpus = false, so those runs show a pinned commodity-memory VM.",
             pinned.len(),
             r.vm.as_ref().map(|v| v.vcpu_cpus.clone()).unwrap_or_default(),
             r.cpus
@@ -426,13 +455,13 @@ pub fn targets(
             let (dm, sm) = (mean(d.iter().map(|e| e.1)), mean(s.iter().map(|e| e.1)));
             say.push(if dm < sm {
                 format!(
-                    "dual-stack keeps its runtime better under load than single-stack ({} vs {} mean slowdown).",
+                    "dual-stack keeps its runtime better under load than the single-stack stand-in hpcvmm-commodity ({} vs {} mean slowdown).",
                     pct(dm),
                     pct(sm)
                 )
             } else {
                 format!(
-                    "dual-stack does not hold up better than single-stack here ({} vs {} mean slowdown): the single-stack VM's floating vCPU mostly lands on the idle HPC core anyway, so the load reaches both the same way (see the native row: the same cores, no VM).",
+                    "dual-stack does not hold up better than the single-stack stand-in hpcvmm-commodity here ({} vs {} mean slowdown): the stand-in VM's floating vCPU mostly lands on the idle HPC core anyway, so the load reaches both the same way (see the native row: the same cores, no VM).",
                     pct(dm),
                     pct(sm)
                 )
@@ -595,7 +624,7 @@ pub fn figure5_markdown(plan: &Plan, cells: &[Cell]) -> String {
             }
         }
         let _ = writeln!(s, "{head}\n{rule}");
-        for app in &plan.apps {
+        for app in &plan.all_apps() {
             let mut row = format!("| {app} |");
             for &c in &plan.configs {
                 match cell(cells, app, c, level) {
@@ -739,7 +768,7 @@ mod tests {
         let mut v = vec![];
         for rep in 0..plan.reps {
             let jitter = [0.0, 0.001, -0.001][rep as usize % 3];
-            for app in &plan.apps {
+            for app in &plan.all_apps() {
                 for level in [0, 1] {
                     let mut d = synthetic(app, Config::DualStack, level, rep, 1.0 + jitter);
                     d.vm = Some(VmFigures {
@@ -801,7 +830,8 @@ mod tests {
         assert!(
             a.statements
                 .iter()
-                .any(|s| s.starts_with("single-stack under 1 competing cores: mean slowdown +10.")),
+                .any(|s| s
+                    .starts_with("hpcvmm-commodity under 1 competing cores: mean slowdown +10.")),
             "{:?}",
             a.statements
         );
@@ -861,7 +891,7 @@ mod tests {
         assert!((s.pf_share - 10_000.0 / 12_000.0).abs() < 1e-12);
         let md = figure2_markdown(&rows);
         assert!(
-            md.contains("| hpccg | single-stack | 6 | 10000 | 12000 | 83.3% | syscall 50 |"),
+            md.contains("| hpccg | hpcvmm-commodity | 6 | 10000 | 12000 | 83.3% | syscall 50 |"),
             "{md}"
         );
     }

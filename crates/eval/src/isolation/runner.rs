@@ -27,6 +27,10 @@ pub struct RunContext {
     pub load: LoadKind,
     /// Longest a single run may take.
     pub timeout: Duration,
+    /// The `dualstack` executable user programs run under in VM configurations.
+    pub dualstack_exe: Option<PathBuf>,
+    /// The THP mode file `native-thp` sets (normally [`super::thp::THP_ENABLED`]).
+    pub thp_enabled: PathBuf,
 }
 
 impl RunContext {
@@ -75,7 +79,7 @@ pub fn vm_job(
             spec.guest_pages = Some(GuestPageSize::Size4K);
             spec.pin = false;
         }
-        Config::Native => return None,
+        Config::Native | Config::NativeThp | Config::Kvm => return None,
     }
     Some(spec)
 }
@@ -125,6 +129,9 @@ pub fn run_one(
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
+    if let Some(p) = plan.program(&key.app) {
+        return super::user::run_one(ctx, plan, p, key, started_unix, jobs);
+    }
     let program = ctx.app_path(&key.app);
     let mut args = plan.app_argv();
     let dump = (key.app == "fwq").then(|| fwq_dump(ctx, key.config));
@@ -149,6 +156,8 @@ pub fn run_one(
         vm: None,
         fwq: None,
         result: None,
+        figure: None,
+        output: None,
     };
     let jobs_before = jobs();
     let outcome = execute(ctx, plan, &program, &args, key.config, &mut rec);
@@ -199,7 +208,11 @@ fn execute(
             let spec = vm_job(ctx, plan, program, args, config).expect("a VM job");
             run_job(ctx, spec, rec)
         }
-        Config::Native => {
+        Config::Kvm => Err(KVM_NOT_BUILT.into()),
+        Config::Native | Config::NativeThp => {
+            let _thp = (config == Config::NativeThp)
+                .then(|| super::thp::ThpGuard::set(&ctx.thp_enabled, "always"))
+                .transpose()?;
             let cpus = ctx.zone_cpus();
             rec.cpus = cpus.clone();
             // In the zone's cpuset too: on cgroup v2 an isolated partition's CPUs are usable
@@ -215,7 +228,10 @@ fn execute(
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
+/// Why a `kvm` run does not run in this build.
+pub const KVM_NOT_BUILT: &str = "the kvm configuration (stock Linux guest under QEMU with the program on an initramfs) is planned but not built yet; no run was made";
+
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -225,7 +241,7 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn figures(s: &RunStats) -> VmFigures {
+pub(crate) fn figures(s: &RunStats) -> VmFigures {
     VmFigures {
         exits: s.exits.clone(),
         exits_total: s.exits_total,
