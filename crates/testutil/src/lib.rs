@@ -99,7 +99,14 @@ pub const HOST_LOCK: &str = "/tmp/dualstack-host.lock";
 /// The host lock, held for the guard's lifetime. When a process this one descends from already
 /// holds it (the test was started as `flock -o HOST_LOCK cargo test ...`), the guard takes
 /// nothing and goes on: waiting would deadlock on our own ancestor.
-pub struct HostLock(Option<std::fs::File>);
+pub struct HostLock {
+    file: Option<std::fs::File>,
+    /// Tests of one process serialise here first: with an ancestor's lock taken for the whole
+    /// process, the file lock alone would let them run at once.
+    _local: std::sync::MutexGuard<'static, ()>,
+}
+
+static LOCAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl HostLock {
     /// Block until the host lock is ours (or an ancestor's).
@@ -110,6 +117,7 @@ impl HostLock {
     /// The same with another lock file.
     pub fn take_at(path: &Path) -> Self {
         use std::os::fd::AsRawFd;
+        let local = LOCAL.lock().unwrap_or_else(|e| e.into_inner());
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -118,10 +126,16 @@ impl HostLock {
         loop {
             // SAFETY: flock on a descriptor we own.
             if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                return HostLock(Some(f));
+                return HostLock {
+                    file: Some(f),
+                    _local: local,
+                };
             }
             if held_by_an_ancestor(&f) {
-                return HostLock(None);
+                return HostLock {
+                    file: None,
+                    _local: local,
+                };
             }
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
@@ -130,7 +144,7 @@ impl HostLock {
 
 impl Drop for HostLock {
     fn drop(&mut self) {
-        if let Some(f) = &self.0 {
+        if let Some(f) = &self.file {
             use std::os::fd::AsRawFd;
             // SAFETY: unlocking our own descriptor (closing it would too).
             unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
