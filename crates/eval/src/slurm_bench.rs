@@ -207,10 +207,10 @@ fn job(
     let exe = o.dualstack_exe.display();
     let guest = guest.display();
     let step = if zone {
-        format!("srun -l {exe} run --memory 16M -- {guest}")
+        format!("srun -l {exe} run --memory 32M -- {guest}")
     } else {
         format!(
-            "DUALSTACK_SLURM_NO_ZONE=1 srun -l {exe} run --memory 16M --memory-backing lazy -- {guest}"
+            "DUALSTACK_SLURM_NO_ZONE=1 srun -l {exe} run --memory 32M --memory-backing lazy -- {guest}"
         )
     };
     let out_file = o.scratch.join("job-%j.out");

@@ -470,12 +470,13 @@ fn validate(cfg: &RunConfig) -> Result<Validated, VmmError> {
             )));
         }
     }
-    // 16 MiB: the stack (with its guard below it) and room under it for a small program.
-    if memory < (8 << 20) + MAIN_STACK {
+    // The stack, its guard below it, and room under that for a small program (a non-PIE
+    // static ELF is linked at 4 MiB).
+    if memory < (8 << 20) + MAIN_STACK + STACK_GUARD {
         return Err(VmmError::Config(format!(
             "--memory {} MiB is too small: the HPC VMM needs at least {} MiB",
             cfg.memory >> 20,
-            ((8 << 20) + MAIN_STACK) >> 20
+            ((8 << 20) + MAIN_STACK + STACK_GUARD) >> 20
         )));
     }
     Ok(Validated {

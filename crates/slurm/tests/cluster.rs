@@ -342,11 +342,21 @@ fn zone_job_on_two_nodes_then_everything_back() {
     );
     // While it runs: both zones exist, on their node's CPU, with their huge pages, and each
     // node's commodity cpuset excludes its zone.
-    wait_for(Duration::from_secs(30), "both zones", || {
-        c.zones().values().all(|z| z.len() == 1)
-    });
-    assert_eq!(c.job_state(job), "RUNNING");
+    // (The prolog records the job's owner right after it made the zone.)
     let site = c.site();
+    wait_for(
+        Duration::from_secs(30),
+        "both zones and their owner records",
+        || {
+            let zones = c.zones();
+            zones.values().all(|z| z.len() == 1)
+                && zones.keys().all(|n| {
+                    site.node(n)
+                        .is_ok_and(|s| dualstack_slurm::job_record(&s, job).is_some())
+                })
+        },
+    );
+    assert_eq!(c.job_state(job), "RUNNING");
     for (node, zones) in c.zones() {
         let z = &zones[0];
         let s = site.node(&node).unwrap();
@@ -394,7 +404,7 @@ fn zone_job_on_two_nodes_then_everything_back() {
     // Also with the default memory and a step exit status passed through.
     let job = c.sbatch(
         &["-N1", "--comment=dualstack"],
-        &format!("srun {bin} run --memory 16M -- {hello} 0 7"),
+        &format!("srun {bin} run --memory 32M -- {hello} 0 7"),
     );
     assert_eq!(c.wait_done(job), "FAILED");
     assert_eq!(c.job_field(job, "ExitCode").as_deref(), Some("7:0"));
@@ -415,8 +425,8 @@ fn job_without_the_option_gets_no_zone() {
     let job = c.sbatch(
         &["-N2", "--comment=just a comment"],
         &format!(
-            "srun -l {bin} run --memory 16M -- {hello}; echo step1=$?; \
-             DUALSTACK_SLURM_NO_ZONE=1 srun -l {bin} run --memory 16M --memory-backing lazy -- {hello}; echo step2=$?"
+            "srun -l {bin} run --memory 32M -- {hello}; echo step1=$?; \
+             DUALSTACK_SLURM_NO_ZONE=1 srun -l {bin} run --memory 32M --memory-backing lazy -- {hello}; echo step2=$?"
         ),
     );
     c.wait_done(job);
@@ -450,7 +460,7 @@ fn scancel_releases_the_zones() {
     let bin = c.bin.display().to_string();
     let job = c.sbatch(
         &["-N2", "--comment=dualstack:memory=32M"],
-        &format!("srun -l {bin} run --memory 16M -- {hello} 120"),
+        &format!("srun -l {bin} run --memory 32M -- {hello} 120"),
     );
     wait_for(Duration::from_secs(30), "both zones and the guests", || {
         c.zones().values().all(|z| z.len() == 1)
@@ -512,7 +522,7 @@ fn impossible_request_drains_the_node_with_a_reason() {
     let hello = c.hello.display().to_string();
     let bin = c.bin.display().to_string();
     let job = c.sbatch(
-        &["-N1", "-w", "n1", "--comment=dualstack:memory=16M"],
+        &["-N1", "-w", "n1", "--comment=dualstack:memory=32M"],
         &format!("srun {bin} run -- {hello}"),
     );
     assert_eq!(c.wait_done(job), "COMPLETED", "{}", c.job_output(job));
@@ -566,7 +576,7 @@ fn dualstack_killed_in_the_prolog_then_recovered() {
     let hello = c.hello.display().to_string();
     let bin = c.bin.display().to_string();
     let job = c.sbatch(
-        &["-N1", "-w", "n1", "--comment=dualstack:memory=16M"],
+        &["-N1", "-w", "n1", "--comment=dualstack:memory=32M"],
         &format!("srun {bin} run -- {hello}"),
     );
     assert_eq!(c.wait_done(job), "COMPLETED", "{}", c.job_output(job));
@@ -616,7 +626,7 @@ fn spank_option_asks_for_zones_and_a_typo_fails_at_submission() {
     // A good one: every node gets the zone it asked for (no --comment at all).
     let job = c.sbatch(
         &["-N2", "--dualstack=memory=32M"],
-        &format!("srun -l {bin} run --memory 16M -- {hello} 3"),
+        &format!("srun -l {bin} run --memory 32M -- {hello} 3"),
     );
     wait_for(Duration::from_secs(30), "both zones", || {
         c.zones().values().all(|z| z.len() == 1)
@@ -636,7 +646,7 @@ fn spank_option_asks_for_zones_and_a_typo_fails_at_submission() {
     // `on`: the node's default size.
     let job = c.sbatch(
         &["-N1", "--dualstack=on"],
-        &format!("srun {bin} run --memory 16M -- {hello}"),
+        &format!("srun {bin} run --memory 32M -- {hello}"),
     );
     assert_eq!(c.wait_done(job), "COMPLETED", "{}", c.job_output(job));
     drop(c);
@@ -656,7 +666,7 @@ fn a_job_over_its_time_limit_is_ended_and_its_zones_released() {
     // One minute is Slurm's smallest limit; the guest would run for ten.
     let job = c.sbatch(
         &["-N2", "--time=1", "--comment=dualstack:memory=32M"],
-        &format!("srun -l {bin} run --memory 16M -- {hello} 600"),
+        &format!("srun -l {bin} run --memory 32M -- {hello} 600"),
     );
     wait_for(Duration::from_secs(30), "both zones and the guests", || {
         c.zones().values().all(|z| z.len() == 1)

@@ -15,7 +15,7 @@
 //! Everything else (creating and releasing the zone) stays in `dualstack slurm prolog|epilog`.
 //!
 //! Enable it with a line in `plugstack.conf` on the submit hosts and every node:
-//! `optional /usr/lib/dualstack/libdualstack_spank.so` (see `contrib/slurm/plugstack.conf`).
+//! `required /usr/local/lib/dualstack/libdualstack_spank.so` (see `contrib/slurm/plugstack.conf`).
 
 use std::error::Error;
 
