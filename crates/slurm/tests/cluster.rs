@@ -498,7 +498,7 @@ fn impossible_request_drains_the_node_with_a_reason() {
     assert_eq!(before, host_state(), "a refused prolog changed the host");
     c.ok("scancel", &[&job.to_string()]);
     c.ok("scontrol", &["update", "nodename=n1", "state=resume"]);
-    wait_for(Duration::from_secs(20), "n1 idle again", || {
+    wait_for(Duration::from_secs(60), "n1 idle again", || {
         c.nodes()["n1"] == "idle"
     });
     // An unknown key is refused the same way; then a good request works on the resumed node.
@@ -516,7 +516,7 @@ fn impossible_request_drains_the_node_with_a_reason() {
     );
     c.ok("scancel", &[&job.to_string()]);
     c.ok("scontrol", &["update", "nodename=n1", "state=resume"]);
-    wait_for(Duration::from_secs(20), "n1 idle again", || {
+    wait_for(Duration::from_secs(60), "n1 idle again", || {
         c.nodes()["n1"] == "idle"
     });
     let hello = c.hello.display().to_string();
@@ -570,7 +570,7 @@ fn dualstack_killed_in_the_prolog_then_recovered() {
     );
     assert_eq!(before, host_state(), "after the killed prolog and recovery");
     c.ok("scontrol", &["update", "nodename=n1", "state=resume"]);
-    wait_for(Duration::from_secs(20), "n1 idle again", || {
+    wait_for(Duration::from_secs(60), "n1 idle again", || {
         c.nodes()["n1"] == "idle"
     });
     let hello = c.hello.display().to_string();

@@ -14,6 +14,7 @@
 struct shared {
     _Atomic unsigned ping, pong;
     _Atomic unsigned flag;
+    _Atomic unsigned waiting; /* role 1 is about to sleep on flag */
     unsigned payload[1021];
 };
 
@@ -50,11 +51,15 @@ int main(int argc, char **argv) {
     }
     /* futex handoff: role 1 sleeps on flag, role 0 sets it and wakes it */
     if (role == 1) {
+        atomic_store(&s->waiting, 1);
         while (atomic_load(&s->flag) == 0)
             syscall(SYS_futex, &s->flag, FUTEX_WAIT, 0, 0, 0, 0);
         printf("role 1: %ld round trips, woken with flag %u\n", iters, atomic_load(&s->flag));
     } else {
-        struct timespec t = {0, 50000000};
+        /* Set the flag only once role 1 is (all but) asleep on it: a FUTEX_WAIT that already
+           sees the flag set never sleeps, and there would be nobody to wake. */
+        while (atomic_load(&s->waiting) == 0) {}
+        struct timespec t = {0, 200000000};
         nanosleep(&t, 0);
         atomic_store(&s->flag, 7);
         long woke = 0;
