@@ -105,7 +105,10 @@ fn mpiexec(in_vm: bool, mode: &str) -> Job {
     // UCX's shared-memory transports for every mode: with its TCP transport, MPI_Init fails
     // under the jail (a guest /proc open it needs is refused; issue 12 keeps this open).
     c.env("UCX_TLS", "self,sm");
+    let segments = dualstack_eval::mpi_bench::UcxSegments::snapshot();
     let o = c.output().expect("run mpiexec");
+    // A rank that aborts or faults leaves UCX's segments behind (natively too).
+    segments.remove_new();
     Job {
         stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&o.stderr).into_owned(),

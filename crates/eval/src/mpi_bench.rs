@@ -190,9 +190,10 @@ fn run_once(
     for (k, v) in UCX_ENV {
         c.env(k, v);
     }
-    let out = c
-        .output()
-        .map_err(|e| MpiBenchError::Io(MPIEXEC.into(), e))?;
+    let segments = UcxSegments::snapshot();
+    let out = c.output();
+    segments.remove_new();
+    let out = out.map_err(|e| MpiBenchError::Io(MPIEXEC.into(), e))?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         return Err(MpiBenchError::Run {
@@ -340,6 +341,43 @@ pub fn render(r: &Report) -> String {
         r.vm_exits_per_message
     );
     s
+}
+
+/// UCX's posix shared-memory segments (`/dev/shm/ucx_shm_posix_*`) a job leaves behind when a
+/// rank dies or aborts (natively too): [`UcxSegments::snapshot`] before the job,
+/// [`UcxSegments::remove_new`] after it removes the ones that appeared meanwhile and belong to
+/// this user.
+pub struct UcxSegments(std::collections::BTreeSet<std::path::PathBuf>);
+
+impl UcxSegments {
+    fn list() -> std::collections::BTreeSet<std::path::PathBuf> {
+        std::fs::read_dir("/dev/shm")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("ucx_shm_posix_")
+            })
+            .map(|e| e.path())
+            .collect()
+    }
+
+    pub fn snapshot() -> Self {
+        Self(Self::list())
+    }
+
+    pub fn remove_new(&self) {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        for p in Self::list().difference(&self.0) {
+            if std::fs::metadata(p).is_ok_and(|m| m.uid() == me) {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
