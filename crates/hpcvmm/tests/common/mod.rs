@@ -101,8 +101,18 @@ fn build(name: &str, link_static: bool) -> PathBuf {
         .map(|e| dir.join(format!("{name}.{e}")))
         .find(|p| p.exists())
         .unwrap_or_else(|| panic!("no source for guest {name} in {}", dir.display()));
-    let text = std::fs::read_to_string(&src).expect("read guest source");
-    let extra = build_flags(&text);
+    build_file(&src, link_static, &[])
+}
+
+/// Build `src` (any path) with its `// build:` flags and then `flags`, cached.
+fn build_file(src: &Path, link_static: bool, flags: &[&str]) -> PathBuf {
+    let name = src
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .expect("a guest source file name");
+    let text = std::fs::read_to_string(src).expect("read guest source");
+    let mut extra = build_flags(&text);
+    extra.extend(flags.iter().map(|f| f.to_string()));
     let mut h = DefaultHasher::new();
     text.hash(&mut h);
     extra.hash(&mut h);
@@ -117,7 +127,7 @@ fn build(name: &str, link_static: bool) -> PathBuf {
     static BUILD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = BUILD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = out.with_extension(format!("tmp{}-{n}", std::process::id()));
-    let o = compiler(&src, &tmp, link_static, &extra)
+    let o = compiler(src, &tmp, link_static, &extra)
         .output()
         .unwrap_or_else(|e| panic!("cannot run the compiler for {name}: {e}"));
     assert!(
@@ -144,6 +154,12 @@ pub fn require(what: &str, available: bool) -> bool {
 /// The statically linked guest `tests/guests/<name>.{c,cpp,rs}`, built if its source changed.
 pub fn guest(name: &str) -> PathBuf {
     build(name, true)
+}
+
+/// A static guest built from a source outside `tests/guests` (e.g. a benchmark program of
+/// crates/eval), with extra compiler flags.
+pub fn guest_from(src: &Path, flags: &[&str]) -> PathBuf {
+    build_file(src, true, flags)
 }
 
 /// The same guest linked dynamically (for the refusal tests).
@@ -320,9 +336,14 @@ pub fn in_vm(bin: &Path, spec: &Spec) -> (Outcome, RunStats) {
 
 /// Run natively and in the VM; stdout and exit status must match. Returns the VM's view.
 pub fn same_as_native(name: &str, spec: &Spec) -> (Outcome, RunStats) {
-    let bin = guest(name);
-    let n = native(&bin, spec);
-    let (v, stats) = in_vm(&bin, spec);
+    same_as_native_bin(&guest(name), spec)
+}
+
+/// [`same_as_native`] for a guest built elsewhere (e.g. by [`guest_from`]).
+pub fn same_as_native_bin(bin: &Path, spec: &Spec) -> (Outcome, RunStats) {
+    let name = argv0(bin);
+    let n = native(bin, spec);
+    let (v, stats) = in_vm(bin, spec);
     assert_eq!(
         n.stdout, v.stdout,
         "{name}: stdout differs between native and VM\nVM stderr: {}\nVM exit: {:?}",
