@@ -372,6 +372,13 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
         hook().map_err(VmmError::Hook)?;
     }
 
+    // An MPI rank's peers open its descriptors as /proc/<host pid>/fd/<n> (after the jail:
+    // the broker's socket is the guest user's).
+    let broker = if cfg.host_pid {
+        start_fd_broker(&machine)
+    } else {
+        None
+    };
     let pump = {
         let m = machine.clone();
         let fd = outside.as_ref().map(|o| o.raw_fd());
@@ -391,6 +398,7 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
     wait(&machine, cfg.timeout, t_spawn);
     let t_end = Instant::now();
     let vcpus = teardown(&machine, &done);
+    drop(broker);
     machine.wake_pump();
     let _ = pump.join();
     drop(outside);
@@ -410,6 +418,31 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
     drop(machine);
     stats.wall_s = t_start.elapsed().as_secs_f64();
     Ok(stats)
+}
+
+/// Serve the guest's descriptors to the other VMs of its user
+/// ([`crate::kernel::fdshare`]); a run without it only loses UCX's proc-link sharing.
+fn start_fd_broker(machine: &Arc<Machine>) -> Option<crate::kernel::fdshare::Broker> {
+    use crate::kernel::fdshare;
+    use crate::kernel::files::FileKind;
+    let m = machine.clone();
+    let uid = machine.kernel.group.creds.uid;
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let resolve = move |n: i32, flags: i32| {
+        let f = m.kernel.group.files.lock().unwrap().get(n)?;
+        match f.kind() {
+            FileKind::Host(_) => fdshare::reopen_regular(f.raw(), flags),
+            _ => Err(crate::kernel::Errno(libc::EACCES)),
+        }
+    };
+    match fdshare::Broker::start(pid, uid, Box::new(resolve)) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            tracing::warn!("other ranks cannot open this guest's descriptors: {e}");
+            None
+        }
+    }
 }
 
 /// What [`validate`] checked and opened.
