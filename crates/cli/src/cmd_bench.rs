@@ -294,7 +294,9 @@ pub struct IsolationArgs {
     #[arg(long)]
     pub quick: bool,
     /// Apps to run (comma-separated; default all: hpccg,minife,minimd,amg,phdmesh,stream,fwq;
-    /// `none` for only the --program/--programs ones; default none when programs are given).
+    /// also hpccg-mpi, the MPI HPCCG on one rank per zone core (at least 2), one VM per rank,
+    /// under MPICH; `none` for only the --program/--programs ones; default none when programs
+    /// are given).
     #[arg(long, value_delimiter = ',')]
     pub apps: Option<Vec<String>>,
     /// A program of your own, NAME=COMMAND (repeatable): `{threads}` / `{ranks}` in COMMAND are
