@@ -132,6 +132,12 @@ pub fn run_one(
     if let Some(p) = plan.program(&key.app) {
         return super::user::run_one(ctx, plan, p, key, started_unix, jobs);
     }
+    if super::mpi_app::is_mpi_app(&key.app) {
+        return match super::mpi_app::program(ctx, plan, &key.app) {
+            Ok(p) => super::user::run_one(ctx, plan, &p, key, started_unix, jobs),
+            Err(e) => super::mpi_app::failed(key, ctx.load, started_unix, e),
+        };
+    }
     let program = ctx.app_path(&key.app);
     let mut args = plan.app_argv();
     let dump = (key.app == "fwq").then(|| fwq_dump(ctx, key.config));
