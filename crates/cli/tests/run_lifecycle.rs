@@ -135,38 +135,10 @@ impl Drop for Host {
     }
 }
 
+/// The shared spin guest (SIGTERM keeps its default action: the run ends with 143).
 fn spin_guest(dir: &Path) -> PathBuf {
-    let src = dir.join("spin.c");
-    std::fs::write(
-        &src,
-        r#"#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
-int main(int argc, char **argv) {
-    double secs = argc > 1 ? atof(argv[1]) : 0;
-    struct timespec t0, t;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    printf("spinning %.1f s\n", secs);
-    fflush(stdout);
-    do {
-        struct timespec d = {0, 20000000};
-        nanosleep(&d, 0);
-        clock_gettime(CLOCK_MONOTONIC, &t);
-    } while ((t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) / 1e9 < secs);
-    printf("done\n");
-    return 0;
-}"#,
-    )
-    .unwrap();
-    let out = dir.join("spin");
-    let st = Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .expect("gcc");
-    assert!(st.success());
-    out
+    let src = dualstack_testutil::guest::source("spin.c");
+    dualstack_testutil::guest::build_c(&src, &dir.join("spin"), &[])
 }
 
 fn wait_started(out: &Path, child: &mut Child) {
