@@ -420,23 +420,40 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
     Ok(stats)
 }
 
-/// Serve the guest's descriptors to the other VMs of its user
-/// ([`crate::kernel::fdshare`]); a run without it only loses UCX's proc-link sharing.
+/// What other VMs of the guest's user may reach of this one ([`crate::kernel::fdshare`]):
+/// the guest's regular-file descriptors (re-opened) and its user memory (CMA).
+struct GuestShare(Arc<Machine>);
+
+impl crate::kernel::fdshare::SharedGuest for GuestShare {
+    fn reopen(&self, n: i32, flags: i32) -> Result<std::os::fd::OwnedFd, crate::kernel::Errno> {
+        use crate::kernel::files::FileKind;
+        let f = self.0.kernel.group.files.lock().unwrap().get(n)?;
+        match f.kind() {
+            FileKind::Host(_) => crate::kernel::fdshare::reopen_regular(f.raw(), flags),
+            _ => Err(crate::kernel::Errno(libc::EACCES)),
+        }
+    }
+
+    fn read(&self, addr: u64, len: u64) -> Option<Vec<u8>> {
+        let mem = &self.0.kernel.group.mem;
+        mem.check(addr, len).ok()?;
+        mem.read_vec(addr, len).ok()
+    }
+
+    fn write(&self, addr: u64, data: &[u8]) -> bool {
+        let mem = &self.0.kernel.group.mem;
+        mem.check(addr, data.len() as u64).is_ok() && mem.write(addr, data).is_ok()
+    }
+}
+
+/// Serve the guest's descriptors and memory to the other VMs of its user
+/// ([`crate::kernel::fdshare`]); a run without it only loses UCX's proc-link sharing and CMA.
 fn start_fd_broker(machine: &Arc<Machine>) -> Option<crate::kernel::fdshare::Broker> {
-    use crate::kernel::fdshare;
-    use crate::kernel::files::FileKind;
-    let m = machine.clone();
     let uid = machine.kernel.group.creds.uid;
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
-    let resolve = move |n: i32, flags: i32| {
-        let f = m.kernel.group.files.lock().unwrap().get(n)?;
-        match f.kind() {
-            FileKind::Host(_) => fdshare::reopen_regular(f.raw(), flags),
-            _ => Err(crate::kernel::Errno(libc::EACCES)),
-        }
-    };
-    match fdshare::Broker::start(pid, uid, Box::new(resolve)) {
+    let share = Box::new(GuestShare(machine.clone()));
+    match crate::kernel::fdshare::Broker::start(pid, uid, share) {
         Ok(b) => Some(b),
         Err(e) => {
             tracing::warn!("other ranks cannot open this guest's descriptors: {e}");
