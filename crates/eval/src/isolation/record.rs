@@ -76,6 +76,10 @@ pub struct RunRecord {
     /// The end of a failed run's stdout and stderr, kept for the report.
     #[serde(default)]
     pub output: Option<String>,
+    /// How a `kvm` run's guest ran (accelerator, `correctness_only` under TCG, boot time,
+    /// huge pages, vCPU pinning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kvm: Option<super::kvm::KvmFigures>,
 }
 
 impl RunRecord {
@@ -233,6 +237,7 @@ pub(crate) fn synthetic(app: &str, config: Config, level: u32, rep: u32, t: f64)
         result: None,
         figure: None,
         output: None,
+        kvm: None,
     }
 }
 
