@@ -400,11 +400,14 @@ fn isolation_plan(a: &IsolationArgs) -> anyhow::Result<dualstack_eval::isolation
     };
     let mut configs = configs;
     let mut left_out = vec![];
+    // `kvm` under TCG only where KVM cannot boot a stock guest and the user forced it.
+    let mut kvm_tcg = false;
     if configs.contains(&Config::Kvm) {
         let d = dualstack_commodity::accel::detect(
             std::path::Path::new("/sys"),
             std::path::Path::new("/dev/kvm"),
         );
+        kvm_tcg = d.accel != dualstack_commodity::spec::Accel::Kvm && a.kvm_tcg;
         if d.accel != dualstack_commodity::spec::Accel::Kvm && !a.kvm_tcg {
             configs.retain(|c| *c != Config::Kvm);
             left_out.push((
@@ -451,7 +454,7 @@ fn isolation_plan(a: &IsolationArgs) -> anyhow::Result<dualstack_eval::isolation
         .into(),
         programs,
         left_out,
-        kvm_tcg: a.kvm_tcg,
+        kvm_tcg,
     })
 }
 
@@ -512,6 +515,13 @@ fn isolation(a: IsolationArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     };
     for (c, why) in &plan.left_out {
         eprintln!("isolation: configuration {c} left out: {why}");
+    }
+    if plan.kvm_tcg
+        && plan
+            .configs
+            .contains(&dualstack_eval::isolation::Config::Kvm)
+    {
+        eprintln!("isolation: configuration kvm runs under QEMU TCG (--kvm-tcg): correctness only, its times are no performance figure");
     }
     if !plan.programs.is_empty() {
         eprintln!(

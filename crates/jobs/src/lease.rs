@@ -384,6 +384,14 @@ impl Lease {
         !matches!(self.what, What::HugePages { count: 0, .. })
     }
 
+    /// Huge pages this lease added to its pool (0 for a claim of free pages, or a zone).
+    pub fn reserved_pages(&self) -> u64 {
+        match self.what {
+            What::HugePages { count, .. } => count,
+            What::Zone { .. } => 0,
+        }
+    }
+
     /// Give it back now.
     pub fn give_back(mut self) -> Result<(), JobError> {
         self.done = true;

@@ -106,13 +106,14 @@ fn draw<DB: DrawingBackend>(
     // Legend on the title strip.
     let mut x = 10;
     for &c in &plan.configs {
+        let label = super::report::config_label(plan, c);
         title.draw(&Rectangle::new([(x, 40), (x + 24, 44)], color(c).filled()))?;
         title.draw(&Text::new(
-            c.as_str().to_string(),
+            label.clone(),
             (x + 30, 34),
             ("sans-serif", 15).into_font(),
         ))?;
-        x += 150;
+        x += 150.max(48 + 8 * label.len() as i32);
     }
     let mut levels = plan.levels.clone();
     levels.sort_unstable();

@@ -18,6 +18,7 @@ pub mod chart;
 pub mod demo;
 pub mod fwq;
 pub mod interrupt;
+pub mod kvm;
 pub mod load;
 pub mod mpi_app;
 pub mod plan;
@@ -351,6 +352,7 @@ fn measure(
         timeout: opts.run_timeout,
         dualstack_exe: opts.dualstack_exe.clone(),
         thp_enabled: opts.thp_enabled.clone(),
+        guest_cache: opts.guest_cache.clone(),
     };
     // Declared after the zone: dropped (load stopped) before the zone is released.
     let mut load = LoadSet::new(

@@ -125,24 +125,8 @@ pub fn program(ctx: &RunContext, plan: &Plan, name: &str) -> Result<UserProgram,
 /// The record of a run that could not start (`error` says why).
 pub fn failed(key: &RunKey, load: LoadKind, started_unix: f64, error: String) -> RunRecord {
     RunRecord {
-        app: key.app.clone(),
-        config: key.config,
-        level: key.level,
-        rep: key.rep,
-        load,
-        ok: false,
         error: Some(error),
-        time_s: None,
-        wall_s: 0.0,
-        verified: false,
-        started_unix,
-        cpus: vec![],
-        load_jobs_per_s: None,
-        vm: None,
-        fwq: None,
-        result: None,
-        figure: None,
-        output: None,
+        ..RunRecord::unstarted(key, load, started_unix)
     }
 }
 

@@ -76,9 +76,38 @@ pub struct RunRecord {
     /// The end of a failed run's stdout and stderr, kept for the report.
     #[serde(default)]
     pub output: Option<String>,
+    /// How a `kvm` run's guest ran (accelerator, `correctness_only` under TCG, boot time,
+    /// huge pages, vCPU pinning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kvm: Option<super::kvm::KvmFigures>,
 }
 
 impl RunRecord {
+    /// The record of run `key` under `load` before it runs: not ok, nothing measured yet.
+    pub fn unstarted(key: &RunKey, load: LoadKind, started_unix: f64) -> Self {
+        Self {
+            app: key.app.clone(),
+            config: key.config,
+            level: key.level,
+            rep: key.rep,
+            load,
+            ok: false,
+            error: None,
+            time_s: None,
+            wall_s: 0.0,
+            verified: false,
+            started_unix,
+            cpus: vec![],
+            load_jobs_per_s: None,
+            vm: None,
+            fwq: None,
+            result: None,
+            figure: None,
+            output: None,
+            kvm: None,
+        }
+    }
+
     pub fn key(&self) -> RunKey {
         RunKey {
             app: self.app.clone(),
@@ -233,6 +262,7 @@ pub(crate) fn synthetic(app: &str, config: Config, level: u32, rep: u32, t: f64)
         result: None,
         figure: None,
         output: None,
+        kvm: None,
     }
 }
 

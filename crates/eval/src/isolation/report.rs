@@ -21,6 +21,24 @@ pub struct Cell {
     /// Of the app's measured phase (`time_s`), successful runs only.
     pub time_s: Summary,
     pub failures: usize,
+    /// `kvm` under QEMU TCG (`--kvm-tcg`): the answer was checked, the time is emulation and
+    /// no performance figure.
+    #[serde(default)]
+    pub correctness_only: bool,
+}
+
+/// Whether `config`'s runs in `plan` check correctness only (`kvm` forced onto QEMU TCG).
+pub fn correctness_only(plan: &Plan, config: Config) -> bool {
+    config == Config::Kvm && plan.kvm_tcg
+}
+
+/// `config`'s name in tables and legends, marked when its runs are correctness-only.
+pub fn config_label(plan: &Plan, config: Config) -> String {
+    if correctness_only(plan, config) {
+        format!("{config} (TCG, correctness only)")
+    } else {
+        config.to_string()
+    }
 }
 
 /// Figure 2: page faults and exits of one app in one VM configuration (means per run).
@@ -116,6 +134,7 @@ pub fn cells(plan: &Plan, records: &[RunRecord]) -> Vec<Cell> {
                     level,
                     time_s: summarize(&times),
                     failures,
+                    correctness_only: correctness_only(plan, config),
                 });
             }
         }
@@ -379,6 +398,30 @@ pub fn targets(
     if plan.kvm_tcg && has(Config::Kvm) {
         say.push("kvm ran under QEMU TCG (--kvm-tcg): its runs check correctness only; their times are emulation, not a performance figure, and no ratio quotes them.".into());
     }
+    if has(Config::Kvm) && !plan.kvm_tcg {
+        // The real single stack: a stock guest kernel under QEMU/KVM, pinned, on huge pages.
+        let ratios: Vec<String> = plan
+            .all_apps()
+            .iter()
+            .filter_map(|a| {
+                let k = cell(cells, a, Config::Kvm, idle)?;
+                let parts: Vec<String> = [Config::DualStack, Config::Native, Config::NativeThp]
+                    .into_iter()
+                    .filter_map(|c| {
+                        let x = cell(cells, a, c, idle)?;
+                        Some(format!("{c}/kvm {:.3}", x.time_s.mean / k.time_s.mean))
+                    })
+                    .collect();
+                (!parts.is_empty()).then(|| format!("{a} {}", parts.join(", ")))
+            })
+            .collect();
+        if !ratios.is_empty() {
+            say.push(format!(
+                "against the real single stack (kvm: a stock Linux guest under QEMU/KVM, pinned vCPUs, huge pages) when idle: {}.",
+                ratios.join("; ")
+            ));
+        }
+    }
     if has(Config::DualStack) && has(Config::SingleStack) {
         let pairs: Vec<(String, f64, f64)> = plan
             .all_apps()
@@ -410,8 +453,13 @@ pub fn targets(
             });
         }
     }
-    for config in [Config::SingleStack, Config::Native, Config::NativeThp] {
-        if !has(config) || full == idle {
+    for config in [
+        Config::SingleStack,
+        Config::Native,
+        Config::NativeThp,
+        Config::Kvm,
+    ] {
+        if !has(config) || full == idle || correctness_only(plan, config) {
             continue;
         }
         let eff = load_effect(plan, cells, config);
@@ -615,8 +663,8 @@ pub fn figure5_markdown(plan: &Plan, cells: &[Cell]) -> String {
         );
         let mut head = String::from("| app |");
         let mut rule = String::from("| --- |");
-        for c in &plan.configs {
-            let _ = write!(head, " {c} mean | stdev | CV |");
+        for &c in &plan.configs {
+            let _ = write!(head, " {} mean | stdev | CV |", config_label(plan, c));
             rule += " ---: | ---: | ---: |";
             if level != idle {
                 head += " vs idle |";

@@ -31,6 +31,8 @@ pub struct RunContext {
     pub dualstack_exe: Option<PathBuf>,
     /// The THP mode file `native-thp` sets (normally [`super::thp::THP_ENABLED`]).
     pub thp_enabled: PathBuf,
+    /// Commodity guest cache the `kvm` configuration boots from (None: the default).
+    pub guest_cache: Option<PathBuf>,
 }
 
 impl RunContext {
@@ -112,6 +114,8 @@ fn fwq_dump(ctx: &RunContext, config: Config) -> (PathBuf, String) {
     let host = ctx.scratch.join(name);
     let arg = if config.is_vm() {
         format!("/{name}")
+    } else if config == Config::Kvm {
+        format!("{}/{name}", super::kvm::GUEST_WORKDIR)
     } else {
         host.display().to_string()
     };
@@ -120,26 +124,7 @@ fn fwq_dump(ctx: &RunContext, config: Config) -> (PathBuf, String) {
 
 /// The record of run `key` before it runs: not ok, nothing measured yet.
 pub(super) fn new_record(ctx: &RunContext, key: &RunKey, started_unix: f64) -> RunRecord {
-    RunRecord {
-        app: key.app.clone(),
-        config: key.config,
-        level: key.level,
-        rep: key.rep,
-        load: ctx.load,
-        ok: false,
-        error: None,
-        time_s: None,
-        wall_s: 0.0,
-        verified: false,
-        started_unix,
-        cpus: vec![],
-        load_jobs_per_s: None,
-        vm: None,
-        fwq: None,
-        result: None,
-        figure: None,
-        output: None,
-    }
+    RunRecord::unstarted(key, ctx.load, started_unix)
 }
 
 /// Runs `key` once. `jobs` reads the commodity load's progress (before and after, for its
@@ -219,7 +204,7 @@ fn execute(
             let spec = vm_job(ctx, plan, program, args, config).expect("a VM job");
             run_job(ctx, spec, rec)
         }
-        Config::Kvm => Err(KVM_NOT_BUILT.into()),
+        Config::Kvm => super::kvm::run_app(ctx, plan, program, args, rec),
         Config::Native | Config::NativeThp => {
             let _thp = (config == Config::NativeThp)
                 .then(|| super::thp::ThpGuard::set(&ctx.thp_enabled, "always"))
@@ -238,9 +223,6 @@ fn execute(
         }
     }
 }
-
-/// Why a `kvm` run does not run in this build.
-pub const KVM_NOT_BUILT: &str = "the kvm configuration (stock Linux guest under QEMU with the program on an initramfs) is planned but not built yet; no run was made";
 
 pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

@@ -104,7 +104,7 @@ fn command(
                 "--no-pin".into(),
             ])?);
         }
-        Config::Kvm => return Err(super::runner::KVM_NOT_BUILT.into()),
+        Config::Kvm => return Err("the kvm configuration boots a guest (isolation::kvm)".into()),
     }
     argv.extend(prog);
     Ok(argv)
@@ -300,6 +300,17 @@ fn execute(
 ) -> Result<Finished, String> {
     super::program::stage(&p.files, dir)
         .map_err(|e| format!("copying {}'s files to {}: {e}", p.name, dir.display()))?;
+    if config == Config::Kvm {
+        let f = super::kvm::run_program(ctx, plan, p, dir, rec)?;
+        return Ok(Finished {
+            status: f.status,
+            wall_s: f.figures.guest_wall_s,
+            stdout: f.stdout,
+            stderr: f.stderr,
+            timed_out: f.timed_out,
+            interrupted: f.interrupted,
+        });
+    }
     let stats = dir.join(".dualstack-stats.json");
     let argv = command(ctx, plan, p, config, &stats)?;
     let threads = p.threads(plan.zone_cores).to_string();
