@@ -7,7 +7,9 @@
 //!
 //! Needs root, /dev/kvm, gcc with OpenMP, mpicc/mpiexec, and the `dualstack` binary
 //! (`cargo build --release -p dualstack`). Changes host state (zone, huge pages, THP): run under
-//! `flock -o /tmp/dualstack-host.lock` (the test does not take the lock itself).
+//! `dualstack_testutil::HostLock` (each test takes it: both share an instance name and the
+//! host's THP mode, so they must not run at once; it also sees an outer
+//! `flock -o /tmp/dualstack-host.lock`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -112,6 +114,7 @@ fn user_programs_checks_hangs_mpi_and_kvm_refusal() {
     if !ready() {
         return;
     }
+    let _host = dualstack_testutil::HostLock::take();
     let tmp = tempfile::Builder::new()
         .prefix("dsu-")
         .tempdir_in("/tmp")
@@ -256,6 +259,7 @@ fn a_figure_regex_that_never_matches_is_refused_at_the_first_run() {
     if !ready() {
         return;
     }
+    let _host = dualstack_testutil::HostLock::take();
     let tmp = tempfile::Builder::new()
         .prefix("dsr-")
         .tempdir_in("/tmp")
