@@ -68,26 +68,23 @@ fn clip(v: &[(u64, u64)], mut want: u64) -> Vec<(u64, u64)> {
 }
 
 fn transfer(ctx: &mut Ctx<'_>, a: &Args, write: bool) -> SysResult {
+    // Linux's order: flags, the local iovecs (nothing to move: 0), the remote iovecs, the pid,
+    // the access; faults in the buffers come last, as a short or failed copy.
     let (pid, flags) = (a.i32(0), a.u64(5));
     if flags != 0 {
         return err(libc::EINVAL);
     }
     let local = iovs(ctx, a.ptr(1), a.u64(2))?;
-    let remote = iovs(ctx, a.ptr(3), a.u64(4))?;
-    for &(b, l) in &local {
-        if l > 0 {
-            ctx.check_user(b, l)?;
-        }
-    }
     let sum = |v: &[(u64, u64)]| v.iter().map(|&(_, l)| l).sum::<u64>();
-    let want = sum(&local).min(sum(&remote)).min(MAX_TRANSFER);
-    if want == 0 {
+    if sum(&local) == 0 {
         return Ok(0);
     }
-    let (local, remote) = (clip(&local, want), clip(&remote, want));
+    let remote = iovs(ctx, a.ptr(3), a.u64(4))?;
     if pid <= 0 {
         return err(libc::ESRCH);
     }
+    let want = sum(&local).min(sum(&remote)).min(MAX_TRANSFER);
+    let (local, remote) = (clip(&local, want), clip(&remote, want));
     let own = pid == ctx.tg.pid();
     let uid = ctx.tg.creds.uid;
     let not_a_vm = |ctx: &Ctx<'_>| {
@@ -98,6 +95,19 @@ fn transfer(ctx: &mut Ctx<'_>, a: &Args, write: bool) -> SysResult {
             Errno(libc::ESRCH)
         }
     };
+    let precheck = |ctx: &Ctx<'_>| -> Result<(), Errno> {
+        if !own && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return err(libc::ESRCH);
+        }
+        for &(b, l) in &local {
+            ctx.check_user(b, l)?;
+        }
+        Ok(())
+    };
+    precheck(ctx)?;
+    if want == 0 {
+        return Ok(0);
+    }
     if write {
         let mut data = Vec::with_capacity(want as usize);
         for &(b, l) in &local {

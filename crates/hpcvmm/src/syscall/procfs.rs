@@ -280,13 +280,19 @@ pub fn answer(ctx: &Ctx<'_>, full: &str) -> Answer {
     if p.starts_with("/sys/") {
         return sys_file(ctx, &p).map_or(Answer::Host, Answer::File);
     }
+    // /proc/net is a symlink to self/net, which the guest's root may not hold.
+    if let Some(c) = p.strip_prefix("/proc/").and_then(net_file) {
+        return Answer::File(c);
+    }
     let Some((class, _)) = classify(ctx, &p) else {
         return Answer::Host;
     };
     match class {
         ProcPath::Host => Answer::Host,
         // The network namespace's files (/proc/net is a symlink to self/net).
-        ProcPath::Guest { tid, rest } if tid != Some(-1) && view::is_netns(&rest) => Answer::Host,
+        ProcPath::Guest { tid, rest } if tid != Some(-1) && view::is_netns(&rest) => {
+            net_file(&rest).map_or(Answer::Host, Answer::File)
+        }
         ProcPath::Global(g) => {
             Answer::File(view::global(g, &guest_view(ctx), &ctx.tg.proc.host_cpus))
         }
@@ -341,6 +347,16 @@ pub fn open_peer_fd(ctx: &Ctx<'_>, full: &str, flags: i32) -> Option<Result<Owne
             Some(Err(e))
         }
     }
+}
+
+/// A file of the network namespace (`rest` is `net/...`, normalised), read from the VMM's
+/// own /proc: the same namespace, whatever the guest's root holds. `None` for a directory
+/// (the host's is listed) or what cannot be read.
+fn net_file(rest: &str) -> Option<Vec<u8>> {
+    if !rest.starts_with("net/") {
+        return None;
+    }
+    std::fs::read(format!("/proc/self/{rest}")).ok()
 }
 
 /// The content of a virtual regular file at `full`, if the path is one.
