@@ -645,6 +645,7 @@ impl PreparedJob {
         let opts = dualstack_hpcvmm::jail::SuperviseOptions {
             forward_signals: true,
             keep_fds: Vec::new(),
+            ..Default::default()
         };
         let ran = dualstack_hpcvmm::jail::run_in_child(&opts, |_side| {
             // Die with this process: a kill -9 of it must not leave the guest running.
@@ -842,6 +843,9 @@ fn timed(cfg: &RunConfig, jail: Option<&Jail>) -> Result<(f64, RunStats), JobErr
         // What a launcher passed (an MPI rank's PMI_FD...): the jailed VMM serves them to the
         // guest at the same numbers.
         keep_fds: cfg.inherit_fds.clone(),
+        // A rank of an MPI job (the guest answers the host pid only then): its launcher's
+        // pipes close when this process ends, as a native rank's (see relay_stdio).
+        relay_stdio: cfg.host_pid,
     };
     let r = run_jailed(cfg, jail, &opts)?;
     let wall = t.elapsed().as_secs_f64();
