@@ -38,6 +38,7 @@ mod vm;
 pub use layout::GuestPageSize;
 pub use memory::{Backing, HugePageSize, MemorySource, WarmMemory, WarmPart};
 pub use stats::{ExitReport, FaultReport, RunStats};
+pub use syscall::sockets::NetPolicy;
 pub use vm::{run, run_with, RunConfig, RunHooks, ThreadStartHook, VmmError};
 
 /// Host CPUs the calling thread may run on (the default core set of a run).
