@@ -18,6 +18,13 @@ pub enum BackingArg {
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetArg {
+    Host,
+    Loopback,
+    None,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HugePagesArg {
     #[value(name = "2M")]
     M2,
@@ -92,6 +99,12 @@ pub struct RunArgs {
     /// commodity VMM's way).
     #[arg(long)]
     pub no_pin: bool,
+    /// What the guest may do on the network: host (what your own processes may), loopback
+    /// (bind, connect and send to loopback addresses only) or none (no Internet sockets; Unix
+    /// sockets stay, as an MPI launcher's). Refused calls answer EACCES and are counted in the
+    /// run's statistics.
+    #[arg(long, value_enum, default_value = "host")]
+    pub net: NetArg,
     /// End the guest after this many seconds (exit status 124).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
@@ -140,6 +153,11 @@ pub fn job_spec(args: &RunArgs) -> JobSpec {
     spec.pin = !args.no_pin;
     spec.vdso = !args.no_vdso;
     spec.stats = args.stats.clone();
+    spec.net = match args.net {
+        NetArg::Host => dualstack_hpcvmm::NetPolicy::Host,
+        NetArg::Loopback => dualstack_hpcvmm::NetPolicy::Loopback,
+        NetArg::None => dualstack_hpcvmm::NetPolicy::None,
+    };
     spec
 }
 

@@ -40,6 +40,7 @@ use dualstack_sys as sys;
 pub use layout::GuestPageSize;
 pub use memory::{Backing, HugePageSize, MemorySource, WarmMemory, WarmPart};
 pub use stats::{ExitReport, FaultReport, RunStats};
+pub use syscall::sockets::NetPolicy;
 pub use vm::{run, run_with, RunConfig, RunHooks, ThreadStartHook, VmmError};
 
 /// Host CPUs the calling thread may run on (the default core set of a run).

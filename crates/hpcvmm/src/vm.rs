@@ -98,6 +98,9 @@ pub struct RunConfig {
     /// the jail's identity. `None`: the VMM process's own ids.
     #[serde(default)]
     pub identity: Option<crate::jail::Identity>,
+    /// What the guest may do on the network (`dualstack run --net`).
+    #[serde(default)]
+    pub net: crate::syscall::sockets::NetPolicy,
 }
 
 impl RunConfig {
@@ -126,6 +129,7 @@ impl RunConfig {
             host_pid: false,
             warm_memory: None,
             identity: None,
+            net: Default::default(),
         }
     }
 }
@@ -888,11 +892,10 @@ fn build_kernel(
             None => crate::jail::identity::current_groups(),
         },
     };
+    let run = Run::new(cfg.cpus.len());
+    run.set_net(cfg.net);
     Ok(KernelBuilt {
-        kernel: Kernel {
-            run: Run::new(cfg.cpus.len()),
-            group,
-        },
+        kernel: Kernel { run, group },
         mem,
         setup,
     })

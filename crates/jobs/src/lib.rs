@@ -326,6 +326,7 @@ pub fn prepare_as(spec: &JobSpec, host: &Host, caller: &Caller) -> Result<Prepar
     cfg.stderr = spec.stderr.clone();
     cfg.inherit_fds = spec.inherit_fds.clone();
     cfg.host_pid = spec.local_rank.is_some();
+    cfg.net = spec.net;
     cfg.timeout = match spec.timeout_s {
         Some(t) if !(t.is_finite() && t > 0.0) => return Err(JobError::BadTimeout { value: t }),
         Some(t) => Some(Duration::from_secs_f64(t)),
@@ -644,6 +645,7 @@ impl PreparedJob {
         let opts = dualstack_hpcvmm::jail::SuperviseOptions {
             forward_signals: true,
             keep_fds: Vec::new(),
+            ..Default::default()
         };
         let ran = dualstack_hpcvmm::jail::run_in_child(&opts, |_side| {
             // Die with this process: a kill -9 of it must not leave the guest running.
@@ -841,6 +843,9 @@ fn timed(cfg: &RunConfig, jail: Option<&Jail>) -> Result<(f64, RunStats), JobErr
         // What a launcher passed (an MPI rank's PMI_FD...): the jailed VMM serves them to the
         // guest at the same numbers.
         keep_fds: cfg.inherit_fds.clone(),
+        // A rank of an MPI job (the guest answers the host pid only then): its launcher's
+        // pipes close when this process ends, as a native rank's (see relay_stdio).
+        relay_stdio: cfg.host_pid,
     };
     let r = run_jailed(cfg, jail, &opts)?;
     let wall = t.elapsed().as_secs_f64();

@@ -103,6 +103,10 @@ pub struct JobSpec {
     /// developer switch, for root only.
     #[serde(default = "yes")]
     pub jail: bool,
+    /// What the guest may do on the network: `host` (what its user may), `loopback` or
+    /// `none` (see [`dualstack_hpcvmm::NetPolicy`]).
+    #[serde(default)]
+    pub net: dualstack_hpcvmm::NetPolicy,
 }
 
 fn default_root() -> PathBuf {
@@ -145,6 +149,7 @@ impl JobSpec {
             inherit_fds: Vec::new(),
             local_rank: None,
             jail: true,
+            net: Default::default(),
         }
     }
 }

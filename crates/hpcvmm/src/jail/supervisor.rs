@@ -26,6 +26,99 @@ pub struct SuperviseOptions {
     pub forward_signals: bool,
     /// Descriptors (beyond 0-2) the child keeps; all others are closed in the child.
     pub keep_fds: Vec<RawFd>,
+    /// Relay the child's stdout and stderr through this process when they are pipes (an MPI
+    /// launcher's): the child writes into pipes of its own that this process copies to the
+    /// real ones, so the launcher's pipes close exactly when this process ends, as a native
+    /// rank's do. Without it, a rank killed by its launcher (Hydra's SIGKILL of the process
+    /// group after another rank faulted) ends here at once while the child, still tearing its
+    /// VM down, holds the launcher's pipes open a few ms more: Hydra then reaps this process
+    /// while its output is still open and reports the SIGKILL (EXIT CODE 9) as the job's first
+    /// bad termination instead of the faulting rank's signal.
+    pub relay_stdio: bool,
+}
+
+/// The copy of one relayed stream: the read end of the child's pipe, copied to `to` until
+/// every writer is gone.
+struct Relay {
+    to: RawFd,
+    /// Kept descriptors that are the same pipe as `to` (Hydra leaves copies of a rank's
+    /// stdout/stderr at other numbers): the child gets the relay pipe there too, so that it
+    /// holds no end of the launcher's pipe at all.
+    also: Vec<RawFd>,
+    read: RawFd,
+    write: RawFd,
+}
+
+/// The FIFO `fd` refers to (device, inode), if it is one.
+fn fifo_id(fd: RawFd) -> Option<(u64, u64)> {
+    // SAFETY: struct stat is plain data; zeroes are a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes one struct stat for a descriptor number.
+    let ok = unsafe { libc::fstat(fd, &mut st) } == 0;
+    (ok && st.st_mode & libc::S_IFMT == libc::S_IFIFO).then_some((st.st_dev, st.st_ino))
+}
+
+/// Pipes for the child's stdout/stderr that are FIFOs here (nothing else is relayed: a
+/// terminal or a file stays the child's own, as the guest expects to see it).
+fn relay_pipes(opts: &SuperviseOptions) -> Result<Vec<Relay>, JailError> {
+    if !opts.relay_stdio {
+        return Ok(vec![]);
+    }
+    let mut relays = Vec::new();
+    for to in [1, 2] {
+        let Some(id) = fifo_id(to) else {
+            continue;
+        };
+        let also = opts
+            .keep_fds
+            .iter()
+            .copied()
+            .filter(|&k| k > 2 && fifo_id(k) == Some(id))
+            .collect();
+        match pipe() {
+            Ok((read, write)) => relays.push(Relay {
+                to,
+                also,
+                read,
+                write,
+            }),
+            Err(e) => {
+                for r in relays {
+                    // SAFETY: closing pipes made above.
+                    unsafe {
+                        libc::close(r.read);
+                        libc::close(r.write);
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(relays)
+}
+
+/// Copy `read` to `to` until EOF (every writer closed) or a write fails; closes `read`.
+fn relay(read: RawFd, to: RawFd) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        // SAFETY: `read` is our pipe's read end, owned by this thread from here on.
+        let mut from = unsafe { File::from_raw_fd(read) };
+        // SAFETY: `to` is this process's stdout or stderr, borrowed (ManuallyDrop: never
+        // closed here).
+        let mut out = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(to) });
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+    })
 }
 
 /// The child's end: where it sends its result and where its SIGSYS reporter writes.
@@ -105,6 +198,8 @@ pub struct Child {
     payload: File,
     report: File,
     forwarding: Option<Vec<(i32, libc::sigaction)>>,
+    /// Threads copying the child's relayed stdout/stderr ([`SuperviseOptions::relay_stdio`]).
+    relays: Vec<std::thread::JoinHandle<()>>,
 }
 
 static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
@@ -164,7 +259,23 @@ pub fn spawn<F>(opts: &SuperviseOptions, f: F) -> Result<Child, JailError>
 where
     F: FnOnce(&mut ChildSide) -> i32,
 {
-    let (payload_r, payload_w) = pipe()?;
+    let relays = relay_pipes(opts)?;
+    let close_relays = |relays: &[Relay]| {
+        for r in relays {
+            // SAFETY: closing our own relay pipes.
+            unsafe {
+                libc::close(r.read);
+                libc::close(r.write);
+            }
+        }
+    };
+    let (payload_r, payload_w) = match pipe() {
+        Ok(p) => p,
+        Err(e) => {
+            close_relays(&relays);
+            return Err(e);
+        }
+    };
     let (report_r, report_w) = match pipe() {
         Ok(p) => p,
         Err(e) => {
@@ -173,6 +284,7 @@ where
                 libc::close(payload_r);
                 libc::close(payload_w);
             }
+            close_relays(&relays);
             return Err(e);
         }
     };
@@ -188,12 +300,21 @@ where
             // SAFETY: closing our own pipes.
             unsafe { libc::close(fd) };
         }
+        close_relays(&relays);
         return Err(JailError::Supervisor {
             what: "fork",
             source,
         });
     }
     if pid == 0 {
+        for r in &relays {
+            for &fd in std::iter::once(&r.to).chain(&r.also) {
+                // SAFETY: dup2 puts the relay pipe's write end at 1 or 2 (and at the kept
+                // copies of it), without O_CLOEXEC; both relay ends are then closed by
+                // close_others below.
+                unsafe { libc::dup2(r.write, fd) };
+            }
+        }
         let mut keep = opts.keep_fds.clone();
         keep.extend([payload_w, report_w]);
         close_others(&keep);
@@ -215,6 +336,14 @@ where
         libc::close(payload_w);
         libc::close(report_w);
     }
+    let relays = relays
+        .into_iter()
+        .map(|r| {
+            // SAFETY: the write end is the child's now.
+            unsafe { libc::close(r.write) };
+            relay(r.read, r.to)
+        })
+        .collect();
     let forwarding = opts.forward_signals.then(|| {
         FORWARD_TO.store(pid, Ordering::Relaxed);
         FORWARDED
@@ -239,6 +368,7 @@ where
         // SAFETY: as above.
         report: unsafe { File::from_raw_fd(report_r) },
         forwarding,
+        relays,
     })
 }
 
@@ -263,6 +393,11 @@ impl Child {
             break rc;
         };
         let wait_err = std::io::Error::last_os_error();
+        // Everything the child wrote is out before the caller reports (or dies by the
+        // guest's signal): the relays end once the child's write ends are closed.
+        for r in std::mem::take(&mut self.relays) {
+            let _ = r.join();
+        }
         self.restore_signals();
         if rc < 0 {
             return Err(JailError::Supervisor {

@@ -17,6 +17,7 @@ pub struct Run {
     refusals: Mutex<BTreeMap<&'static str, u64>>,
     fpu: OnceLock<FpuLayout>,
     clock: OnceLock<super::clocks::ClockBase>,
+    net: OnceLock<crate::syscall::sockets::NetPolicy>,
 }
 
 /// Kinds of guest attempts the kernel refused (the run's statistics count them).
@@ -64,6 +65,7 @@ impl Run {
             refusals: Mutex::new(BTreeMap::new()),
             fpu: OnceLock::new(),
             clock: OnceLock::new(),
+            net: OnceLock::new(),
         }
     }
 
@@ -80,6 +82,16 @@ impl Run {
             .iter()
             .map(|(k, v)| (k.to_string(), *v))
             .collect()
+    }
+
+    /// Set the run's network policy (once, when the VM is built; default `host`).
+    pub fn set_net(&self, p: crate::syscall::sockets::NetPolicy) {
+        let _ = self.net.set(p);
+    }
+
+    /// The run's network policy (`dualstack run --net`).
+    pub fn net(&self) -> crate::syscall::sockets::NetPolicy {
+        self.net.get().copied().unwrap_or_default()
     }
 
     /// Record the guest's FPU format (once, when the VM is built).

@@ -13,6 +13,12 @@
 //!   lead out). Abstract and autobound names pass through unchanged.
 //! - Families: AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK (NETLINK_ROUTE only, the route dumps
 //!   getifaddrs, UCX and hwloc make); anything else is EAFNOSUPPORT.
+//! - A network policy ([`NetPolicy`], `dualstack run --net`): `host` passes everything on (the
+//!   user's own rights); `loopback` lets the guest bind, connect and send only to loopback
+//!   addresses; `none` refuses Internet sockets outright (AF_UNIX stays: the launcher's PMI
+//!   socket). Under both, a netlink message that is not a dump request (a route, address or
+//!   link change) is refused. A refusal answers EACCES, as a host firewall or LSM refusing
+//!   the call does, and is counted in the run's statistics under `--net POLICY: CALL`.
 //! - `ioctl` on a socket: the read-only interface queries (`SIOCGIF*` on a `struct ifreq`
 //!   without pointers), the interface list `SIOCGIFCONF` (copied through a VMM buffer),
 //!   `FIONREAD`, `SIOCOUTQ` and `FIONBIO`; others are ENOTTY or, for
@@ -39,6 +45,129 @@ const OPTVAL_MAX: u32 = 64 << 10;
 
 /// Flags socket()/socketpair()/accept4() take in their type or flags argument.
 const SOCK_FLAGS: i32 = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+
+/// What the guest may do on the network (`dualstack run --net`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetPolicy {
+    /// Whatever the guest's user may do on the host.
+    #[default]
+    Host,
+    /// Loopback addresses only (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104).
+    Loopback,
+    /// No Internet sockets at all (Unix sockets and netlink dumps stay).
+    None,
+}
+
+impl NetPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetPolicy::Host => "host",
+            NetPolicy::Loopback => "loopback",
+            NetPolicy::None => "none",
+        }
+    }
+
+    /// `host`, `loopback` or `none`.
+    pub fn parse(s: &str) -> Option<Self> {
+        [NetPolicy::Host, NetPolicy::Loopback, NetPolicy::None]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+    }
+}
+
+/// The statistics key of a call `policy` refused (`--net loopback: connect`).
+fn net_refusal(policy: NetPolicy, call: &str) -> &'static str {
+    match (policy, call) {
+        (NetPolicy::None, "socket") => "--net none: socket",
+        (NetPolicy::None, "bind") => "--net none: bind",
+        (NetPolicy::None, "connect") => "--net none: connect",
+        (NetPolicy::None, "sendto") => "--net none: sendto",
+        (NetPolicy::None, "sendmsg") => "--net none: sendmsg",
+        (NetPolicy::None, _) => "--net none: netlink change",
+        (_, "bind") => "--net loopback: bind",
+        (_, "connect") => "--net loopback: connect",
+        (_, "sendto") => "--net loopback: sendto",
+        (_, "sendmsg") => "--net loopback: sendmsg",
+        _ => "--net loopback: netlink change",
+    }
+}
+
+/// Refuse `call` under the run's policy: count it, answer EACCES.
+fn net_refuse<T>(ctx: &Ctx<'_>, call: &str) -> Result<T, Errno> {
+    ctx.run.refuse(net_refusal(ctx.run.net(), call));
+    err(libc::EACCES)
+}
+
+/// socket(): `none` refuses Internet sockets.
+fn net_check_socket(ctx: &Ctx<'_>, domain: i32) -> Result<(), Errno> {
+    if ctx.run.net() == NetPolicy::None && matches!(domain, libc::AF_INET | libc::AF_INET6) {
+        return net_refuse(ctx, "socket");
+    }
+    Ok(())
+}
+
+/// Whether an Internet address (a host-ready sockaddr) is a loopback one; None for other
+/// families.
+fn is_loopback(sa: &SockAddr) -> Option<bool> {
+    let b = &sa.buf;
+    match i32::from(u16::from_ne_bytes([b[0], b[1]])) {
+        libc::AF_INET => Some(b[4] == 127),
+        libc::AF_INET6 => {
+            let a = &b[8..24];
+            let v4_mapped = a[..10].iter().all(|&x| x == 0) && a[10] == 0xff && a[11] == 0xff;
+            Some(a[..15].iter().all(|&x| x == 0) && a[15] == 1 || v4_mapped && a[12] == 127)
+        }
+        _ => None,
+    }
+}
+
+/// bind/connect/sendto/sendmsg to `sa`: `loopback` allows loopback addresses only, `none` no
+/// Internet address.
+fn net_check_addr(ctx: &Ctx<'_>, call: &str, sa: &SockAddr) -> Result<(), Errno> {
+    let allowed = match (ctx.run.net(), is_loopback(sa)) {
+        (NetPolicy::Host, _) | (_, None) => true,
+        (NetPolicy::Loopback, Some(lo)) => lo,
+        (NetPolicy::None, Some(_)) => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        net_refuse(ctx, call)
+    }
+}
+
+/// A netlink message sent on `f` (its first header, `head`): under `loopback` and `none` only
+/// requests that change nothing (NETLINK_ROUTE's RTM_GET* dumps, and non-route messages such
+/// as NLMSG_DONE) pass.
+fn net_check_netlink(ctx: &Ctx<'_>, f: &FileRef, head: &[u8]) -> Result<(), Errno> {
+    if ctx.run.net() == NetPolicy::Host || head.len() < 6 {
+        return Ok(());
+    }
+    let mut domain = 0i32;
+    let mut len = 4u32;
+    // SAFETY: getsockopt writes at most `len` bytes into `domain`.
+    let rc = unsafe {
+        libc::getsockopt(
+            f.raw(),
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&mut domain as *mut i32).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 || domain != libc::AF_NETLINK {
+        return Ok(());
+    }
+    let ty = u16::from_ne_bytes([head[4], head[5]]);
+    // From RTM_BASE (= RTM_NEWLINK, 16): NEW, DEL, GET, SET in groups of four; GET is the
+    // third of each.
+    let change = ty >= libc::RTM_NEWLINK && (ty - libc::RTM_NEWLINK) % 4 != 2;
+    if change {
+        return net_refuse(ctx, "netlink");
+    }
+    Ok(())
+}
 
 /// The host fd of guest fd `fd`, if it is a socket: EBADF if no such fd, ENOTSOCK if it is
 /// another kind of file.
@@ -76,6 +205,7 @@ pub fn socket(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     if !family_allowed(domain, protocol) {
         return err(libc::EAFNOSUPPORT);
     }
+    net_check_socket(ctx, domain)?;
     // SAFETY: socket takes no pointers.
     let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, protocol) };
     if fd < 0 {
@@ -233,6 +363,7 @@ fn put_addr(ctx: &Ctx<'_>, out: &AddrOut, buf: &[u8], len: u32) -> Result<(), Er
 pub fn bind(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     let f = sock(ctx, a.fd(0))?;
     let sa = sockaddr_in(ctx, a.ptr(1), a.u64(2), UnixUse::Create)?;
+    net_check_addr(ctx, "bind", &sa)?;
     // SAFETY: `sa` holds `len` valid bytes.
     check(unsafe { libc::bind(f.raw(), sa.ptr(), sa.len) }.into())
 }
@@ -240,6 +371,7 @@ pub fn bind(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
 pub fn connect(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     let f = sock(ctx, a.fd(0))?;
     let sa = sockaddr_in(ctx, a.ptr(1), a.u64(2), UnixUse::Reach)?;
+    net_check_addr(ctx, "connect", &sa)?;
     // SAFETY: `sa` holds `len` valid bytes.
     check(unsafe { libc::connect(f.raw(), sa.ptr(), sa.len) }.into())
 }
@@ -371,6 +503,14 @@ pub fn sendto(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     } else {
         Some(sockaddr_in(ctx, addr, alen, UnixUse::Reach)?)
     };
+    if let Some(s) = &sa {
+        net_check_addr(ctx, "sendto", s)?;
+    }
+    if len >= 16 {
+        // SAFETY: `p..p+len` is checked guest memory; 16 bytes of it are read.
+        let head = unsafe { std::slice::from_raw_parts(p as *const u8, 16) };
+        net_check_netlink(ctx, &f, head)?;
+    }
     let (sp, sl) = sa
         .as_ref()
         .map_or((std::ptr::null(), 0), |s| (s.ptr(), s.len));
@@ -538,7 +678,15 @@ pub fn sendmsg(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     } else {
         None
     };
+    if let Some(s) = &sa {
+        net_check_addr(ctx, "sendmsg", s)?;
+    }
     let mut iov = host_iovecs(ctx, m.iov, m.iovlen)?;
+    if let Some(v) = iov.first().filter(|v| v.iov_len >= 16) {
+        // SAFETY: host_iovecs checked every iovec against guest memory; 16 bytes are read.
+        let head = unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, 16) };
+        net_check_netlink(ctx, &f, head)?;
+    }
     if m.controllen > CONTROL_MAX {
         return err(libc::ENOBUFS);
     }
