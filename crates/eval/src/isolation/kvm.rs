@@ -563,26 +563,15 @@ fn run_in(
     let pages = bytes / HUGE;
     let numa = ctx.zone.numa_node;
     let pool = dualstack_jobs::lease::pool_dir(&ctx.paths, 2048, Some(numa));
-    let short = dualstack_jobs::lease::shortfall(&pool, pages).unwrap_or(pages);
-    let lease = if short > 0 {
-        Some(
-            dualstack_jobs::lease::hugepages(
-                &ctx.paths,
-                &pool.join("nr_hugepages"),
-                numa,
-                2048,
-                short,
+    // Claimed for the guest's lifetime (what the pool lacks beyond other runs' promised pages
+    // is reserved, journaled, given back when the lease drops).
+    let lease =
+        dualstack_jobs::lease::hugepages(&ctx.paths, &pool, numa, 2048, pages).map_err(|e| {
+            format!(
+                "huge pages for the guest's {memory_mib} MiB: {}",
+                super::runner::chain(&e)
             )
-            .map_err(|e| {
-                format!(
-                    "huge pages for the guest's {memory_mib} MiB: {}",
-                    super::runner::chain(&e)
-                )
-            })?,
-        )
-    } else {
-        None
-    };
+        })?;
 
     let cpus = ctx.zone_cpus();
     let launch = QemuLaunch {
@@ -714,15 +703,13 @@ fn run_in(
         std::thread::sleep(Duration::from_millis(50));
     };
     let host_wall_s = t.elapsed().as_secs_f64();
-    let hugepages_reserved = if lease.is_some() { short } else { 0 };
-    if let Some(l) = lease {
-        l.give_back().map_err(|e| {
-            format!(
-                "giving back the guest's huge pages: {}",
-                super::runner::chain(&e)
-            )
-        })?;
-    }
+    let hugepages_reserved = lease.reserved_pages();
+    lease.give_back().map_err(|e| {
+        format!(
+            "giving back the guest's huge pages: {}",
+            super::runner::chain(&e)
+        )
+    })?;
     let serial = std::fs::read_to_string(&launch.serial_log).unwrap_or_default();
     let mut figures = KvmFigures {
         accel: match accel {

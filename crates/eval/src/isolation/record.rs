@@ -83,6 +83,31 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// The record of run `key` under `load` before it runs: not ok, nothing measured yet.
+    pub fn unstarted(key: &RunKey, load: LoadKind, started_unix: f64) -> Self {
+        Self {
+            app: key.app.clone(),
+            config: key.config,
+            level: key.level,
+            rep: key.rep,
+            load,
+            ok: false,
+            error: None,
+            time_s: None,
+            wall_s: 0.0,
+            verified: false,
+            started_unix,
+            cpus: vec![],
+            load_jobs_per_s: None,
+            vm: None,
+            fwq: None,
+            result: None,
+            figure: None,
+            output: None,
+            kvm: None,
+        }
+    }
+
     pub fn key(&self) -> RunKey {
         RunKey {
             app: self.app.clone(),

@@ -122,6 +122,11 @@ fn fwq_dump(ctx: &RunContext, config: Config) -> (PathBuf, String) {
     (host, arg)
 }
 
+/// The record of run `key` before it runs: not ok, nothing measured yet.
+pub(super) fn new_record(ctx: &RunContext, key: &RunKey, started_unix: f64) -> RunRecord {
+    RunRecord::unstarted(key, ctx.load, started_unix)
+}
+
 /// Runs `key` once. `jobs` reads the commodity load's progress (before and after, for its
 /// throughput during the run). Never fails: a failure is a record with `ok: false`.
 pub fn run_one(
@@ -136,6 +141,12 @@ pub fn run_one(
     if let Some(p) = plan.program(&key.app) {
         return super::user::run_one(ctx, plan, p, key, started_unix, jobs);
     }
+    if super::mpi_app::is_mpi_app(&key.app) {
+        return match super::mpi_app::program(ctx, plan, &key.app) {
+            Ok(p) => super::user::run_one(ctx, plan, &p, key, started_unix, jobs),
+            Err(e) => super::mpi_app::failed(key, ctx.load, started_unix, e),
+        };
+    }
     let program = ctx.app_path(&key.app);
     let mut args = plan.app_argv();
     let dump = (key.app == "fwq").then(|| fwq_dump(ctx, key.config));
@@ -143,27 +154,7 @@ pub fn run_one(
         let _ = std::fs::remove_file(host);
         args.extend(["--dump".to_string(), arg.clone()]);
     }
-    let mut rec = RunRecord {
-        app: key.app.clone(),
-        config: key.config,
-        level: key.level,
-        rep: key.rep,
-        load: ctx.load,
-        ok: false,
-        error: None,
-        time_s: None,
-        wall_s: 0.0,
-        verified: false,
-        started_unix,
-        cpus: vec![],
-        load_jobs_per_s: None,
-        vm: None,
-        fwq: None,
-        result: None,
-        figure: None,
-        output: None,
-        kvm: None,
-    };
+    let mut rec = new_record(ctx, key, started_unix);
     let jobs_before = jobs();
     let outcome = execute(ctx, plan, &program, &args, key.config, &mut rec);
     let jobs_after = jobs();
