@@ -112,6 +112,8 @@ fn user_programs_checks_hangs_mpi_and_kvm_refusal() {
     if !ready() {
         return;
     }
+    // Each test makes a 1-core zone: on a 2-core node they must not run at once.
+    let _host = dualstack_testutil::HostLock::take();
     let tmp = tempfile::Builder::new()
         .prefix("dsu-")
         .tempdir_in("/tmp")
@@ -256,6 +258,7 @@ fn a_figure_regex_that_never_matches_is_refused_at_the_first_run() {
     if !ready() {
         return;
     }
+    let _host = dualstack_testutil::HostLock::take();
     let tmp = tempfile::Builder::new()
         .prefix("dsr-")
         .tempdir_in("/tmp")
