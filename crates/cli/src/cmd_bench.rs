@@ -155,7 +155,7 @@ fn mpi(a: MpiArgs) -> anyhow::Result<i32> {
 pub fn run(cmd: BenchCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
     match cmd {
         BenchCmd::Vmm(a) if a.launch_curve => launch_curve(a, _global),
-        BenchCmd::Vmm(a) => vmm(a),
+        BenchCmd::Vmm(a) => vmm(a, _global),
         BenchCmd::Mpi(a) => mpi(a),
         BenchCmd::Isolation(a) => isolation(a, _global),
         BenchCmd::Slurm(a) => slurm(a),
@@ -204,7 +204,7 @@ fn slurm(a: SlurmArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn vmm(a: VmmArgs) -> anyhow::Result<i32> {
+fn vmm(a: VmmArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     let cpus = match &a.cpuset_cpus {
         Some(l) => crate::common::cpus_arg("--cpuset-cpus", l)?,
         None => dualstack_hpcvmm::host_affinity()?,
@@ -216,6 +216,7 @@ fn vmm(a: VmmArgs) -> anyhow::Result<i32> {
         cg_n: if a.quick { 48 } else { 64 },
         cg_iters: 100,
         scratch: std::env::temp_dir().join(format!("dualstack-bench-{}", std::process::id())),
+        paths: crate::cmd_zone::paths(global)?,
     };
     if a.jail_only {
         let j =

@@ -28,6 +28,8 @@ pub struct Options {
     pub cg_n: u32,
     pub cg_iters: u32,
     pub scratch: PathBuf,
+    /// The state database the THP change of the native-THP runs is journaled in.
+    pub paths: dualstack_zones::HostPaths,
 }
 
 /// Runtime of one program natively and in the VM.
@@ -220,6 +222,7 @@ fn compare(
         let mut tt = None;
         if thp_note.is_none() {
             match crate::isolation::thp::ThpGuard::set(
+                &o.paths,
                 std::path::Path::new(crate::isolation::thp::THP_ENABLED),
                 "always",
             ) {

@@ -83,11 +83,11 @@ fn stat(procfs: &Path, pid: u32) -> Option<(char, u64)> {
 }
 
 /// Whether the process that started at `start` still runs as `pid` (a zombie has ended).
-fn alive(procfs: &Path, pid: u32, start: u64) -> bool {
+pub(crate) fn alive(procfs: &Path, pid: u32, start: u64) -> bool {
     matches!(stat(procfs, pid), Some((s, t)) if t == start && s != 'Z' && s != 'X')
 }
 
-fn me(procfs: &Path) -> (u32, u64) {
+pub(crate) fn me(procfs: &Path) -> (u32, u64) {
     let pid = std::process::id();
     (pid, stat(procfs, pid).map_or(0, |(_, t)| t))
 }
@@ -570,6 +570,15 @@ pub fn recover(paths: &HostPaths) -> Result<LeaseReport, LeaseError> {
         }
         forget(paths, id)?;
     }
+    // Host settings a killed run changed (the THP mode of `native-thp`): put them back.
+    let settings = crate::setting::recover(paths)?;
+    report.given_back.extend(
+        settings
+            .restored
+            .into_iter()
+            .map(|s| format!("the setting {s}")),
+    );
+    report.warnings.extend(settings.warnings);
     Ok(report)
 }
 

@@ -57,6 +57,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod launcher;
 pub mod lease;
+pub mod setting;
 pub mod spec;
 
 pub use dualstack_hpcvmm::jail::{Caller as JobCaller, Identity, JailReport};

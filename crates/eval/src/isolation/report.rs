@@ -686,6 +686,8 @@ pub fn figure5_markdown(plan: &Plan, cells: &[Cell]) -> String {
                         );
                         if level != idle {
                             match cell(cells, app, c, idle) {
+                                // Emulation: no ratio of its times is a figure.
+                                Some(_) if correctness_only(plan, c) => row += " - |",
                                 Some(i) => {
                                     let _ = write!(
                                         row,

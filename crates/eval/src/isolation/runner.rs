@@ -207,7 +207,7 @@ fn execute(
         Config::Kvm => super::kvm::run_app(ctx, plan, program, args, rec),
         Config::Native | Config::NativeThp => {
             let _thp = (config == Config::NativeThp)
-                .then(|| super::thp::ThpGuard::set(&ctx.thp_enabled, "always"))
+                .then(|| super::thp::ThpGuard::set(&ctx.paths, &ctx.thp_enabled, "always"))
                 .transpose()?;
             let cpus = ctx.zone_cpus();
             rec.cpus = cpus.clone();

@@ -324,7 +324,7 @@ fn execute(
     ];
     let f = if config.is_native() {
         let _thp = (config == Config::NativeThp)
-            .then(|| super::thp::ThpGuard::set(&ctx.thp_enabled, "always"))
+            .then(|| super::thp::ThpGuard::set(&ctx.paths, &ctx.thp_enabled, "always"))
             .transpose()?;
         let cpus = ctx.zone_cpus();
         rec.cpus = cpus.clone();
