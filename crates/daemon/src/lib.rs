@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod proc;
 pub mod supervise;
+pub mod zygote;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -209,14 +210,25 @@ fn diff(app: &App, kind: &str, old: &mut BTreeMap<String, String>, now: BTreeMap
 
 /// Run the daemon until SIGTERM or SIGINT. Jobs keep running when it stops.
 pub fn serve(config: Config) -> Result<(), DaemonError> {
+    // Before any thread exists: the job launcher (see [`zygote`]).
+    let zygote = match zygote::Zygote::start() {
+        Ok(z) => Some(Arc::new(z)),
+        Err(e) => {
+            tracing::warn!("no job launcher ({e}): each job's supervisor is exec'd");
+            None
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(io("starting the runtime", Path::new("-")))?;
-    rt.block_on(serve_async(config))
+    rt.block_on(serve_async(config, zygote))
 }
 
-async fn serve_async(config: Config) -> Result<(), DaemonError> {
+async fn serve_async(
+    config: Config,
+    zygote: Option<Arc<zygote::Zygote>>,
+) -> Result<(), DaemonError> {
     let paths = dualstack_zones::HostPaths::from_env(&config.state_dir)?;
     let node = dualstack_zones::load_node(&paths)?;
     let token = match (&config.listen, &config.token_file) {
@@ -241,6 +253,7 @@ async fn serve_async(config: Config) -> Result<(), DaemonError> {
         run_has_user: run_has_user(&config.exe),
         max_running: config.max_running.max(1),
         grace: config.grace,
+        zygote,
     };
     let app: AppState = Arc::new(App {
         vms: dualstack_commodity::VmManager::new(paths.clone()),

@@ -197,8 +197,10 @@ pub async fn submit(
     Extension(caller): Extension<Caller>,
     JsonBody(spec): JsonBody<JobSpec>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
+    dualstack_jobs::trace::mark("api.received");
     let app2 = app.clone();
     let job = blocking(move || {
+        dualstack_jobs::trace::mark("api.blocking");
         let spec = validate(&app2, &caller, spec)?;
         let job = app2
             .jobs
@@ -210,8 +212,10 @@ pub async fn submit(
             job.state.as_str(),
             Some(job.owner_uid),
         );
+        dualstack_jobs::trace::mark("api.recorded");
         // Start it now rather than at the next tick.
         app2.jobs.tick(&app2.events).map_err(job_error)?;
+        dualstack_jobs::trace::mark("api.ticked");
         app2.jobs.get(job.id).map_err(job_error)
     })
     .await?;
