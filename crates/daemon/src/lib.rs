@@ -94,6 +94,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Results of `dualstack bench isolation` (the dashboard shows the latest chart).
     pub results_dir: PathBuf,
+    /// What each non-admin user may hold at once in transient zones (`zone: auto`).
+    pub user_quota: api::UserQuota,
 }
 
 impl Config {
@@ -109,6 +111,7 @@ impl Config {
             grace: Duration::from_secs(5),
             request_timeout: Duration::from_secs(60),
             results_dir: state_dir.join("results"),
+            user_quota: api::UserQuota::default(),
         }
     }
 }
@@ -268,6 +271,8 @@ async fn serve_async(
         metrics: Default::default(),
         started: Instant::now(),
         results_dir: config.results_dir.clone(),
+        user_quota: config.user_quota,
+        quota_lock: Default::default(),
     });
     {
         let app = app.clone();

@@ -297,7 +297,9 @@ fn run_has_user() -> bool {
 
 #[test]
 fn zone_jobs_output_stats_cancel_and_nobody_on_the_real_host() {
-    let Some(r) = start(&[]) else { return };
+    let Some(r) = start(&["--user-cpus", "1", "--user-memory", "64M"]) else {
+        return;
+    };
     let d = &r.daemon;
     let dir = d.tmp.path().join("guests");
     std::fs::create_dir_all(&dir).unwrap();
@@ -420,6 +422,24 @@ fn zone_jobs_output_stats_cancel_and_nobody_on_the_real_host() {
         ),
     );
     assert_eq!((s, &e["field"]), (403, &json!("user")), "not as root: {e}");
+    // Transient zones within the per-user quota (1 core, 64 MiB here), refused at
+    // submission naming the field; nothing is recorded.
+    for (spec, field) in [
+        (
+            json!({"program": spin, "zone": "auto", "cpus": 2, "memory": "32M"}),
+            "cpus",
+        ),
+        (
+            json!({"program": spin, "zone": "auto", "memory": "128M"}),
+            "memory",
+        ),
+        (json!({"program": spin, "zone": "auto"}), "memory"),
+    ] {
+        let (s, e) = as_nobody(sock, "POST", "/v1/jobs", Some(&spec.to_string()));
+        assert_eq!((s, &e["field"]), (403, &json!(field)), "{spec}: {e}");
+        assert!(e["error"].as_str().unwrap().contains("quota"), "{e}");
+    }
+    assert_eq!(as_nobody(sock, "GET", "/v1/jobs", None), (200, json!([])));
     let spec = json!({"program": spin, "args": ["30"], "zone": "hpc0"}).to_string();
     let (s, j) = as_nobody(sock, "POST", "/v1/jobs", Some(&spec));
     if run_has_user() {
