@@ -73,7 +73,7 @@ fn main() {
         // Commands the API covers (cmd_run and cmd_zone send them when --api is set).
         (_, c @ (Command::Run(_) | Command::Zone(_))) | (None, c) => dispatch(c, &cli.global),
         (Some(sock), _) => Err(anyhow::anyhow!(
-            "--api {} (DUALSTACK_API): this command only runs locally (the API covers run, zone list and zone show); leave --api out",
+            "--api {} (DUALSTACK_API): this command only runs locally (the API covers run and zone create, list, show and release); leave --api out",
             sock.display()
         )),
     };

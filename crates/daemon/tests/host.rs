@@ -493,9 +493,20 @@ fn zone_jobs_output_stats_cancel_and_nobody_on_the_real_host() {
         );
         assert_eq!(via.stdout, local.stdout, "{args:?}");
     }
-    let e = r.cli(&["--api", sock.to_str().unwrap(), "zone", "release", "hpc0"]);
+    let e = r.cli(&["--api", sock.to_str().unwrap(), "zone", "memory", "hpc0"]);
     assert!(!e.status.success());
-    assert!(String::from_utf8_lossy(&e.stderr).contains("only `zone list` and `zone show`"));
+    assert!(String::from_utf8_lossy(&e.stderr).contains("only run locally"));
+    // An existing zone is refused by `zone create` through the daemon as it is locally.
+    let create = ["zone", "create", "hpc0", "--cpus", "1", "--memory", "64M"];
+    let local = r.cli(&create);
+    let mut a = vec!["--api", sock.to_str().unwrap()];
+    a.extend(create);
+    let via = r.cli(&a);
+    assert!(!local.status.success() && !via.status.success(), "{via:?}");
+    assert!(
+        String::from_utf8_lossy(&via.stderr).contains("already exists"),
+        "{via:?}"
+    );
 
     // Root sees every job; nothing changed for root's.
     let (_, all) = d.json("GET", "/v1/jobs", None);
@@ -506,6 +517,46 @@ fn zone_jobs_output_stats_cancel_and_nobody_on_the_real_host() {
     assert_eq!(s, 200, "{rel}");
     assert_eq!(pool(), pool0);
     assert!(!r.instance.exists(), "instance cgroup left behind");
+    // `zone create` and `zone release` print the same locally and through the daemon (but
+    // for the time of each step).
+    let steps = |o: &std::process::Output| {
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        text.lines()
+            .map(|l| match l.trim_start().split_once(" ms  ") {
+                Some((ms, label)) if ms.parse::<f64>().is_ok() => format!("<t> ms  {label}"),
+                _ => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let mut outputs = Vec::new();
+    for api in [false, true] {
+        let mut pre = Vec::new();
+        if api {
+            pre = vec!["--api", sock.to_str().unwrap()];
+        }
+        let mut args = pre.clone();
+        args.extend(["zone", "create", "cli0", "--cpus", "1", "--memory", "32M"]);
+        let c = r.cli(&args);
+        assert!(c.status.success(), "api {api}: {c:?}");
+        let mut args = pre.clone();
+        args.extend(["zone", "release", "cli0"]);
+        let rel = r.cli(&args);
+        assert!(rel.status.success(), "api {api}: {rel:?}");
+        assert_eq!(pool(), pool0);
+        outputs.push((steps(&c), steps(&rel)));
+    }
+    assert_eq!(outputs[0], outputs[1]);
+    assert!(
+        outputs[1].0.contains("zone cli0: active"),
+        "{:?}",
+        outputs[1]
+    );
+    assert!(
+        outputs[1].1.contains("released zone cli0"),
+        "{:?}",
+        outputs[1]
+    );
     let m = d.req("GET", "/metrics", None).text();
     // The cancelled 60 s job, and nobody's own job when the jail runs it as nobody.
     let cancelled = if run_has_user() { 2 } else { 1 };
