@@ -115,6 +115,10 @@ impl Drop for Restore {
             }
         }
         let _ = self.cli(&["recover"]);
+        // A test that panicked with a zone still there (its release refused) leaves the
+        // zone's warm memory mounted under the state directory: unmount it, or the huge pages
+        // stay taken and the temporary directory cannot go.
+        unmount_under(&self.daemon.state);
         let _ = std::fs::remove_dir(self.instance.join("commodity"));
         let _ = std::fs::remove_dir(&self.instance);
         if pool() != self.pool_before {
@@ -124,6 +128,28 @@ impl Drop for Restore {
                 pool()
             );
             let _ = std::fs::write(POOL, self.pool_before.to_string());
+        }
+    }
+}
+
+/// Unmount every mount at or below `dir` (deepest first; lazily when busy).
+fn unmount_under(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut points: Vec<PathBuf> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        // /proc/self/mounts escapes spaces as \040; temporary paths have none.
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        eprintln!("unmounting {} left by the test", p.display());
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: umount2 of a NUL-terminated path that outlives the call.
+        if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+            // SAFETY: as above.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
         }
     }
 }
