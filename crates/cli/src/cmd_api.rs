@@ -1,6 +1,7 @@
 //! `dualstack --api SOCKET ...` (or `DUALSTACK_API=SOCKET`): the same commands, sent to a
 //! running `dualstackd` instead of acting locally, with the same output. Covered: `run`,
-//! `zone list`, `zone show`; other commands refuse `--api` and say so.
+//! `zone create`, `zone list`, `zone show`, `zone release`; other commands refuse `--api` and
+//! say so.
 
 use std::io::Write;
 use std::path::Path;
@@ -22,6 +23,55 @@ pub fn zones(socket: &Path, name: Option<&str>) -> anyhow::Result<Vec<Zone>> {
         Some(_) => vec![serde_json::from_value(v).context("the daemon's zone")?],
         None => serde_json::from_value(v).context("the daemon's zone list")?,
     })
+}
+
+/// `zone create` through the daemon (`PUT /v1/zones/NAME?report=1`). A zone of that name
+/// already there is refused as the local command refuses it (PUT itself is idempotent).
+pub fn create_zone(
+    socket: &Path,
+    a: &crate::cmd_zone::CreateArgs,
+) -> anyhow::Result<dualstack_zones::CreateReport> {
+    let host_tasks = match a.host_tasks {
+        crate::cmd_zone::TasksArg::Move => "move",
+        crate::cmd_zone::TasksArg::Leave => "leave",
+        crate::cmd_zone::TasksArg::ProjectOnly => "project-only",
+    };
+    let mut spec = serde_json::json!({
+        "memory": a.memory,
+        "hugepage_size": a.hugepage_size,
+        "host_tasks": host_tasks,
+        "no_irqs": a.no_irqs,
+        "no_workqueue": a.no_workqueue,
+        "offline_memory": a.offline_memory,
+    });
+    if let Some(c) = a.cpus {
+        spec["cpus"] = c.into();
+    }
+    if let Some(l) = &a.cpuset_cpus {
+        spec["cpuset_cpus"] = l.clone().into();
+    }
+    if let Some(n) = a.numa_node {
+        spec["numa_node"] = n.into();
+    }
+    let path = format!("/v1/zones/{}?report=1", a.name);
+    let v = client::call(socket, "PUT", &path, Some(&spec.to_string()), &[200, 201])?;
+    if v.get("plan").is_none() {
+        // 200: it was there already.
+        let z: Zone = serde_json::from_value(v).context("the daemon's zone")?;
+        anyhow::bail!(
+            "zone {:?} already exists (CPUs {}, state {}); release it first or pick another name",
+            z.name,
+            z.cpus,
+            z.state
+        );
+    }
+    serde_json::from_value(v).context("the daemon's zone report")
+}
+
+/// `zone release` through the daemon (`DELETE /v1/zones/NAME`).
+pub fn release_zone(socket: &Path, name: &str) -> anyhow::Result<dualstack_zones::ReleaseReport> {
+    let v = client::call(socket, "DELETE", &format!("/v1/zones/{name}"), None, &[200])?;
+    serde_json::from_value(v).context("the daemon's release report")
 }
 
 /// The flags `dualstack run --api` cannot pass on (the daemon's job spec has no field for them).

@@ -35,6 +35,13 @@ pub struct DaemonArgs {
     /// [default: <state-dir>/results].
     #[arg(long, env = "DUALSTACK_RESULTS_DIR")]
     pub results: Option<PathBuf>,
+    /// Cores each non-admin user may hold at once in transient zones (`zone: auto`); 0
+    /// allows them none.
+    #[arg(long, env = "DUALSTACK_API_USER_CPUS", default_value_t = 1)]
+    pub user_cpus: u32,
+    /// Huge page memory each non-admin user may hold at once in transient zones, e.g. 4G.
+    #[arg(long, env = "DUALSTACK_API_USER_MEMORY", default_value = "1G", value_parser = dualstack_topology::parse_size)]
+    pub user_memory: u64,
     /// The dualstack binary jobs run with [default: this one].
     #[arg(long)]
     pub dualstack: Option<PathBuf>,
@@ -74,6 +81,10 @@ pub fn run(args: DaemonArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
             cfg.token_file = args.token_file;
             cfg.admin_group = args.admin_group;
             cfg.max_running = args.max_jobs;
+            cfg.user_quota = dualstack_daemon::api::UserQuota {
+                cpus: args.user_cpus,
+                memory: args.user_memory,
+            };
             if let Some(r) = args.results {
                 cfg.results_dir = r;
             }

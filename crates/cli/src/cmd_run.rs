@@ -196,6 +196,7 @@ pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         }
     }
     let host = host.with_apps_dir(crate::common::apps_dir());
+    dualstack_jobs::trace::mark("run.job");
     let result = match dualstack_jobs::run(&spec, &host) {
         Ok(r) => r,
         // The jail caught a VMM bug (seccomp) or the VMM child died: its own exit status.

@@ -239,6 +239,32 @@ fn print_timings(t: &dualstack_zones::journal::Timings) {
     println!("  {total:8.3} ms  total");
 }
 
+/// What `zone create` prints (locally and through the daemon alike).
+fn print_created(report: &dualstack_zones::CreateReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print_zone(&report.zone);
+        println!("steps:");
+        print_timings(&report.timings);
+    }
+    Ok(())
+}
+
+/// What `zone release` prints (locally and through the daemon alike).
+fn print_released(report: &dualstack_zones::ReleaseReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        println!("released zone {}", report.name);
+        for w in &report.warnings {
+            println!("  warning: {w}");
+        }
+        print_timings(&report.timings);
+    }
+    Ok(())
+}
+
 pub fn run(cmd: ZoneCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
     if let Some(socket) = &global.api {
         // Through the daemon: the same printing as below.
@@ -252,8 +278,16 @@ pub fn run(cmd: ZoneCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
                     print_zone(&z);
                 }
             }
+            ZoneCmd::Create(a) => {
+                let report = crate::cmd_api::create_zone(socket, &a)?;
+                print_created(&report, a.json)?;
+            }
+            ZoneCmd::Release { name, json } => {
+                let report = crate::cmd_api::release_zone(socket, &name)?;
+                print_released(&report, json)?;
+            }
             _ => anyhow::bail!(
-                "--api {}: only `zone list` and `zone show` go through the daemon; use the API's PUT/DELETE /v1/zones/NAME or leave --api out",
+                "--api {}: `zone memory` and `zone bench` only run locally; leave --api out",
                 socket.display()
             ),
         }
@@ -280,13 +314,7 @@ pub fn run(cmd: ZoneCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
                 dualstack_zones::memory::set_progress(progress);
             }
             let report = dualstack_zones::create(&paths, &node, &a.name, &req, &opts)?;
-            if a.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print_zone(&report.zone);
-                println!("steps:");
-                print_timings(&report.timings);
-            }
+            print_created(&report, a.json)?;
         }
         ZoneCmd::List { json } => {
             recover_quietly(&paths);
@@ -350,15 +378,7 @@ pub fn run(cmd: ZoneCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
         }
         ZoneCmd::Release { name, json } => {
             let report = dualstack_zones::release(&paths, &name)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!("released zone {name}");
-                for w in &report.warnings {
-                    println!("  warning: {w}");
-                }
-                print_timings(&report.timings);
-            }
+            print_released(&report, json)?;
         }
         ZoneCmd::Bench(a) => return bench(&paths, &a),
     }

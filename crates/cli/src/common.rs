@@ -20,6 +20,10 @@ pub struct GlobalOpts {
     /// Log verbosity (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "warn")]
     pub log: String,
+    /// (internal) Skip the recovery every start does: the daemon's jobs, whose daemon
+    /// recovered before it served and whose supervisor gives back a killed run's leases.
+    #[arg(long, global = true, hide = true)]
+    pub no_recover: bool,
 }
 
 pub fn init_tracing(global: &GlobalOpts) {
@@ -80,6 +84,7 @@ pub fn recover_at_start(global: &GlobalOpts) {
         .as_ref()
         .map_err(|e| anyhow::anyhow!("{e}"))
         .and_then(|p| Ok(dualstack_zones::recover(p)?));
+    dualstack_jobs::trace::mark("cli.recovered_zones");
     // Runs killed while they held huge pages or a transient zone: give those back too.
     if let Ok(p) = &paths {
         match dualstack_jobs::lease::recover(p) {

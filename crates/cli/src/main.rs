@@ -56,20 +56,24 @@ fn main() {
     // instead of panicking in println!.
     // SAFETY: resetting SIGPIPE to its default action before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    dualstack_jobs::trace::mark("cli.main");
     let cli = Cli::parse();
     common::init_tracing(&cli.global);
     // Every start brings the host back to a consistent state from the journal, in case an
     // earlier dualstack was killed halfway (`recover` does this explicitly and reports).
     // (The daemon recovers before it serves; its job supervisors need not.)
-    if cli.global.api.is_none() && !matches!(cli.command, Command::Recover(_) | Command::Daemon(_))
+    if cli.global.api.is_none()
+        && !cli.global.no_recover
+        && !matches!(cli.command, Command::Recover(_) | Command::Daemon(_))
     {
         common::recover_at_start(&cli.global);
     }
+    dualstack_jobs::trace::mark("cli.dispatch");
     let result = match (&cli.global.api, cli.command) {
         // Commands the API covers (cmd_run and cmd_zone send them when --api is set).
         (_, c @ (Command::Run(_) | Command::Zone(_))) | (None, c) => dispatch(c, &cli.global),
         (Some(sock), _) => Err(anyhow::anyhow!(
-            "--api {} (DUALSTACK_API): this command only runs locally (the API covers run, zone list and zone show); leave --api out",
+            "--api {} (DUALSTACK_API): this command only runs locally (the API covers run and zone create, list, show and release); leave --api out",
             sock.display()
         )),
     };

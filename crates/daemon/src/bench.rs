@@ -44,6 +44,11 @@ pub struct Report {
     pub submit_api_ms: Vec<f64>,
     pub submit_cli_ms: Vec<f64>,
     pub zone_round_trip_ms: Vec<f64>,
+    /// Where the time of a submission goes: each launch phase (see
+    /// [`dualstack_jobs::trace`]) as the median ms after the submission, in order; a phase
+    /// met twice (two `dualstack` starts) is named `phase#2`.
+    pub phases_api: Vec<(String, f64)>,
+    pub phases_cli: Vec<(String, f64)>,
     pub node_clients: usize,
     pub node_seconds: f64,
     pub node_requests: u64,
@@ -150,6 +155,7 @@ fn start_daemon(o: &Options) -> Result<Started, BenchError> {
         .arg("daemon")
         .arg("--socket")
         .arg(&socket)
+        .env(dualstack_jobs::trace::ENV, o.scratch.join("api.trace"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).map_err(io("creating the daemon log"))?)
@@ -225,7 +231,27 @@ pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchE
     })
     .to_string();
     let (mut api, mut cli) = (Vec::new(), Vec::new());
+    let (api_trace, cli_trace) = (o.scratch.join("api.trace"), o.scratch.join("cli.trace"));
+    let (mut phases_api, mut phases_cli) = (Phases::default(), Phases::default());
+    let paths = dualstack_zones::HostPaths::from_env(&o.state_dir).ok();
+    // Each start begins with the zone's warm memory idle: the run before hands its extent to
+    // a background zeroer, and a start that waited for it would measure the zeroing, not the
+    // launch (and favour whichever path came later after the previous run).
+    let settle = || {
+        let t = Instant::now();
+        while let Some(p) = &paths {
+            match dualstack_zones::memory::extents(p, "bench-api") {
+                Ok(e) if !e.is_empty() && t.elapsed() < Duration::from_secs(5) => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                _ => break,
+            }
+        }
+    };
     for _ in 0..reps {
+        settle();
+        let _ = std::fs::remove_file(&api_trace);
+        let _ = std::fs::remove_file(&cli_trace);
         let t0 = now_unix();
         let j = call(&sock, "POST", "/v1/jobs", Some(&spec), &[202])?;
         let id = j["id"].as_i64().unwrap_or(0);
@@ -235,7 +261,9 @@ pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchE
             if ["succeeded", "failed", "cancelled", "lost"].contains(&state) {
                 break j;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            // Not faster: 200 polls a second would compete with the launch for the node's
+            // cores and be measured as API overhead (the latency is the guest's own clock).
+            std::thread::sleep(Duration::from_millis(50));
         };
         if job["state"] != "succeeded" {
             return Err(BenchError::Setup(format!(
@@ -244,13 +272,17 @@ pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchE
         }
         let (_, out) = request(&sock, "GET", &format!("/v1/jobs/{id}/output"), None)
             .map_err(io("reading the job's output"))?;
-        api.push((guest_time(&out)? - t0) * 1e3);
+        let guest = guest_time(&out)?;
+        api.push((guest - t0) * 1e3);
+        phases_api.add(&api_trace, t0, guest);
 
+        settle();
         let t0 = now_unix();
         let out = Command::new(&o.exe)
             .arg("--state-dir")
             .arg(&o.state_dir)
             .args(["run", "--clear-env", "--zone", "bench-api", "--root"])
+            .env(dualstack_jobs::trace::ENV, &cli_trace)
             .arg(&o.scratch)
             .arg("--")
             .arg(&prog)
@@ -263,7 +295,9 @@ pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchE
                 String::from_utf8_lossy(&out.stderr)
             )));
         }
-        cli.push((guest_time(&out.stdout)? - t0) * 1e3);
+        let guest = guest_time(&out.stdout)?;
+        cli.push((guest - t0) * 1e3);
+        phases_cli.add(&cli_trace, t0, guest);
     }
     call(&sock, "DELETE", "/v1/zones/bench-api", None, &[200])?;
     d.zones.pop();
@@ -303,12 +337,48 @@ pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchE
         submit_api_ms: api,
         submit_cli_ms: cli,
         zone_round_trip_ms: zone_rt,
+        phases_api: phases_api.medians(),
+        phases_cli: phases_cli.medians(),
         node_clients: o.clients.max(1),
         node_seconds: secs,
         node_requests: n,
         node_errors: errors.load(Ordering::Relaxed),
         node_requests_per_s: n as f64 / secs,
     })
+}
+
+/// Launch phases of each repetition, ms after the submission.
+#[derive(Default)]
+struct Phases {
+    order: Vec<String>,
+    ms: std::collections::BTreeMap<String, Vec<f64>>,
+}
+
+impl Phases {
+    fn add(&mut self, trace: &Path, t0: f64, guest: f64) {
+        let mut seen = std::collections::BTreeMap::<String, usize>::new();
+        let marks = dualstack_jobs::trace::read(trace);
+        for (phase, t) in marks.into_iter().chain([("guest".to_string(), guest)]) {
+            let n = seen.entry(phase.clone()).or_default();
+            *n += 1;
+            let name = if *n == 1 {
+                phase
+            } else {
+                format!("{phase}#{n}")
+            };
+            if !self.order.contains(&name) {
+                self.order.push(name.clone());
+            }
+            self.ms.entry(name).or_default().push((t - t0) * 1e3);
+        }
+    }
+
+    fn medians(&self) -> Vec<(String, f64)> {
+        self.order
+            .iter()
+            .map(|p| (p.clone(), median(&self.ms[p])))
+            .collect()
+    }
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -349,5 +419,19 @@ pub fn render(r: &Report) -> String {
         r.node_requests,
         r.node_seconds,
         r.node_errors,
-    )
+    ) + &phases(r)
+}
+
+/// The launch phases side by side: ms after the submission, and the step from the phase before.
+fn phases(r: &Report) -> String {
+    let mut out = String::from("where the time goes (median ms after submission; +step):\n");
+    for (title, list) in [("API", &r.phases_api), ("dualstack run", &r.phases_cli)] {
+        out.push_str(&format!("  {title}:\n"));
+        let mut prev = 0.0;
+        for (p, ms) in list.iter() {
+            out.push_str(&format!("    {p:24} {ms:7.1}  (+{:.1})\n", ms - prev));
+            prev = *ms;
+        }
+    }
+    out
 }

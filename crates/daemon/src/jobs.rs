@@ -149,6 +149,9 @@ pub struct Launcher {
     pub max_running: usize,
     /// Between SIGTERM and SIGKILL on cancel.
     pub grace: Duration,
+    /// The single-threaded launcher that forks supervisors (see [`crate::zygote`]); without
+    /// it (or when it is gone) a supervisor is `dualstack daemon supervise`, exec'd.
+    pub zygote: Option<std::sync::Arc<crate::zygote::Zygote>>,
 }
 
 /// The job store and scheduler.
@@ -425,7 +428,10 @@ impl Jobs {
             if n == 0 {
                 continue;
             }
-            match self.spawn(&job) {
+            dualstack_jobs::trace::mark("daemon.spawn");
+            let spawned = self.spawn(&job);
+            dualstack_jobs::trace::mark("daemon.spawned");
+            match spawned {
                 Ok((pid, start)) => {
                     self.db().execute(
                         "UPDATE daemon_jobs SET state = 'running', pid = ?2, pid_start = ?3, started_unix = ?4 WHERE id = ?1",
@@ -491,6 +497,9 @@ impl Jobs {
         let mut a = vec![
             "--state-dir".to_string(),
             self.launcher.state_dir.display().to_string(),
+            // The daemon recovered the host before serving; the supervisor gives back what
+            // a killed run leased.
+            "--no-recover".into(),
             "run".into(),
             "--stats".into(),
             dir.join("stats.json").display().to_string(),
@@ -532,6 +541,26 @@ impl Jobs {
         let out = File::create(dir.join("stdout")).map_err(io)?;
         let err = File::create(dir.join("stderr")).map_err(io)?;
         let exe = &self.launcher.exe;
+        if let Some(z) = &self.launcher.zygote {
+            let mut argv = vec![exe.display().to_string()];
+            argv.extend(self.run_args(job));
+            let req = crate::zygote::Request {
+                state_dir: self.launcher.state_dir.clone(),
+                job_dir: dir.clone(),
+                cwd: job_root(&job.spec),
+                stdout: dir.join("stdout"),
+                stderr: dir.join("stderr"),
+                argv,
+            };
+            match z.spawn(&req) {
+                Ok(started) => return Ok(started),
+                Err(e) => tracing::warn!(
+                    "job {}: the job launcher (pid {}) failed ({e}); starting the supervisor with exec",
+                    job.id,
+                    z.pid()
+                ),
+            }
+        }
         let mut cmd = Command::new(exe);
         cmd.arg("--state-dir")
             .arg(&self.launcher.state_dir)

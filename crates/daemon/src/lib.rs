@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod proc;
 pub mod supervise;
+pub mod zygote;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -93,6 +94,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Results of `dualstack bench isolation` (the dashboard shows the latest chart).
     pub results_dir: PathBuf,
+    /// What each non-admin user may hold at once in transient zones (`zone: auto`).
+    pub user_quota: api::UserQuota,
 }
 
 impl Config {
@@ -108,6 +111,7 @@ impl Config {
             grace: Duration::from_secs(5),
             request_timeout: Duration::from_secs(60),
             results_dir: state_dir.join("results"),
+            user_quota: api::UserQuota::default(),
         }
     }
 }
@@ -209,14 +213,25 @@ fn diff(app: &App, kind: &str, old: &mut BTreeMap<String, String>, now: BTreeMap
 
 /// Run the daemon until SIGTERM or SIGINT. Jobs keep running when it stops.
 pub fn serve(config: Config) -> Result<(), DaemonError> {
+    // Before any thread exists: the job launcher (see [`zygote`]).
+    let zygote = match zygote::Zygote::start() {
+        Ok(z) => Some(Arc::new(z)),
+        Err(e) => {
+            tracing::warn!("no job launcher ({e}): each job's supervisor is exec'd");
+            None
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(io("starting the runtime", Path::new("-")))?;
-    rt.block_on(serve_async(config))
+    rt.block_on(serve_async(config, zygote))
 }
 
-async fn serve_async(config: Config) -> Result<(), DaemonError> {
+async fn serve_async(
+    config: Config,
+    zygote: Option<Arc<zygote::Zygote>>,
+) -> Result<(), DaemonError> {
     let paths = dualstack_zones::HostPaths::from_env(&config.state_dir)?;
     let node = dualstack_zones::load_node(&paths)?;
     let token = match (&config.listen, &config.token_file) {
@@ -241,6 +256,7 @@ async fn serve_async(config: Config) -> Result<(), DaemonError> {
         run_has_user: run_has_user(&config.exe),
         max_running: config.max_running.max(1),
         grace: config.grace,
+        zygote,
     };
     let app: AppState = Arc::new(App {
         vms: dualstack_commodity::VmManager::new(paths.clone()),
@@ -255,6 +271,8 @@ async fn serve_async(config: Config) -> Result<(), DaemonError> {
         metrics: Default::default(),
         started: Instant::now(),
         results_dir: config.results_dir.clone(),
+        user_quota: config.user_quota,
+        quota_lock: Default::default(),
     });
     {
         let app = app.clone();

@@ -57,10 +57,7 @@ pub fn now_unix() -> f64 {
 /// Run `argv` under supervision; returns the supervisor's own exit code (0 once the status is
 /// written).
 pub fn supervise(state_dir: &Path, job_dir: &Path, argv: &[OsString]) -> i32 {
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-        // SAFETY: setting a signal to SIG_IGN; no handler code runs.
-        unsafe { libc::signal(sig, libc::SIG_IGN) };
-    }
+    dualstack_jobs::trace::mark("supervisor.start");
     // Orphans of the run (its VMM child, when the run was killed) become ours, so they are
     // reaped here and the run's zone is empty before its leases are given back.
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers.
@@ -83,18 +80,18 @@ pub fn supervise(state_dir: &Path, job_dir: &Path, argv: &[OsString]) -> i32 {
         None => failed("no program to run".into()),
         Some((prog, args)) => {
             let mut cmd = Command::new(prog);
+            // No pre_exec: the run starts with posix_spawn (no copy of this process), in a
+            // process group of its own (cancel signals that group, not this one).
             cmd.args(args).process_group(0);
-            // SAFETY: pre_exec runs in the forked child before exec; it only resets signal
-            // dispositions (async-signal-safe), which exec would otherwise keep as SIG_IGN.
-            unsafe {
-                cmd.pre_exec(|| {
-                    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-                        libc::signal(sig, libc::SIG_DFL);
-                    }
-                    Ok(())
-                });
+            dualstack_jobs::trace::mark("supervisor.spawn_run");
+            let spawned = cmd.spawn();
+            // Only now, so the run keeps the default actions: this process (a session of
+            // its own) lives to write the status whatever signals its group gets.
+            for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+                // SAFETY: setting a signal to SIG_IGN; no handler code runs.
+                unsafe { libc::signal(sig, libc::SIG_IGN) };
             }
-            match cmd.spawn() {
+            match spawned {
                 Err(e) => failed(format!("cannot start {}: {e}", prog.to_string_lossy())),
                 Ok(mut child) => {
                     let pid = child.id();

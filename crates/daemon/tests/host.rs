@@ -115,6 +115,10 @@ impl Drop for Restore {
             }
         }
         let _ = self.cli(&["recover"]);
+        // A test that panicked with a zone still there (its release refused) leaves the
+        // zone's warm memory mounted under the state directory: unmount it, or the huge pages
+        // stay taken and the temporary directory cannot go.
+        unmount_under(&self.daemon.state);
         let _ = std::fs::remove_dir(self.instance.join("commodity"));
         let _ = std::fs::remove_dir(&self.instance);
         if pool() != self.pool_before {
@@ -124,6 +128,28 @@ impl Drop for Restore {
                 pool()
             );
             let _ = std::fs::write(POOL, self.pool_before.to_string());
+        }
+    }
+}
+
+/// Unmount every mount at or below `dir` (deepest first; lazily when busy).
+fn unmount_under(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut points: Vec<PathBuf> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        // /proc/self/mounts escapes spaces as \040; temporary paths have none.
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        eprintln!("unmounting {} left by the test", p.display());
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: umount2 of a NUL-terminated path that outlives the call.
+        if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+            // SAFETY: as above.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
         }
     }
 }
@@ -277,7 +303,9 @@ fn run_has_user() -> bool {
 
 #[test]
 fn zone_jobs_output_stats_cancel_and_nobody_on_the_real_host() {
-    let Some(r) = start(&[]) else { return };
+    let Some(r) = start(&["--user-cpus", "1", "--user-memory", "64M"]) else {
+        return;
+    };
     let d = &r.daemon;
     let dir = d.tmp.path().join("guests");
     std::fs::create_dir_all(&dir).unwrap();
@@ -400,6 +428,24 @@ fn zone_jobs_output_stats_cancel_and_nobody_on_the_real_host() {
         ),
     );
     assert_eq!((s, &e["field"]), (403, &json!("user")), "not as root: {e}");
+    // Transient zones within the per-user quota (1 core, 64 MiB here), refused at
+    // submission naming the field; nothing is recorded.
+    for (spec, field) in [
+        (
+            json!({"program": spin, "zone": "auto", "cpus": 2, "memory": "32M"}),
+            "cpus",
+        ),
+        (
+            json!({"program": spin, "zone": "auto", "memory": "128M"}),
+            "memory",
+        ),
+        (json!({"program": spin, "zone": "auto"}), "memory"),
+    ] {
+        let (s, e) = as_nobody(sock, "POST", "/v1/jobs", Some(&spec.to_string()));
+        assert_eq!((s, &e["field"]), (403, &json!(field)), "{spec}: {e}");
+        assert!(e["error"].as_str().unwrap().contains("quota"), "{e}");
+    }
+    assert_eq!(as_nobody(sock, "GET", "/v1/jobs", None), (200, json!([])));
     let spec = json!({"program": spin, "args": ["30"], "zone": "hpc0"}).to_string();
     let (s, j) = as_nobody(sock, "POST", "/v1/jobs", Some(&spec));
     if run_has_user() {
@@ -453,9 +499,20 @@ fn zone_jobs_output_stats_cancel_and_nobody_on_the_real_host() {
         );
         assert_eq!(via.stdout, local.stdout, "{args:?}");
     }
-    let e = r.cli(&["--api", sock.to_str().unwrap(), "zone", "release", "hpc0"]);
+    let e = r.cli(&["--api", sock.to_str().unwrap(), "zone", "memory", "hpc0"]);
     assert!(!e.status.success());
-    assert!(String::from_utf8_lossy(&e.stderr).contains("only `zone list` and `zone show`"));
+    assert!(String::from_utf8_lossy(&e.stderr).contains("only run locally"));
+    // An existing zone is refused by `zone create` through the daemon as it is locally.
+    let create = ["zone", "create", "hpc0", "--cpus", "1", "--memory", "64M"];
+    let local = r.cli(&create);
+    let mut a = vec!["--api", sock.to_str().unwrap()];
+    a.extend(create);
+    let via = r.cli(&a);
+    assert!(!local.status.success() && !via.status.success(), "{via:?}");
+    assert!(
+        String::from_utf8_lossy(&via.stderr).contains("already exists"),
+        "{via:?}"
+    );
 
     // Root sees every job; nothing changed for root's.
     let (_, all) = d.json("GET", "/v1/jobs", None);
@@ -466,6 +523,46 @@ fn zone_jobs_output_stats_cancel_and_nobody_on_the_real_host() {
     assert_eq!(s, 200, "{rel}");
     assert_eq!(pool(), pool0);
     assert!(!r.instance.exists(), "instance cgroup left behind");
+    // `zone create` and `zone release` print the same locally and through the daemon (but
+    // for the time of each step).
+    let steps = |o: &std::process::Output| {
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        text.lines()
+            .map(|l| match l.trim_start().split_once(" ms  ") {
+                Some((ms, label)) if ms.parse::<f64>().is_ok() => format!("<t> ms  {label}"),
+                _ => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let mut outputs = Vec::new();
+    for api in [false, true] {
+        let mut pre = Vec::new();
+        if api {
+            pre = vec!["--api", sock.to_str().unwrap()];
+        }
+        let mut args = pre.clone();
+        args.extend(["zone", "create", "cli0", "--cpus", "1", "--memory", "32M"]);
+        let c = r.cli(&args);
+        assert!(c.status.success(), "api {api}: {c:?}");
+        let mut args = pre.clone();
+        args.extend(["zone", "release", "cli0"]);
+        let rel = r.cli(&args);
+        assert!(rel.status.success(), "api {api}: {rel:?}");
+        assert_eq!(pool(), pool0);
+        outputs.push((steps(&c), steps(&rel)));
+    }
+    assert_eq!(outputs[0], outputs[1]);
+    assert!(
+        outputs[1].0.contains("zone cli0: active"),
+        "{:?}",
+        outputs[1]
+    );
+    assert!(
+        outputs[1].1.contains("released zone cli0"),
+        "{:?}",
+        outputs[1]
+    );
     let m = d.req("GET", "/metrics", None).text();
     // The cancelled 60 s job, and nobody's own job when the jail runs it as nobody.
     let cancelled = if run_has_user() { 2 } else { 1 };

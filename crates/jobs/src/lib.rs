@@ -59,6 +59,7 @@ pub mod launcher;
 pub mod lease;
 pub mod setting;
 pub mod spec;
+pub mod trace;
 
 pub use dualstack_hpcvmm::jail::{Caller as JobCaller, Identity, JailReport};
 pub use lease::{Lease, LeaseError, LeaseReport};
@@ -835,6 +836,7 @@ fn give_back(paths: &HostPaths, claim: &dualstack_zones::Claim, mem: &dualstack_
 /// waits), or in this process without a jail.
 fn timed(cfg: &RunConfig, jail: Option<&Jail>) -> Result<(f64, RunStats), JobError> {
     let t = Instant::now();
+    trace::mark("vmm.start");
     let Some(jail) = jail else {
         let stats = dualstack_hpcvmm::run(cfg)?;
         return Ok((t.elapsed().as_secs_f64(), stats));

@@ -174,6 +174,58 @@ fn validate(app: &AppState, caller: &Caller, mut spec: JobSpec) -> Result<JobSpe
     Ok(spec)
 }
 
+/// Cores and huge page memory of a `zone: auto` job (what its transient zone takes).
+fn auto_size(spec: &JobSpec) -> Result<(u32, u64), ApiError> {
+    let page = dualstack_topology::HUGEPAGE_2M_KIB << 10;
+    let memory = match &spec.memory {
+        Some(m) => super::zones::size_bytes(m, "memory")?,
+        None => dualstack_jobs::DEFAULT_MEMORY,
+    };
+    Ok((spec.cpus.unwrap_or(1), memory.div_ceil(page) * page))
+}
+
+/// A non-admin's `zone: auto` job must fit their quota beside their queued and running ones.
+fn check_quota(app: &AppState, caller: &Caller, spec: &JobSpec) -> Result<(), ApiError> {
+    if caller.admin || spec.zone.as_deref() != Some("auto") {
+        return Ok(());
+    }
+    let (cpus, memory) = auto_size(spec)?;
+    let (mut held_cpus, mut held_memory) = (0u32, 0u64);
+    for j in app.jobs.list(Some(caller.uid)).map_err(job_error)? {
+        if j.state.is_terminal() || j.spec.zone.as_deref() != Some("auto") {
+            continue;
+        }
+        if let Ok((c, m)) = auto_size(&j.spec) {
+            held_cpus += c;
+            held_memory += m;
+        }
+    }
+    let q = app.user_quota;
+    let refuse =
+        |field: &str, text: String| ApiError::new(StatusCode::FORBIDDEN, text, Some(field));
+    if held_cpus + cpus > q.cpus {
+        return Err(refuse(
+            "cpus",
+            format!(
+                "cpus {cpus}: your quota for transient zones (zone: auto) is {} core(s) and your queued or running jobs hold {held_cpus}; ask for fewer, wait for them to end, or ask the operator (--user-cpus)",
+                q.cpus
+            ),
+        ));
+    }
+    if held_memory + memory > q.memory {
+        return Err(refuse(
+            "memory",
+            format!(
+                "memory {} MiB: your quota for transient zones (zone: auto) is {} MiB and your queued or running jobs hold {} MiB; ask for less, wait for them to end, or ask the operator (--user-memory)",
+                memory >> 20,
+                q.memory >> 20,
+                held_memory >> 20
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn visible(caller: &Caller, job: &Job) -> Result<(), ApiError> {
     if caller.admin || job.owner_uid == caller.uid {
         Ok(())
@@ -197,9 +249,14 @@ pub async fn submit(
     Extension(caller): Extension<Caller>,
     JsonBody(spec): JsonBody<JobSpec>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
+    dualstack_jobs::trace::mark("api.received");
     let app2 = app.clone();
     let job = blocking(move || {
+        dualstack_jobs::trace::mark("api.blocking");
         let spec = validate(&app2, &caller, spec)?;
+        // Checked and recorded together: two submissions cannot both take the last core.
+        let _quota = app2.quota_lock.lock().unwrap_or_else(|e| e.into_inner());
+        check_quota(&app2, &caller, &spec)?;
         let job = app2
             .jobs
             .submit(caller.uid, &caller.name, &spec)
@@ -210,8 +267,10 @@ pub async fn submit(
             job.state.as_str(),
             Some(job.owner_uid),
         );
+        dualstack_jobs::trace::mark("api.recorded");
         // Start it now rather than at the next tick.
         app2.jobs.tick(&app2.events).map_err(job_error)?;
+        dualstack_jobs::trace::mark("api.ticked");
         app2.jobs.get(job.id).map_err(job_error)
     })
     .await?;

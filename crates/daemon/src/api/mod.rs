@@ -47,6 +47,29 @@ pub struct App {
     pub started: Instant,
     /// Where `dualstack bench isolation` results live (one folder per run).
     pub results_dir: std::path::PathBuf,
+    pub user_quota: UserQuota,
+    /// A non-admin's transient-zone submissions one at a time (check and record together).
+    pub quota_lock: std::sync::Mutex<()>,
+}
+
+/// What one non-admin user may hold at once in transient zones (`zone: auto`), counted over
+/// their queued and running jobs. Admins (root, the admin group, TCP clients) are not limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserQuota {
+    /// Cores (0: no transient zones for non-admins).
+    pub cpus: u32,
+    /// Huge page memory, bytes.
+    pub memory: u64,
+}
+
+impl Default for UserQuota {
+    /// One core and 1 GiB.
+    fn default() -> Self {
+        UserQuota {
+            cpus: 1,
+            memory: 1 << 30,
+        }
+    }
 }
 
 pub type AppState = Arc<App>;

@@ -1,7 +1,7 @@
 //! `/v1/zones`: carve and release HPC zones through `dualstack-zones` (what `dualstack zone`
 //! calls). PUT is idempotent: the same spec again returns the zone, a different one is 409.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use dualstack_topology::{
@@ -9,7 +9,7 @@ use dualstack_topology::{
 };
 use dualstack_zones::{HostTasks, Zone, ZoneError, ZoneOptions};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{blocking, require_admin, AppState};
 use crate::auth::Caller;
@@ -197,8 +197,18 @@ pub async fn show(
 }
 
 /// Create a zone, or return it when it already exists with the same spec.
+/// Query of `PUT /v1/zones/{name}`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PutQuery {
+    /// `1`: answer a creation with what `dualstack zone create --json` prints (the zone, its
+    /// plan and the time per step) instead of the zone alone.
+    pub report: Option<u8>,
+}
+
 #[utoipa::path(put, path = "/v1/zones/{name}", tag = "zones",
-    params(("name" = String, Path, description = "zone name: 1-64 letters, digits, '-', '_'")),
+    params(("name" = String, Path, description = "zone name: 1-64 letters, digits, '-', '_'"), PutQuery),
     request_body = ZoneSpec,
     responses((status = 201, description = "created", body = Object),
               (status = 200, description = "already there with this spec", body = Object),
@@ -210,8 +220,10 @@ pub async fn put(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
+    Query(query): Query<PutQuery>,
     JsonBody(spec): JsonBody<ZoneSpec>,
-) -> Result<(StatusCode, Json<Zone>), ApiError> {
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let with_report = query.report == Some(1);
     require_admin(&caller)?;
     let (req, opts) = spec.to_request()?;
     let list = spec.cpuset_cpus.is_some();
@@ -220,7 +232,7 @@ pub async fn put(
     let result = blocking(move || {
         let paths = &app2.paths;
         match dualstack_zones::get(paths, &name) {
-            Ok(z) if same_zone(&z, &req, &opts) => return Ok((StatusCode::OK, z)),
+            Ok(z) if same_zone(&z, &req, &opts) => return Ok((StatusCode::OK, z, None)),
             Ok(z) => {
                 return Err(ApiError::conflict(
                     Some("name"),
@@ -236,15 +248,21 @@ pub async fn put(
         let mut node = app2.node.clone();
         node.read_hugepages(&paths.node_dir);
         dualstack_zones::create(paths, &node, &name, &req, &opts)
-            .map(|r| (StatusCode::CREATED, r.zone))
+            .map(|r| (StatusCode::CREATED, r.zone.clone(), Some(r)))
             .map_err(|e| zone_error(e, list))
     })
     .await?;
-    if result.0 == StatusCode::CREATED {
+    let (status, zone, report) = result;
+    if status == StatusCode::CREATED {
         app.events
-            .emit("zone", &result.1.name, result.1.state.as_str(), None);
+            .emit("zone", &zone.name, zone.state.as_str(), None);
     }
-    Ok((result.0, Json(result.1)))
+    let body = match report.filter(|_| with_report) {
+        Some(r) => serde_json::to_value(r),
+        None => serde_json::to_value(zone),
+    }
+    .map_err(ApiError::internal)?;
+    Ok((status, Json(body)))
 }
 
 /// Release a zone: every step undone in reverse.
