@@ -92,6 +92,10 @@ pub struct RunArgs {
     /// Write the run's statistics as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub stats: Option<PathBuf>,
+    /// Publish live counters of the running guest to this file (the daemon's job supervisor
+    /// sets it; see dualstack_hpcvmm::live).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub live_stats: Option<PathBuf>,
     /// Print a one-line summary of the run on stderr.
     #[arg(long)]
     pub summary: bool,
@@ -153,6 +157,7 @@ pub fn job_spec(args: &RunArgs) -> JobSpec {
     spec.pin = !args.no_pin;
     spec.vdso = !args.no_vdso;
     spec.stats = args.stats.clone();
+    spec.live_stats = args.live_stats.clone();
     spec.net = match args.net {
         NetArg::Host => dualstack_hpcvmm::NetPolicy::Host,
         NetArg::Loopback => dualstack_hpcvmm::NetPolicy::Loopback,

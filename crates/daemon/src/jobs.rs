@@ -18,6 +18,10 @@ use crate::events::Events;
 use crate::proc;
 use crate::supervise::{now_unix, RunStatus, RUN_PID_FILE, STATUS_FILE};
 
+/// File in the job directory: the running guest's live counters ([`dualstack_hpcvmm::live`]),
+/// rewritten by its VMM every 250 ms.
+pub const LIVE_FILE: &str = "live.json";
+
 /// File in the job directory: `<pid> <start time>` of the supervisor, written first thing.
 pub const SUPERVISOR_PID_FILE: &str = "supervisor.pid";
 
@@ -136,6 +140,51 @@ pub struct Job {
     /// The run's statistics (`dualstack run --stats`), once ended (`GET /v1/jobs/{id}` only).
     #[schema(value_type = Option<Object>)]
     pub stats: Option<serde_json::Value>,
+    /// Counters of the guest while the job runs (its VMM publishes them every 250 ms).
+    #[serde(default)]
+    pub live: Option<LiveStats>,
+}
+
+/// A running job's counters, as its VMM last published them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LiveStats {
+    /// VM exits the VMM served since the program started.
+    pub exits: u64,
+    /// System calls the VMM served.
+    pub syscalls: u64,
+    /// KVM's page faults (`pf_taken`) of the guest's vCPUs.
+    pub page_faults: u64,
+    /// KVM's own exit count (exits KVM handled in the kernel included).
+    pub kvm_exits: u64,
+    /// VM exits per second between the last two samples.
+    pub exits_per_s: f64,
+    /// System calls per second between the last two samples.
+    pub syscalls_per_s: f64,
+    /// Seconds since the guest's first instruction.
+    pub runtime_s: f64,
+    /// The guest's first instruction has run.
+    pub started: bool,
+    /// When the sample was taken (seconds since the epoch).
+    pub sampled_unix: f64,
+}
+
+impl LiveStats {
+    /// The counters in a job directory's [`LIVE_FILE`], when there is a valid one.
+    pub fn read(job_dir: &Path) -> Option<Self> {
+        let r = dualstack_hpcvmm::live::read(&job_dir.join(LIVE_FILE))?;
+        Some(LiveStats {
+            exits: r.exits,
+            syscalls: r.syscalls,
+            page_faults: r.page_faults,
+            kvm_exits: r.kvm_exits,
+            exits_per_s: r.exits_per_s(),
+            syscalls_per_s: r.syscalls_per_s(),
+            runtime_s: r.runtime_s,
+            started: r.started,
+            sampled_unix: r.unix,
+        })
+    }
 }
 
 /// How jobs are started.
@@ -202,6 +251,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         signal: r.get(13)?,
         reason: r.get(14)?,
         stats: None,
+        live: None,
     };
     let pid_start: Option<i64> = r.get(9)?;
     let run_start: Option<i64> = r.get(11)?;
@@ -272,7 +322,15 @@ impl Jobs {
         job.stats = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
+        self.add_live(&mut job);
         Ok(job)
+    }
+
+    /// A running job's live counters.
+    fn add_live(&self, job: &mut Job) {
+        if job.state == JobState::Running {
+            job.live = LiveStats::read(&self.job_dir(job.id));
+        }
     }
 
     /// Every job (of `owner_uid` only, when given), newest first.
@@ -282,7 +340,11 @@ impl Jobs {
             "SELECT {COLUMNS} FROM daemon_jobs WHERE ?1 IS NULL OR owner_uid = ?1 ORDER BY id DESC"
         ))?;
         let rows = stmt.query_map([owner_uid], row)?;
-        Ok(rows.map(|r| r.map(|r| r.0)).collect::<Result<_, _>>()?)
+        let mut jobs: Vec<Job> = rows.map(|r| r.map(|r| r.0)).collect::<Result<_, _>>()?;
+        for j in &mut jobs {
+            self.add_live(j);
+        }
+        Ok(jobs)
     }
 
     fn rows_in(&self, states: &[JobState]) -> Result<Vec<Row>, JobError> {
@@ -503,6 +565,8 @@ impl Jobs {
             "run".into(),
             "--stats".into(),
             dir.join("stats.json").display().to_string(),
+            "--live-stats".into(),
+            dir.join(LIVE_FILE).display().to_string(),
             "--clear-env".into(),
         ];
         if let Some(z) = &s.zone {

@@ -8,6 +8,65 @@ fn gauge(out: &mut String, name: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
 }
 
+fn counter(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+}
+
+/// Live figures of the running jobs (what their VMMs last published).
+fn running_jobs(out: &mut String, jobs: &[crate::jobs::Job]) {
+    let live: Vec<(i64, &crate::jobs::LiveStats)> = jobs
+        .iter()
+        .filter_map(|j| j.live.as_ref().map(|l| (j.id, l)))
+        .collect();
+    type Field = fn(&crate::jobs::LiveStats) -> f64;
+    let counters: [(&str, &str, Field); 4] = [
+        (
+            "dualstack_job_vm_exits_total",
+            "VM exits a running job's VMM served so far.",
+            |l| l.exits as f64,
+        ),
+        (
+            "dualstack_job_syscalls_total",
+            "System calls a running job's VMM served so far.",
+            |l| l.syscalls as f64,
+        ),
+        (
+            "dualstack_job_page_faults_total",
+            "KVM page faults (pf_taken) of a running job so far.",
+            |l| l.page_faults as f64,
+        ),
+        (
+            "dualstack_job_kvm_exits_total",
+            "KVM's exits (in-kernel ones included) of a running job so far.",
+            |l| l.kvm_exits as f64,
+        ),
+    ];
+    for (name, help, f) in counters {
+        counter(out, name, help);
+        for (id, l) in &live {
+            let _ = writeln!(out, "{name}{{job=\"{id}\"}} {}", f(l));
+        }
+    }
+    let gauges: [(&str, &str, Field); 2] = [
+        (
+            "dualstack_job_vm_exits_per_second",
+            "VM exits per second of a running job (between its VMM's last two samples).",
+            |l| l.exits_per_s,
+        ),
+        (
+            "dualstack_job_runtime_seconds",
+            "Seconds since a running job's first guest instruction.",
+            |l| l.runtime_s,
+        ),
+    ];
+    for (name, help, f) in gauges {
+        gauge(out, name, help);
+        for (id, l) in &live {
+            let _ = writeln!(out, "{name}{{job=\"{id}\"}} {}", f(l));
+        }
+    }
+}
+
 /// Render every metric. Problems reading one source leave its metrics out (and say so in a
 /// comment) rather than failing the scrape.
 pub fn render(app: &App) -> String {
@@ -76,6 +135,7 @@ pub fn render(app: &App) -> String {
     }
     // Per-job figures from the run statistics of the latest 50 jobs.
     if let Ok(jobs) = app.jobs.list(None) {
+        running_jobs(&mut out, &jobs);
         let mut rows = Vec::new();
         for j in jobs.iter().take(50) {
             let Ok(bytes) = std::fs::read(app.jobs.job_dir(j.id).join("stats.json")) else {

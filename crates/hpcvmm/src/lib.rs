@@ -24,6 +24,7 @@ pub mod fastcall;
 pub mod jail;
 pub mod kernel;
 pub mod layout;
+pub mod live;
 pub mod memory;
 pub mod pump;
 pub mod shmem;

@@ -60,6 +60,18 @@ impl KvmStatsFile {
         Some(KvmStatsFile { file, descs })
     }
 
+    /// One statistic by name (a histogram summed); `None` when KVM has no such statistic.
+    pub fn value(&self, name: &str) -> Option<u64> {
+        let (_, off, count) = self.descs.iter().find(|d| d.0 == name)?;
+        let mut buf = vec![0u8; 8 * *count as usize];
+        self.file.read_exact_at(&mut buf, *off).ok()?;
+        Some(
+            buf.chunks(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+                .fold(0u64, u64::wrapping_add),
+        )
+    }
+
     /// Read every scalar statistic (histograms are summed).
     pub fn read(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
@@ -75,6 +87,13 @@ impl KvmStatsFile {
         }
         out
     }
+}
+
+/// Seconds since the epoch, now.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// `after - before`, per key.
@@ -122,6 +141,9 @@ pub struct VcpuStats {
     pub kvm: BTreeMap<String, u64>,
     #[serde(skip)]
     pub per_syscall: Vec<(u64, f64)>,
+    /// The live counters of this vCPU ([`crate::live`]), bumped with the figures above.
+    #[serde(skip)]
+    pub live: Option<std::sync::Arc<crate::live::LiveVcpu>>,
 }
 
 impl VcpuStats {
@@ -137,10 +159,16 @@ impl VcpuStats {
 
     pub fn exit(&mut self, reason: &'static str) {
         *self.exits.entry(reason.to_string()).or_default() += 1;
+        if let Some(l) = &self.live {
+            l.exit();
+        }
     }
 
     pub fn syscall(&mut self, nr: u64, secs: f64) {
         self.syscalls += 1;
+        if let Some(l) = &self.live {
+            l.syscall();
+        }
         if let Some(s) = self.per_syscall.get_mut(nr as usize) {
             s.0 += 1;
             s.1 += secs;

@@ -399,6 +399,8 @@ pub struct Machine {
     pub(crate) pump_wake: std::os::fd::OwnedFd,
     /// A second range the launch stub prefaults (the stack, above the unmapped guard).
     second_prefault: Mutex<Option<(u64, u64)>>,
+    /// Per-vCPU live counters ([`crate::live`]), read by the publisher while the guest runs.
+    pub live: Arc<crate::live::LiveBoard>,
 }
 
 /// Host-side bookkeeping of the vCPU threads.
@@ -462,6 +464,7 @@ impl Machine {
             hook_failed: AtomicBool::new(false),
             pump_wake,
             second_prefault: Mutex::new(None),
+            live: Arc::new(crate::live::LiveBoard::default()),
         };
         let m = Arc::new(m);
         let host: std::sync::Weak<dyn SignalHost> = Arc::downgrade(&m) as std::sync::Weak<Machine>;
@@ -600,7 +603,8 @@ impl Machine {
     /// with its entry registers set).
     pub fn spawn(self: &Arc<Self>, index: usize, vcpu: VcpuFd, task: Task) -> std::io::Result<()> {
         let m = self.clone();
-        let stats = VcpuStats::new(index, task.tid, self.host_cpus_for(task.core));
+        let mut stats = VcpuStats::new(index, task.tid, self.host_cpus_for(task.core));
+        stats.live = self.live.slot(index);
         self.kernel.group.signals.add_task(task.sig.clone());
         let mut pool = self.pool.lock().unwrap();
         let h = std::thread::Builder::new()
@@ -881,6 +885,9 @@ impl VcpuThread {
     /// KVM_RUN until the thread is done. True if the vCPU should be parked for reuse.
     fn run_loop(&mut self, m: &Arc<Machine>) -> bool {
         let stats_file = KvmStatsFile::open(&self.fd);
+        if let Some(l) = &self.stats.live {
+            l.attach_kvm(|| KvmStatsFile::open(&self.fd));
+        }
         let mut before = stats_file.as_ref().map(|f| f.read()).unwrap_or_default();
         let mut parked = false;
         while !m.kernel.run.ending() {
@@ -922,6 +929,9 @@ impl VcpuThread {
                     let now = f.read();
                     *m.launch_kvm.lock().unwrap() = crate::stats::delta(&before, &now);
                     before = now;
+                }
+                if let Some(l) = &self.stats.live {
+                    l.mark_launch();
                 }
                 m.kernel.run.mark_started();
                 self.stats.guest_time_s = 0.0;

@@ -101,6 +101,11 @@ pub struct RunConfig {
     /// What the guest may do on the network (`dualstack run --net`).
     #[serde(default)]
     pub net: crate::syscall::sockets::NetPolicy,
+    /// Publish live counters (exits, system calls, page faults) to this file every
+    /// [`crate::live::PERIOD`] while the guest runs ([`crate::live`]). The VMM creates it
+    /// before the jail and keeps only the descriptor.
+    #[serde(default)]
+    pub live_stats: Option<PathBuf>,
 }
 
 impl RunConfig {
@@ -130,6 +135,7 @@ impl RunConfig {
             warm_memory: None,
             identity: None,
             net: Default::default(),
+            live_stats: None,
         }
     }
 }
@@ -368,6 +374,19 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
         }
     };
 
+    // Live counters: the file is created while the VMM may still create it (before the jail).
+    let publisher = match &cfg.live_stats {
+        Some(p) => Some(
+            crate::live::Publisher::create(p, machine.live.clone()).map_err(|e| {
+                VmmError::Setup(format!(
+                    "cannot create the live statistics file {}: {e}",
+                    p.display()
+                ))
+            })?,
+        ),
+        None => None,
+    };
+
     // The kick handler is process-wide: install it now, before the hook (a jail's seccomp
     // filter forbids rt_sigaction afterwards).
     vcpu::install_kick_handler();
@@ -391,17 +410,30 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
             .spawn(move || crate::pump::run(m, fd))
             .map_err(|e| VmmError::Setup(format!("cannot start the signal pump thread: {e}")))?
     };
+    let live = match publisher {
+        Some(p) => Some(start_live_publisher(&machine, p)?),
+        None => None,
+    };
     let t_spawn = Instant::now();
     if let Err(e) = spawn(&machine, vcpu0, cfg.cpus.len()) {
         machine.finish_all(ExitReport::VmmError {
             message: "the main vCPU thread did not start".into(),
         });
         let _ = pump.join();
+        if let Some((stop, h)) = live {
+            drop(stop);
+            let _ = h.join();
+        }
         return Err(e);
     }
     wait(&machine, cfg.timeout, t_spawn);
     let t_end = Instant::now();
     let vcpus = teardown(&machine, &done);
+    if let Some((stop, h)) = live {
+        // Its last sample (marked ended) counts every exit: the vCPU threads are joined.
+        drop(stop);
+        let _ = h.join();
+    }
     drop(broker);
     machine.wake_pump();
     let _ = pump.join();
@@ -452,6 +484,35 @@ impl crate::kernel::fdshare::SharedGuest for GuestShare {
 
 /// Serve the guest's descriptors and memory to the other VMs of its user
 /// ([`crate::kernel::fdshare`]); a run without it only loses UCX's proc-link sharing and CMA.
+/// The live-statistics publisher thread: a sample every [`crate::live::PERIOD`] until `stop`
+/// is dropped, then a last one marked ended.
+type LivePublisher = (mpsc::Sender<()>, std::thread::JoinHandle<()>);
+
+fn start_live_publisher(
+    machine: &Arc<Machine>,
+    mut p: crate::live::Publisher,
+) -> Result<LivePublisher, VmmError> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let m = machine.clone();
+    let h = std::thread::Builder::new()
+        .name("livestats".into())
+        .spawn(move || loop {
+            let end = !matches!(
+                stopped.recv_timeout(crate::live::PERIOD),
+                Err(mpsc::RecvTimeoutError::Timeout)
+            );
+            if let Err(e) = p.sample(m.kernel.run.started(), end) {
+                tracing::warn!("live statistics no longer published: {e}");
+                return;
+            }
+            if end {
+                return;
+            }
+        })
+        .map_err(|e| VmmError::Setup(format!("cannot start the live statistics thread: {e}")))?;
+    Ok((stop, h))
+}
+
 fn start_fd_broker(machine: &Arc<Machine>) -> Option<crate::kernel::fdshare::Broker> {
     let uid = machine.kernel.group.creds.uid;
     // SAFETY: getpid has no preconditions.

@@ -329,6 +329,7 @@ pub fn prepare_as(spec: &JobSpec, host: &Host, caller: &Caller) -> Result<Prepar
     cfg.inherit_fds = spec.inherit_fds.clone();
     cfg.host_pid = spec.local_rank.is_some();
     cfg.net = spec.net;
+    cfg.live_stats = spec.live_stats.clone();
     cfg.timeout = match spec.timeout_s {
         Some(t) if !(t.is_finite() && t > 0.0) => return Err(JobError::BadTimeout { value: t }),
         Some(t) => Some(Duration::from_secs_f64(t)),

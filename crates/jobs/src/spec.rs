@@ -107,6 +107,10 @@ pub struct JobSpec {
     /// `none` (see [`dualstack_hpcvmm::NetPolicy`]).
     #[serde(default)]
     pub net: dualstack_hpcvmm::NetPolicy,
+    /// Publish live counters (exits, system calls, page faults) of the running guest to this
+    /// file ([`dualstack_hpcvmm::live`]); the daemon's job supervisor sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_stats: Option<PathBuf>,
 }
 
 fn default_root() -> PathBuf {
@@ -150,6 +154,7 @@ impl JobSpec {
             local_rank: None,
             jail: true,
             net: Default::default(),
+            live_stats: None,
         }
     }
 }

@@ -395,6 +395,7 @@ async fn dashboard_css() -> Response {
         zones::HostTasksArg,
         crate::jobs::JobSpec,
         crate::jobs::Job,
+        crate::jobs::LiveStats,
         crate::jobs::JobState,
         vms::VmCreate,
         vms::VmStop,
