@@ -90,11 +90,21 @@
     fill("jobs", jobs.slice(0, 30).map((j) => {
       const runtime = j.started_unix ? (j.ended_unix || now) - j.started_unix : null;
       let rate = "";
-      if (j.stats && j.stats.guest_wall_s > 0) rate = Math.round(j.stats.exits_total / j.stats.guest_wall_s).toString();
+      let live = "";
+      if (j.live) {
+        // A running job: its VMM's counters, sampled every 250 ms (live.exits_per_s is the
+        // rate between its last two samples).
+        rate = Math.round(j.live.exits_per_s).toString();
+        live = " (live)";
+      } else if (j.stats && j.stats.guest_wall_s > 0) {
+        rate = Math.round(j.stats.exits_total / j.stats.guest_wall_s).toString();
+      }
+      const title = j.live ? j.live.exits + " exits, " + j.live.syscalls + " syscalls, " + j.live.page_faults + " page faults" : "";
       return el("tr", { "data-job": String(j.id) },
         el("td", {}, String(j.id)), el("td", {}, j.owner), el("td", {}, j.spec.program.split("/").pop()),
         el("td", {}, j.spec.zone || ""), el("td", { class: "state-" + j.state }, j.state),
-        el("td", {}, secs(runtime)), el("td", {}, rate),
+        el("td", { class: "runtime" }, secs(runtime)),
+        el("td", { class: "exits-per-s", title: title, "data-live": j.live ? "1" : "0" }, rate + live),
         el("td", {}, j.exit_status == null ? "" : String(j.exit_status)));
     }), 8);
   }
@@ -165,5 +175,16 @@
   drawIsolation();
   setInterval(drawIsolation, 60000); // new experiment results appear rarely
   connect();
-  setInterval(drawJobs, 1000); // runtimes tick between events
+  // Runtimes tick between events; running jobs' live counters change without events, so
+  // the job list is fetched again every second while a job runs.
+  setInterval(async () => {
+    if (jobs.some((j) => j.state === "running")) {
+      try {
+        const jl = await get("/v1/jobs");
+        const ended = new Map(jobs.filter((j) => j.stats).map((j) => [j.id, j]));
+        jobs = jl.map((j) => ended.get(j.id) || j);
+      } catch (e) { /* the next event or tick retries */ }
+    }
+    drawJobs();
+  }, 1000);
 })();

@@ -374,6 +374,56 @@ fn zone_jobs_output_stats_cancel_and_nobody_on_the_real_host() {
         procs.split_whitespace().any(|p| p == run_pid.to_string()),
         "the run is in the zone's cgroup: {procs} {j}"
     );
+    // Live counters while it runs (its VMM publishes them every 250 ms): growing exits and
+    // system calls (the guest sleeps 20 ms at a time), a rate, a runtime, and /metrics lines.
+    let live = |min_exits: u64| {
+        wait_for(10, || {
+            let (_, j) = d.json("GET", &format!("/v1/jobs/{id2}"), None);
+            let l = &j["live"];
+            (l["exits"].as_u64()? > min_exits && l["exits_per_s"].as_f64()? > 0.0)
+                .then(|| l.clone())
+        })
+    };
+    let l1 = live(0);
+    std::thread::sleep(Duration::from_millis(600));
+    let l2 = live(l1["exits"].as_u64().unwrap());
+    eprintln!("live: {l1}\nthen: {l2}");
+    assert!(
+        l2["syscalls"].as_u64() > l1["syscalls"].as_u64(),
+        "{l1} {l2}"
+    );
+    assert!(
+        l2["runtime_s"].as_f64() > l1["runtime_s"].as_f64(),
+        "{l1} {l2}"
+    );
+    let rate = l2["exits_per_s"].as_f64().unwrap();
+    assert!((5.0..5000.0).contains(&rate), "about 50 exits/s: {l2}");
+    assert_eq!(l2["started"], true);
+    let (_, list) = d.json("GET", "/v1/jobs", None);
+    let row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == id2)
+        .unwrap();
+    assert!(
+        row["live"]["exits"].as_u64() >= l1["exits"].as_u64(),
+        "{row}"
+    );
+    let metrics = d.req("GET", "/metrics", None).text();
+    let line = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{job=\"{id2}\"}} ")))
+            .unwrap_or_else(|| panic!("no {name} of job {id2} in /metrics:\n{metrics}"))
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert!(line("dualstack_job_vm_exits_total") >= l2["exits"].as_f64().unwrap());
+    assert!(line("dualstack_job_syscalls_total") > 0.0);
+    assert!(line("dualstack_job_runtime_seconds") > 0.0);
+    line("dualstack_job_vm_exits_per_second");
+    line("dualstack_job_page_faults_total");
     let t = Instant::now();
     let (s, c) = d.json("DELETE", &format!("/v1/jobs/{id2}"), None);
     assert_eq!(s, 202, "{c}");
