@@ -124,6 +124,10 @@ pub struct JailCost {
     pub read_jail_us: Summary,
     pub read_no_jail_us: Summary,
     pub read_ratio: f64,
+    /// Microseconds per `getppid` (jailed) with the live counters published
+    /// (`--live-stats`, what a daemon job does), and its ratio to the run without.
+    pub getppid_live_us: Summary,
+    pub live_ratio: f64,
 }
 
 /// An OpenMP CG timing every kernel with getrusage: are the timers free of exits?
@@ -398,16 +402,26 @@ pub fn jail_cost(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<JailCost
     let (mut lj, mut ln, mut gj, mut gn, mut rj, mut rn) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let (mut gr, mut rr) = (vec![], vec![]);
+    let (mut gl, mut lr) = (vec![], vec![]);
     let calls = vec!["20000".to_string()];
+    std::fs::create_dir_all(&o.scratch)
+        .map_err(|e| BenchError::Io(o.scratch.display().to_string(), e))?;
+    let live_file = o.scratch.join("live.json").display().to_string();
     for rep in 0..reps {
         progress(&format!("jail vs --no-jail: repetition {}/{reps}", rep + 1));
         lj.push(cli_run(o, &[], &hello, &[])?.0);
         ln.push(cli_run(o, &["--no-jail"], &hello, &[])?.0);
         let a = per_call(&cli_run(o, &[], &sysloop, &calls)?.1, "sysloop (jail)")?;
         let b = per_call(&cli_run(o, &["--no-jail"], &sysloop, &calls)?.1, "sysloop")?;
+        let l = per_call(
+            &cli_run(o, &["--live-stats", &live_file], &sysloop, &calls)?.1,
+            "sysloop (live stats)",
+        )?;
         gj.push(a);
         gn.push(b);
         gr.push(a / b);
+        gl.push(l);
+        lr.push(l / a);
         let a = per_call(&cli_run(o, &[], &readloop, &calls)?.1, "readloop (jail)")?;
         let b = per_call(
             &cli_run(o, &["--no-jail"], &readloop, &calls)?.1,
@@ -428,6 +442,8 @@ pub fn jail_cost(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<JailCost
         read_jail_us: summarize(&rj),
         read_no_jail_us: summarize(&rn),
         read_ratio: summarize(&rr).median,
+        getppid_live_us: summarize(&gl),
+        live_ratio: summarize(&lr).median,
     })
 }
 
@@ -436,7 +452,8 @@ pub fn render_jail(j: &JailCost) -> String {
     format!(
         "jail launch              jail {:.1} ms  --no-jail {:.1} ms  extra {:+.1} ms (target <= +2 ms; min jail {:.1} ms, --no-jail {:.1} ms)\n\
          jail getppid             jail {:.3} us  --no-jail {:.3} us  jail/no-jail {:.3} (target <= 1.05)\n\
-         jail read 4 KiB          jail {:.3} us  --no-jail {:.3} us  jail/no-jail {:.3} (target <= 1.05)\n",
+         jail read 4 KiB          jail {:.3} us  --no-jail {:.3} us  jail/no-jail {:.3} (target <= 1.05)\n\
+         live counters getppid    --live-stats {:.3} us  without {:.3} us  ratio {:.3} (jailed; the daemon's jobs publish them)\n",
         j.launch_jail_ms.median,
         j.launch_no_jail_ms.median,
         j.launch_extra_ms,
@@ -447,7 +464,10 @@ pub fn render_jail(j: &JailCost) -> String {
         j.getppid_ratio,
         j.read_jail_us.median,
         j.read_no_jail_us.median,
-        j.read_ratio
+        j.read_ratio,
+        j.getppid_live_us.median,
+        j.getppid_jail_us.median,
+        j.live_ratio
     )
 }
 
