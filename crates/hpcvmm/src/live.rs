@@ -246,15 +246,16 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Create (or truncate) `path`, owner-readable only by root and the group: call before
-    /// the jail (the jailed VMM keeps only the descriptor).
+    /// Create (or truncate) `path`, readable by its owner only (the VMM's user before the
+    /// jail: the daemon's): call before the jail (the jailed VMM keeps only the descriptor,
+    /// and a guest whose root holds the path, running as the job's user, cannot open it).
     pub fn create(path: &Path, board: Arc<LiveBoard>) -> std::io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o644)
+            .mode(0o600)
             .custom_flags(libc::O_CLOEXEC)
             .open(path)?;
         let p = Publisher {
