@@ -262,3 +262,24 @@ pub fn check_step_zone(sz: &StepZone) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A step running as its user needs KVM: a /dev/kvm the SPANK plugin handed it, or one it may
+/// open itself (a host that lets users open /dev/kvm).
+pub fn check_kvm_for_user_step(sz: &StepZone, kvm_fd: Option<i32>) -> anyhow::Result<()> {
+    if kvm_fd.is_some() {
+        return Ok(());
+    }
+    let dev = std::ffi::CString::new("/dev/kvm").expect("no NUL");
+    // SAFETY: access reads a NUL-terminated path.
+    if unsafe { libc::access(dev.as_ptr(), libc::R_OK | libc::W_OK) } == 0 {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "job {} on node {}: this step runs as uid {} and may not open /dev/kvm; the dualstack SPANK plugin (plugstack.conf: required .../libdualstack_spank.so config=<dualstack-slurm.toml>) hands the tasks of a zone job an open /dev/kvm (as {}); is it installed on this node?",
+        sz.job_id,
+        sz.node,
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() },
+        dualstack_slurm::KVM_FD_VAR
+    )
+}
