@@ -11,8 +11,9 @@ pub enum BenchCmd {
     /// The HPC VMM's own figures: VM vs native, page faults, launch, exits per syscall,
     /// futex and barrier latency.
     Vmm(VmmArgs),
-    /// MPI ping-pong latency/bandwidth (1 B..4 MiB) and allreduce between two ranks, native vs
-    /// one HPC VM per rank under MPICH's mpiexec, side by side in one run.
+    /// MPI ping-pong latency/bandwidth (1 B..4 MiB), allreduce on every rank and a verified MPI
+    /// HPCCG on two ranks, native vs one HPC VM per rank under MPICH's mpiexec, side by side in
+    /// one run.
     Mpi(MpiArgs),
     /// The paper's isolation experiment: HPC mini-apps in dual-stack, single-stack and native
     /// configurations beside 0..all commodity cores of competing load (Figures 2, 4 and 5).
@@ -138,6 +139,7 @@ fn mpi(a: MpiArgs) -> anyhow::Result<i32> {
         reps: if a.quick { 1 } else { a.reps.max(1) },
         scale: if a.quick { 0.2 } else { 1.0 },
         memory: a.memory,
+        hpccg: dualstack_eval::mpi_bench::HpccgSize::bench(a.quick),
     };
     let report = dualstack_eval::mpi_bench::run(&opts, &mut |line| eprintln!("bench: {line}"));
     let _ = std::fs::remove_dir_all(&opts.scratch);
@@ -292,7 +294,9 @@ pub struct IsolationArgs {
     #[arg(long)]
     pub quick: bool,
     /// Apps to run (comma-separated; default all: hpccg,minife,minimd,amg,phdmesh,stream,fwq;
-    /// `none` for only the --program/--programs ones; default none when programs are given).
+    /// also hpccg-mpi, the MPI HPCCG on one rank per zone core (at least 2), one VM per rank,
+    /// under MPICH; `none` for only the --program/--programs ones; default none when programs
+    /// are given).
     #[arg(long, value_delimiter = ',')]
     pub apps: Option<Vec<String>>,
     /// A program of your own, NAME=COMMAND (repeatable): `{threads}` / `{ranks}` in COMMAND are

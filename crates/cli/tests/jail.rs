@@ -16,19 +16,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_dualstack");
 
 fn escape_guest(dir: &Path) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hpcvmm/tests/guests/escape.c");
-    let out = dir.join("escape");
-    let o = Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .output()
-        .expect("run gcc");
-    assert!(
-        o.status.success(),
-        "gcc: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
+    dualstack_testutil::guest::build_c(&src, &dir.join("escape"), &[])
 }
 
 fn scratch() -> tempfile::TempDir {

@@ -135,38 +135,10 @@ impl Drop for Host {
     }
 }
 
+/// The shared spin guest (SIGTERM keeps its default action: the run ends with 143).
 fn spin_guest(dir: &Path) -> PathBuf {
-    let src = dir.join("spin.c");
-    std::fs::write(
-        &src,
-        r#"#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
-int main(int argc, char **argv) {
-    double secs = argc > 1 ? atof(argv[1]) : 0;
-    struct timespec t0, t;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    printf("spinning %.1f s\n", secs);
-    fflush(stdout);
-    do {
-        struct timespec d = {0, 20000000};
-        nanosleep(&d, 0);
-        clock_gettime(CLOCK_MONOTONIC, &t);
-    } while ((t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) / 1e9 < secs);
-    printf("done\n");
-    return 0;
-}"#,
-    )
-    .unwrap();
-    let out = dir.join("spin");
-    let st = Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .expect("gcc");
-    assert!(st.success());
-    out
+    let src = dualstack_testutil::guest::source("spin.c");
+    dualstack_testutil::guest::build_c(&src, &dir.join("spin"), &[])
 }
 
 fn wait_started(out: &Path, child: &mut Child) {
@@ -298,4 +270,50 @@ fn zone_auto_carves_a_transient_zone_and_releases_it_however_the_run_ends() {
         String::from_utf8_lossy(&o.stderr)
     );
     h.assert_clean("after kill -9 and the next start");
+}
+
+/// Runs started at the same moment without a zone (as `mpiexec` starts ranks) each get their
+/// pages: a run counts the pages other live runs have claimed but not mapped yet, so their
+/// shortfalls add up instead of all seeing the same free pages.
+#[test]
+fn concurrent_runs_without_a_zone_each_get_their_huge_pages() {
+    let Some(h) = Host::new() else { return };
+    let spin = spin_guest(h.tmp.path());
+    let spin = spin.to_str().unwrap();
+    let root = h.tmp.path().to_str().unwrap();
+    let free: u64 = std::fs::read_to_string(POOL.replace("nr_hugepages", "free_hugepages"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    const RUNS: usize = 4;
+    // 256 MiB each: 128 pages, which take a while to map; one run's start falls into another's
+    // window between reserving and mapping.
+    assert!(
+        free < 128 * RUNS as u64,
+        "the test needs a pool without {} free pages",
+        128 * RUNS
+    );
+    for round in 0..2 {
+        let mut runs: Vec<(Child, PathBuf)> = (0..RUNS)
+            .map(|i| {
+                let out = h.tmp.path().join(format!("c{round}-{i}"));
+                let c = h.spawn(
+                    &["run", "--root", root, "--memory", "256M", "--", spin, "1"],
+                    &out,
+                );
+                // Staggered by a few ms (as a launcher's ranks come up); before claims
+                // counted each other, the later ones found only part of their pages.
+                std::thread::sleep(Duration::from_millis(15));
+                (c, out)
+            })
+            .collect();
+        for (c, out) in &mut runs {
+            let st = c.wait().unwrap();
+            let text = std::fs::read_to_string(&*out).unwrap();
+            assert!(st.success(), "round {round}: a run failed ({st}): {text}");
+            assert_eq!(text, "spinning 1.0 s\ndone\n");
+        }
+        h.assert_clean(&format!("after {RUNS} concurrent runs (round {round})"));
+    }
 }

@@ -35,14 +35,8 @@ fn host(tag: &str) -> Option<Host> {
     let tmp = tempfile::tempdir().unwrap();
     let guest = tmp.path().join("memscan");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/memscan.c");
-    let ok = Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(&guest)
-        .arg(&src)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        missing("gcc -static cannot build the test guest");
+    if let Err(e) = dualstack_testutil::guest::try_build_c(&src, &guest, &[]) {
+        missing(&format!("gcc -static cannot build the test guest: {e}"));
         return None;
     }
     std::fs::create_dir_all(tmp.path().join("irq")).unwrap();

@@ -154,11 +154,17 @@ fn overcommit_is_allowed_and_a_dead_qemu_shows_as_exited() {
         return;
     };
     let ncpus = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32;
+    // An overcommitted guest boots (under TCG here) with more vCPUs than cores: on a loaded
+    // host that has taken longer than the default 90 s, so it gets more time.
+    let slow = CreateOptions {
+        timeout: Duration::from_secs(240),
+        ..CreateOptions::default()
+    };
     let info = host
         .mgr
         .create(
             &VmSpec::builtin("over", ncpus + 1, 256, Workload::Idle),
-            &CreateOptions::default(),
+            &slow,
         )
         .unwrap();
     assert!(info.overcommitted, "{info:?}");
@@ -177,7 +183,7 @@ fn overcommit_is_allowed_and_a_dead_qemu_shows_as_exited() {
     );
     assert_eq!(listed[0].pid, None);
     // Starting it again works, with the recorded configuration.
-    let restarted = host.mgr.start("over", &CreateOptions::default()).unwrap();
+    let restarted = host.mgr.start("over", &slow).unwrap();
     assert_eq!(restarted.state, VmState::Running);
     assert_ne!(restarted.pid, Some(ident.pid));
     host.mgr.delete("over").unwrap();

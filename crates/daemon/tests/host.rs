@@ -188,9 +188,7 @@ fn start(extra: &[&str]) -> Option<Restore> {
 
 /// Static test guests, compiled into `dir` (world-readable, for `nobody`).
 fn guests(dir: &Path) -> (PathBuf, PathBuf) {
-    let hello = static_c(
-        dir,
-        "hello",
+    let hello = dualstack_testutil::guest::build_c_text(
         r#"#include <stdio.h>
 int main(int argc, char **argv) {
     printf("hello from the guest, %d args:", argc - 1);
@@ -199,34 +197,16 @@ int main(int argc, char **argv) {
     fprintf(stderr, "to stderr\n");
     return argc == 3 ? 7 : 0;
 }"#,
+        &dir.join("hello"),
+        &[],
     );
     // Runs for the given seconds (reading the clock: few exits), saying when it started and
-    // ended; a SIGTERM handler says it was asked to stop (once the VMM delivers signals).
-    let spin = static_c(
-        dir,
-        "spin",
-        r#"#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
-#include <unistd.h>
-static void term(int s) { (void)s; write(1, "guest got SIGTERM\n", 18); _exit(42); }
-int main(int argc, char **argv) {
-    /* spin SECS ignore-term: a run that ignores SIGTERM (cancel must escalate to SIGKILL). */
-    signal(SIGTERM, argc > 2 ? SIG_IGN : term);
-    double secs = argc > 1 ? atof(argv[1]) : 5;
-    struct timespec t0, t;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    printf("spinning %.1f s\n", secs);
-    fflush(stdout);
-    do {
-        struct timespec d = {0, 20000000};
-        nanosleep(&d, 0);
-        clock_gettime(CLOCK_MONOTONIC, &t);
-    } while ((t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) / 1e9 < secs);
-    printf("done\n");
-    return 0;
-}"#,
+    // ended; a SIGTERM handler says it was asked to stop, or `spin SECS ignore-term` ignores it
+    // (cancel must escalate to SIGKILL).
+    let spin = dualstack_testutil::guest::build_c(
+        &dualstack_testutil::guest::source("spin.c"),
+        &dir.join("spin"),
+        &["-DCATCH_SIGTERM"],
     );
     (hello, spin)
 }

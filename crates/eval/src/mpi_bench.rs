@@ -1,8 +1,9 @@
-//! `dualstack bench mpi`: MPI ping-pong latency and bandwidth (1 B .. 4 MiB) between two ranks
-//! and MPI_Allreduce latency, natively and with one HPC VM per rank, under the same launcher
-//! (MPICH's `mpiexec.hydra`), alternating the two configurations in one run. The benchmark
-//! program (`mpi/mpi_bench.c`, written for this project) is linked statically against Debian's
-//! libmpich.a when the benchmark starts.
+//! `dualstack bench mpi`: MPI ping-pong latency and bandwidth (1 B .. 4 MiB) between two ranks,
+//! MPI_Allreduce latency on every rank, and an MPI HPCCG (conjugate gradients with a halo
+//! exchange, verified against its known solution), natively and with one HPC VM per rank, under
+//! the same launcher (MPICH's `mpiexec.hydra`), alternating the two configurations in one run.
+//! The programs (`mpi/mpi_bench.c`, `mpi/hpccg_mpi.c`, written for this project) are linked
+//! statically against Debian's libmpich.a when the benchmark starts.
 //!
 //! Both configurations bind each rank to its own core (`-bind-to core`) and run with the
 //! same UCX settings: `UCX_TLS=self,sm` (the ranks share a
@@ -17,9 +18,11 @@ use std::process::Command;
 use serde::Serialize;
 
 const SOURCE: &str = include_str!("mpi/mpi_bench.c");
+/// The MPI HPCCG (also the isolation experiment's `hpccg-mpi` app).
+pub const HPCCG_SOURCE: &str = include_str!("mpi/hpccg_mpi.c");
 const NOUDEV: &str = include_str!("mpi/noudev.c");
 const MPIEXEC: &str = "mpiexec.hydra";
-const LIBMPICH: &str = "/usr/lib/x86_64-linux-gnu/libmpich.a";
+pub const LIBMPICH: &str = "/usr/lib/x86_64-linux-gnu/libmpich.a";
 
 /// The UCX settings both configurations run with (see the module docs).
 pub const UCX_ENV: [(&str, &str); 2] = [("UCX_TLS", "self,sm"), ("UCX_POSIX_USE_PROC_LINK", "n")];
@@ -40,6 +43,11 @@ pub enum MpiBenchError {
     },
     #[error("the {0} MPI run printed no {1} figures")]
     Parse(&'static str, &'static str),
+    #[error("the {config} MPI HPCCG run got a wrong answer:\n{output}")]
+    Verify {
+        config: &'static str,
+        output: String,
+    },
 }
 
 pub struct Options {
@@ -52,6 +60,96 @@ pub struct Options {
     pub scale: f64,
     /// Guest memory of each rank's VM, as `dualstack run --memory` takes it.
     pub memory: String,
+    /// Problem of the MPI HPCCG.
+    pub hpccg: HpccgSize,
+}
+
+/// Problem of the MPI HPCCG: points per rank (blocks stacked along z) and CG iterations.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct HpccgSize {
+    pub nx: u32,
+    pub ny: u32,
+    pub nz: u32,
+    pub iterations: u32,
+}
+
+impl HpccgSize {
+    /// The bench's problem: 64^3 points per rank (about 90 MB), or 32^3 with `quick`.
+    pub fn bench(quick: bool) -> Self {
+        let n = if quick { 32 } else { 64 };
+        Self {
+            nx: n,
+            ny: n,
+            nz: n,
+            iterations: 150,
+        }
+    }
+
+    /// The program's arguments.
+    pub fn args(&self) -> [String; 4] {
+        [self.nx, self.ny, self.nz, self.iterations].map(|v| v.to_string())
+    }
+}
+
+/// What one MPI HPCCG run printed (rank 0's summary line and verdict).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HpccgRun {
+    /// Solve seconds of the slowest rank.
+    pub time_s: f64,
+    pub mflops: f64,
+    pub iterations: u64,
+    /// Final residual norm / initial residual norm.
+    pub residual: f64,
+    /// Largest deviation of the solution from all ones.
+    pub max_error: f64,
+    /// The program's own check (its PASS line).
+    pub passed: bool,
+}
+
+impl HpccgRun {
+    /// The figures of `out` (the program's stdout); None without its summary line and verdict.
+    pub fn parse(out: &str) -> Option<Self> {
+        let mut run = None;
+        let mut verdict = None;
+        for l in out.lines() {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            match w.as_slice() {
+                ["hpccg-mpi", t, m, it, r, e] => {
+                    run = (|| {
+                        Some(HpccgRun {
+                            time_s: t.parse().ok()?,
+                            mflops: m.parse().ok()?,
+                            iterations: it.parse().ok()?,
+                            residual: r.parse().ok()?,
+                            max_error: e.parse().ok()?,
+                            passed: false,
+                        })
+                    })();
+                }
+                ["PASS"] => verdict = Some(true),
+                ["FAIL"] => verdict = Some(false),
+                _ => {}
+            }
+        }
+        let mut run = run?;
+        run.passed = verdict?;
+        Some(run)
+    }
+}
+
+/// MPI HPCCG, native vs one VM per rank (best run of each).
+#[derive(Clone, Debug, Serialize)]
+pub struct Hpccg {
+    pub size: HpccgSize,
+    pub native_s: f64,
+    pub vm_s: f64,
+    /// vm_s / native_s (target <= 1.01).
+    pub ratio: f64,
+    pub native_mflops: f64,
+    pub vm_mflops: f64,
+    /// Residual reduction and largest error of the VM run (the native run's are the same).
+    pub residual: f64,
+    pub max_error: f64,
 }
 
 /// One message size of the ping-pong.
@@ -71,9 +169,13 @@ pub struct PingPong {
 #[derive(Clone, Debug, Serialize)]
 pub struct Allreduce {
     pub doubles: u64,
+    /// The slowest rank's latency (a collective is as fast as its slowest member).
     pub native_us: f64,
     pub vm_us: f64,
     pub ratio: f64,
+    /// Each rank's own latency, in rank order.
+    pub native_us_per_rank: Vec<f64>,
+    pub vm_us_per_rank: Vec<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -83,15 +185,17 @@ pub struct Report {
     pub ucx_env: Vec<(String, String)>,
     pub pingpong: Vec<PingPong>,
     pub allreduce: Vec<Allreduce>,
+    pub hpccg: Hpccg,
     /// All VM exits of rank 0's VM (start-up included) per message it sent or received.
     pub vm_exits_per_message: f64,
 }
 
-/// Figures of one run: per size, (latency us, MB/s) and allreduce us; rank 0's messages.
+/// Figures of one run: per size, (latency us, MB/s) and allreduce us of every rank; rank 0's
+/// messages.
 #[derive(Default)]
 struct Figures {
     pingpong: BTreeMap<u64, (f64, f64)>,
-    allreduce: BTreeMap<u64, f64>,
+    allreduce: BTreeMap<u64, Vec<f64>>,
     messages: f64,
 }
 
@@ -108,8 +212,9 @@ fn parse(out: &str) -> Figures {
                     f.messages += 2.0 * it;
                 }
             }
-            ["allreduce", n, it, us] => {
-                if let (Ok(n), Ok(it), Ok(us)) = (n.parse(), it.parse::<f64>(), us.parse()) {
+            ["allreduce", n, it, us @ ..] if !us.is_empty() => {
+                let us: Result<Vec<f64>, _> = us.iter().map(|u| u.parse()).collect();
+                if let (Ok(n), Ok(it), Ok(us)) = (n.parse(), it.parse::<f64>(), us) {
                     f.allreduce.insert(n, us);
                     f.messages += it;
                 }
@@ -120,7 +225,9 @@ fn parse(out: &str) -> Figures {
     f
 }
 
-fn build(scratch: &Path) -> Result<PathBuf, MpiBenchError> {
+/// Build the MPI program `name` from `source` in `scratch`, statically against libmpich.a;
+/// returns the executable.
+pub fn build(scratch: &Path, name: &str, source: &str) -> Result<PathBuf, MpiBenchError> {
     if !Path::new(LIBMPICH).exists() {
         return Err(MpiBenchError::NoMpich(LIBMPICH.into()));
     }
@@ -128,11 +235,11 @@ fn build(scratch: &Path) -> Result<PathBuf, MpiBenchError> {
         let w = what.display().to_string();
         move |e| MpiBenchError::Io(w, e)
     };
-    let src = scratch.join("mpi_bench.c");
+    let src = scratch.join(format!("{name}.c"));
     let stub = scratch.join("noudev.c");
-    std::fs::write(&src, SOURCE).map_err(io(&src))?;
+    std::fs::write(&src, source).map_err(io(&src))?;
     std::fs::write(&stub, NOUDEV).map_err(io(&stub))?;
-    let out = scratch.join("mpi_bench");
+    let out = scratch.join(name);
     // libucs/libucm first and whole: UCX's constructors must run in order in a static link.
     let o = Command::new("gcc")
         .args(["-static", "-O2", "-I/usr/include/x86_64-linux-gnu/mpich"])
@@ -160,18 +267,22 @@ fn build(scratch: &Path) -> Result<PathBuf, MpiBenchError> {
     Ok(out)
 }
 
-fn run_once(
-    o: &Options,
-    bench: &Path,
-    vm: bool,
-    rep: usize,
-) -> Result<(Figures, Option<u64>), MpiBenchError> {
-    let config = if vm { "one-VM-per-rank" } else { "native" };
+fn config_name(vm: bool) -> &'static str {
+    if vm {
+        "one-VM-per-rank"
+    } else {
+        "native"
+    }
+}
+
+/// Run `argv` on 2 ranks under Hydra, natively or with one VM per rank (rank 0's VM writes
+/// its statistics to `stats`); its stdout, or the failure.
+fn mpiexec(o: &Options, argv: &[String], vm: bool, stats: &Path) -> Result<String, MpiBenchError> {
+    let config = config_name(vm);
     let mut c = Command::new(MPIEXEC);
     // Each rank bound to its own core in both configurations (a VM rank's vCPU then runs on
     // the core Hydra bound its VMM to).
     c.args(["-bind-to", "core", "-n", "2"]);
-    let stats = o.scratch.join(format!("rank0-{rep}.json"));
     if vm {
         // Rank 0 writes its VM's statistics (the exit count); `sh -c exec` keeps the
         // launcher's descriptors and environment.
@@ -185,7 +296,7 @@ fn run_once(
         c.args(["sh", "-c", &script, "sh"]);
         c.arg("--");
     }
-    c.arg(bench).arg(o.scale.to_string());
+    c.args(argv);
     c.current_dir(&o.scratch);
     for (k, v) in UCX_ENV {
         c.env(k, v);
@@ -202,6 +313,39 @@ fn run_once(
             output: format!("{text}{}", String::from_utf8_lossy(&out.stderr)),
         });
     }
+    Ok(text)
+}
+
+fn run_hpccg(o: &Options, hpccg: &Path, vm: bool, rep: usize) -> Result<HpccgRun, MpiBenchError> {
+    let config = config_name(vm);
+    let mut argv = vec![hpccg.display().to_string()];
+    argv.extend(o.hpccg.args());
+    let stats = o.scratch.join(format!("hpccg-rank0-{rep}.json"));
+    let text = mpiexec(o, &argv, vm, &stats)?;
+    let run = HpccgRun::parse(&text).ok_or(MpiBenchError::Parse(config, "HPCCG"))?;
+    if !run.passed {
+        return Err(MpiBenchError::Verify {
+            config,
+            output: text,
+        });
+    }
+    Ok(run)
+}
+
+fn run_once(
+    o: &Options,
+    bench: &Path,
+    vm: bool,
+    rep: usize,
+) -> Result<(Figures, Option<u64>), MpiBenchError> {
+    let config = config_name(vm);
+    let stats = o.scratch.join(format!("rank0-{rep}.json"));
+    let text = mpiexec(
+        o,
+        &[bench.display().to_string(), o.scale.to_string()],
+        vm,
+        &stats,
+    )?;
     let f = parse(&text);
     if f.pingpong.is_empty() {
         return Err(MpiBenchError::Parse(config, "ping-pong"));
@@ -224,11 +368,13 @@ pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, MpiBen
     }
     std::fs::create_dir_all(&o.scratch)
         .map_err(|e| MpiBenchError::Io(o.scratch.display().to_string(), e))?;
-    let bench = build(&o.scratch)?;
+    let bench = build(&o.scratch, "mpi_bench", SOURCE)?;
+    let hpccg = build(&o.scratch, "hpccg_mpi", HPCCG_SOURCE)?;
     let reps = o.reps.max(1);
     let mut native: Vec<Figures> = Vec::new();
     let mut vm: Vec<Figures> = Vec::new();
     let mut exits_per_msg = Vec::new();
+    let (mut hpccg_native, mut hpccg_vm): (Vec<HpccgRun>, Vec<HpccgRun>) = (vec![], vec![]);
     for rep in 0..reps {
         progress(&format!("run {}/{reps}: native", rep + 1));
         native.push(run_once(o, &bench, false, rep)?.0);
@@ -238,6 +384,13 @@ pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, MpiBen
             exits_per_msg.push(e as f64 / f.messages.max(1.0));
         }
         vm.push(f);
+        progress(&format!("run {}/{reps}: MPI HPCCG native", rep + 1));
+        hpccg_native.push(run_hpccg(o, &hpccg, false, rep)?);
+        progress(&format!(
+            "run {}/{reps}: MPI HPCCG one VM per rank",
+            rep + 1
+        ));
+        hpccg_vm.push(run_hpccg(o, &hpccg, true, rep)?);
     }
     // Per size the best run of each configuration: noise only ever adds time.
     let best_pp = |runs: &[Figures], b: u64| {
@@ -247,11 +400,18 @@ pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, MpiBen
                 (us.min(u), mbs.max(m))
             })
     };
-    let best_ar = |runs: &[Figures], n: u64| {
+    // Per rank the best of its runs.
+    let best_ar = |runs: &[Figures], n: u64| -> Vec<f64> {
         runs.iter()
             .filter_map(|f| f.allreduce.get(&n))
-            .fold(f64::INFINITY, |a, &b| a.min(b))
+            .fold(Vec::new(), |best: Vec<f64>, us| {
+                us.iter()
+                    .enumerate()
+                    .map(|(r, &u)| best.get(r).map_or(u, |&b| b.min(u)))
+                    .collect()
+            })
     };
+    let slowest = |us: &[f64]| us.iter().copied().fold(f64::NAN, f64::max);
     let pingpong = native[0]
         .pingpong
         .keys()
@@ -273,15 +433,35 @@ pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, MpiBen
         .allreduce
         .keys()
         .map(|&n| {
-            let (nu, vu) = (best_ar(&native, n), best_ar(&vm, n));
+            let (nr, vr) = (best_ar(&native, n), best_ar(&vm, n));
+            let (nu, vu) = (slowest(&nr), slowest(&vr));
             Allreduce {
                 doubles: n,
                 native_us: nu,
                 vm_us: vu,
                 ratio: vu / nu,
+                native_us_per_rank: nr,
+                vm_us_per_rank: vr,
             }
         })
         .collect();
+    let fastest = |runs: &[HpccgRun]| {
+        *runs
+            .iter()
+            .min_by(|a, b| a.time_s.total_cmp(&b.time_s))
+            .expect("at least one run")
+    };
+    let (hn, hv) = (fastest(&hpccg_native), fastest(&hpccg_vm));
+    let hpccg = Hpccg {
+        size: o.hpccg,
+        native_s: hn.time_s,
+        vm_s: hv.time_s,
+        ratio: hv.time_s / hn.time_s,
+        native_mflops: hn.mflops,
+        vm_mflops: hv.mflops,
+        residual: hv.residual,
+        max_error: hv.max_error,
+    };
     Ok(Report {
         ranks: 2,
         reps,
@@ -291,6 +471,7 @@ pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, MpiBen
             .collect(),
         pingpong,
         allreduce,
+        hpccg,
         vm_exits_per_message: exits_per_msg.iter().copied().fold(f64::INFINITY, f64::min),
     })
 }
@@ -326,16 +507,34 @@ pub fn render(r: &Report) -> String {
             p.bandwidth_ratio
         );
     }
-    s += "allreduce      native us    VM us  VM/native\n";
+    s += "allreduce      native us    VM us  VM/native   (slowest rank; each rank: native | VM)\n";
+    let ranks = |us: &[f64]| -> String {
+        us.iter()
+            .map(|u| format!("{u:.3}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     for a in &r.allreduce {
         s += &format!(
-            "{:>9} {:>14.3} {:>8.3} {:>10.3}\n",
+            "{:>9} {:>14.3} {:>8.3} {:>10.3}   {} | {}\n",
             format!("{} dbl", a.doubles),
             a.native_us,
             a.vm_us,
-            a.ratio
+            a.ratio,
+            ranks(&a.native_us_per_rank),
+            ranks(&a.vm_us_per_rank)
         );
     }
+    let h = &r.hpccg;
+    s += &format!(
+        "MPI HPCCG {}x{}x{} per rank, {} iterations, verified (residual {:.1e}, max error {:.1e})\n",
+        h.size.nx, h.size.ny, h.size.nz, h.size.iterations, h.residual, h.max_error
+    );
+    s += "              native s     VM s  VM/native   native MFLOPS  VM MFLOPS\n";
+    s += &format!(
+        "{:>9} {:>14.3} {:>8.3} {:>10.3} {:>15.1} {:>10.1}   (target <= 1.01)\n",
+        "solve", h.native_s, h.vm_s, h.ratio, h.native_mflops, h.vm_mflops
+    );
     s += &format!(
         "VM exits per message (rank 0, start-up included): {:.4}\n",
         r.vm_exits_per_message
@@ -387,12 +586,32 @@ mod tests {
     #[test]
     fn benchmark_output_parses() {
         let f = parse(
-            "pingpong 1 100 0.5 2.0\npingpong 4194304 20 600.0 7000.0\nallreduce 1 50 0.7\n\
+            "pingpong 1 100 0.5 2.0\npingpong 4194304 20 600.0 7000.0\nallreduce 1 50 0.7 0.8\n\
              noise\nerrors 0\n",
         );
         assert_eq!(f.pingpong[&1], (0.5, 2.0));
         assert_eq!(f.pingpong[&4194304], (600.0, 7000.0));
-        assert_eq!(f.allreduce[&1], 0.7);
+        assert_eq!(f.allreduce[&1], vec![0.7, 0.8]);
         assert_eq!(f.messages, 2.0 * 120.0 + 50.0);
+    }
+
+    #[test]
+    fn hpccg_output_parses_with_its_verdict() {
+        let out = "hpccg-mpi: grid 8x8x16 (1024 rows, 22264 nonzeros), 2 ranks\n\
+                   hpccg-mpi 0.239724 2511.04 150 3.017e-31 4.330e-15\nPASS\n";
+        let r = HpccgRun::parse(out).unwrap();
+        assert_eq!(r.time_s, 0.239724);
+        assert_eq!(r.mflops, 2511.04);
+        assert_eq!(r.iterations, 150);
+        assert!(r.passed && r.max_error < 1e-14);
+        assert!(
+            !HpccgRun::parse(&out.replace("PASS", "FAIL"))
+                .unwrap()
+                .passed
+        );
+        assert!(
+            HpccgRun::parse("hpccg-mpi 1 2 3 4 5\n").is_none(),
+            "no verdict"
+        );
     }
 }

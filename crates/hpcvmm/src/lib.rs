@@ -29,11 +29,13 @@ pub mod pump;
 pub mod shmem;
 pub mod stack;
 pub mod stats;
-mod sys;
 pub mod syscall;
 pub mod vcpu;
 pub mod vdso;
 mod vm;
+
+// The raw host system calls (mbind, affinity, mlock, tgkill) live in one crate shared with zones.
+use dualstack_sys as sys;
 
 pub use layout::GuestPageSize;
 pub use memory::{Backing, HugePageSize, MemorySource, WarmMemory, WarmPart};

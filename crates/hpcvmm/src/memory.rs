@@ -658,34 +658,6 @@ impl GuestMemory {
         unsafe { std::ptr::copy(s, d, len as usize) };
         Ok(())
     }
-
-    /// Read a NUL-terminated string of at most `max` bytes (without the NUL).
-    pub fn read_cstr(&self, addr: u64, max: usize) -> Result<Vec<u8>, CStrError> {
-        let mut out = Vec::new();
-        let mut cur = addr;
-        loop {
-            // Read up to the end of the current 256-byte chunk, never past guest memory.
-            let chunk = 256 - (cur % 256);
-            let avail = self.size.saturating_sub(cur).min(chunk);
-            if avail == 0 {
-                return Err(CStrError::Fault);
-            }
-            let mut buf = vec![0u8; avail as usize];
-            self.read(cur, &mut buf).map_err(|_| CStrError::Fault)?;
-            if let Some(pos) = buf.iter().position(|&b| b == 0) {
-                out.extend_from_slice(&buf[..pos]);
-                if out.len() > max {
-                    return Err(CStrError::TooLong);
-                }
-                return Ok(out);
-            }
-            out.extend_from_slice(&buf);
-            if out.len() > max {
-                return Err(CStrError::TooLong);
-            }
-            cur += avail;
-        }
-    }
 }
 
 /// One host mapping that backs a contiguous range of guest physical memory: one KVM memory
@@ -766,6 +738,7 @@ pub enum CStrError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::mem::GuestRam;
 
     #[test]
     fn bounds_are_checked_without_overflow() {

@@ -128,6 +128,7 @@ pub fn build(mem: &GuestMemory, top: u64, spec: &StackSpec<'_>) -> Result<u64, E
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::mem::GuestRam;
     use crate::memory::Backing;
 
     #[test]

@@ -381,6 +381,13 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
         hook().map_err(VmmError::Hook)?;
     }
 
+    // An MPI rank's peers open its descriptors as /proc/<host pid>/fd/<n> (after the jail:
+    // the broker's socket is the guest user's).
+    let broker = if cfg.host_pid {
+        start_fd_broker(&machine)
+    } else {
+        None
+    };
     let pump = {
         let m = machine.clone();
         let fd = outside.as_ref().map(|o| o.raw_fd());
@@ -400,6 +407,7 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
     wait(&machine, cfg.timeout, t_spawn);
     let t_end = Instant::now();
     let vcpus = teardown(&machine, &done);
+    drop(broker);
     machine.wake_pump();
     let _ = pump.join();
     drop(outside);
@@ -419,6 +427,48 @@ pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> 
     drop(machine);
     stats.wall_s = t_start.elapsed().as_secs_f64();
     Ok(stats)
+}
+
+/// What other VMs of the guest's user may reach of this one ([`crate::kernel::fdshare`]):
+/// the guest's regular-file descriptors (re-opened) and its user memory (CMA).
+struct GuestShare(Arc<Machine>);
+
+impl crate::kernel::fdshare::SharedGuest for GuestShare {
+    fn reopen(&self, n: i32, flags: i32) -> Result<std::os::fd::OwnedFd, crate::kernel::Errno> {
+        use crate::kernel::files::FileKind;
+        let f = self.0.kernel.group.files.lock().unwrap().get(n)?;
+        match f.kind() {
+            FileKind::Host(_) => crate::kernel::fdshare::reopen_regular(f.raw(), flags),
+            _ => Err(crate::kernel::Errno(libc::EACCES)),
+        }
+    }
+
+    fn read(&self, addr: u64, len: u64) -> Option<Vec<u8>> {
+        let mem = &self.0.kernel.group.mem;
+        mem.check(addr, len).ok()?;
+        mem.read_vec(addr, len).ok()
+    }
+
+    fn write(&self, addr: u64, data: &[u8]) -> bool {
+        let mem = &self.0.kernel.group.mem;
+        mem.check(addr, data.len() as u64).is_ok() && mem.write(addr, data).is_ok()
+    }
+}
+
+/// Serve the guest's descriptors and memory to the other VMs of its user
+/// ([`crate::kernel::fdshare`]); a run without it only loses UCX's proc-link sharing and CMA.
+fn start_fd_broker(machine: &Arc<Machine>) -> Option<crate::kernel::fdshare::Broker> {
+    let uid = machine.kernel.group.creds.uid;
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let share = Box::new(GuestShare(machine.clone()));
+    match crate::kernel::fdshare::Broker::start(pid, uid, share) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            tracing::warn!("other ranks cannot open this guest's descriptors: {e}");
+            None
+        }
+    }
 }
 
 /// What [`validate`] checked and opened.

@@ -3,7 +3,6 @@
 
 mod common;
 
-use dualstack_hpcvmm::jail::{identity, run::run_jailed, Caller, Jail, SuperviseOptions};
 use dualstack_hpcvmm::{Backing, ExitReport, RunConfig};
 
 #[test]
@@ -14,27 +13,16 @@ fn hello_runs_to_the_end_in_a_jailed_vmm() {
     cfg.backing = Backing::Lazy;
     cfg.memory = 64 << 20;
     cfg.root = dir.clone();
-    let root = Caller {
-        uid: 0,
-        gid: 0,
-        sudo: None,
-    };
-    let nobody = identity::resolve(Some(&"nobody".parse().unwrap()), &root).unwrap();
-    let jail = Jail::new(nobody, &dir);
-    let r = run_jailed(&cfg, &jail, &SuperviseOptions::default()).unwrap();
-    let (stats, report) = r
-        .result
-        .unwrap_or_else(|| panic!("no result: {:?}", r.supervised))
-        .unwrap();
+    let (stats, report, supervised) = common::run_as_nobody(&cfg, &dir);
     assert!(
         matches!(stats.exit, ExitReport::Exited { status: 0 }),
         "{:?} {:?}",
         stats.exit,
-        r.supervised.violation
+        supervised.violation
     );
     assert_eq!((report.uid, report.capabilities), (65534, 0));
     assert!(report.seccomp);
-    assert_eq!(r.supervised.exit_code(), 0);
+    assert_eq!(supervised.exit_code(), 0);
 }
 
 #[test]

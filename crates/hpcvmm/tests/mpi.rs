@@ -45,16 +45,8 @@ fn two_vms_share_a_dev_shm_file_and_a_futex() {
         n0.stderr,
         n1.stderr
     );
-    assert_eq!(
-        v0.stdout, n0.stdout,
-        "VM 0 stderr: {} {:?}",
-        v0.stderr, st0.exit
-    );
-    assert_eq!(
-        v1.stdout, n1.stdout,
-        "VM 1 stderr: {} {:?}",
-        v1.stderr, st1.exit
-    );
+    assert_same("VM 0", &n0, &v0, &st0);
+    assert_same("VM 1", &n1, &v1, &st1);
     assert_exited(&st0, 0);
     assert_exited(&st1, 0);
     // 20000 round trips through shared memory with far fewer exits than messages: the

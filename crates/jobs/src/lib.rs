@@ -644,12 +644,11 @@ impl PreparedJob {
         } else if let Some(paths) = self.reserve.take() {
             leases.extend(self.reserve_shortfall(&paths)?);
         }
-        if leases.is_empty() {
-            return self.run_here();
-        }
-        if self.jail.is_some() {
+        if self.jail.is_some() || !leases.iter().any(Lease::holds_host_resources) {
             // The jailed VMM already runs in a supervised child that gets this process's
-            // signals: this process only waits, then gives the leases back however it ended.
+            // signals, and a claim of free pages alone needs nothing given back if this
+            // process dies (recovery drops it): this process runs the job, then gives the
+            // leases back however it ended.
             let ran = self.run_here();
             let mut give_back = Ok(());
             for l in leases.into_iter().rev() {
@@ -678,7 +677,11 @@ impl PreparedJob {
             }
             self.run_here().map_err(|e| error_chain(&e))
         });
-        let released: Vec<String> = leases.iter().map(Lease::describe).collect();
+        let released: Vec<String> = leases
+            .iter()
+            .filter(|l| l.holds_host_resources())
+            .map(Lease::describe)
+            .collect();
         let mut give_back = Ok(());
         for l in leases.into_iter().rev() {
             if let Err(e) = l.give_back() {
@@ -704,9 +707,9 @@ impl PreparedJob {
         }
     }
 
-    /// The huge pages a run without a zone lacks, reserved for its lifetime when this process
-    /// may grow the pool (see [`lease`]); nothing when there are enough or it may not (the VMM
-    /// then says what is missing).
+    /// The huge pages of a run without a zone, claimed for its lifetime (the pool's shortfall
+    /// reserved) when this process may grow the pool (see [`lease::hugepages`]); nothing when
+    /// it may not (the VMM then says what is missing).
     fn reserve_shortfall(&self, paths: &HostPaths) -> Result<Option<Lease>, JobError> {
         let Backing::Hugetlb {
             page_size,
@@ -718,19 +721,15 @@ impl PreparedJob {
         let page_kib = page_size.bytes() >> 10;
         let dir = lease::pool_dir(paths, page_kib, numa_node);
         let pages = self.config.memory.div_ceil(page_size.bytes());
-        let Some(short) = lease::shortfall(&dir, pages) else {
-            return Ok(None);
-        };
-        let pool = dir.join("nr_hugepages");
-        if short == 0 || !lease::may_reserve(&pool) {
+        if !dir.join("free_hugepages").exists() || !lease::may_reserve(&dir.join("nr_hugepages")) {
             return Ok(None);
         }
         Ok(Some(lease::hugepages(
             paths,
-            &pool,
+            &dir,
             numa_node.unwrap_or(0),
             page_kib,
-            short,
+            pages,
         )?))
     }
 

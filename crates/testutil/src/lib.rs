@@ -19,8 +19,12 @@
 //! `scripts/test` set it), and otherwise prints one loud line on stderr,
 //! `SKIP: <test>: <what is missing>`, so a skipped test is visible in the output (run with
 //! `--nocapture` or look at a failing run's output) and never silently counted as tested.
+//!
+//! [`guest`] builds the small C (C++, Rust, Fortran) programs the tests run, cached.
 
 use std::path::Path;
+
+pub mod guest;
 
 /// Set to `1` to turn every skip into a failure.
 pub const REQUIRE_ALL_ENV: &str = "DUALSTACK_REQUIRE_ALL";

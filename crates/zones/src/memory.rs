@@ -902,7 +902,7 @@ pub fn make_file(
             }
             e => e,
         })?;
-        mbind(map.ptr, map.len, numa).map_err(|source| MemError::Io {
+        dualstack_sys::mbind_node(map.ptr, map.len, numa).map_err(|source| MemError::Io {
             what: "bind zone memory to its NUMA node",
             path: path.to_path_buf(),
             source,
@@ -910,15 +910,9 @@ pub fn make_file(
         let mut done = 0;
         while done < size {
             let n = POPULATE_CHUNK.min(size - done);
-            // SAFETY: populating part of our own mapping.
-            let rc = unsafe {
-                libc::madvise(
-                    map.ptr.add(done as usize).cast(),
-                    n as usize,
-                    libc::MADV_POPULATE_WRITE,
-                )
-            };
-            if rc != 0 {
+            // SAFETY: `done < size <= map.len`: the offset stays inside our own mapping.
+            let at = unsafe { map.ptr.add(done as usize) };
+            if dualstack_sys::madvise(at, n as usize, libc::MADV_POPULATE_WRITE).is_err() {
                 return Err(MemError::Shortfall {
                     path: path.to_path_buf(),
                     needed: size / (page_kib * 1024),
@@ -968,32 +962,6 @@ fn steal_for_test(page_kib: u64) {
             0,
         );
         let _ = p;
-    }
-}
-
-fn mbind(ptr: *mut u8, len: usize, node: u32) -> std::io::Result<()> {
-    const MPOL_BIND: libc::c_long = 2;
-    if node >= 1024 {
-        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    let mut mask = [0u64; 16];
-    mask[(node / 64) as usize] |= 1 << (node % 64);
-    // SAFETY: mbind reads `mask` (1024 bits) and only changes the policy of our own mapping.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mbind,
-            ptr as libc::c_long,
-            len as libc::c_long,
-            MPOL_BIND,
-            mask.as_ptr() as libc::c_long,
-            1024 as libc::c_long,
-            0 as libc::c_long,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
     }
 }
 

@@ -160,22 +160,9 @@ pub fn tasks_to_move(
 
 /// `sched_setaffinity` for one thread.
 pub fn set_affinity(tid: u32, cpus: &CpuList) -> std::io::Result<()> {
-    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for cpu in cpus.iter() {
-        // SAFETY: CPU_SET only writes inside `set`; cpus beyond its size are ignored by the
-        // libc macro's bounds check.
-        unsafe { libc::CPU_SET(cpu as usize, &mut set) };
-    }
     let tid =
         libc::pid_t::try_from(tid).map_err(|_| std::io::Error::from_raw_os_error(libc::ESRCH))?;
-    // SAFETY: `set` is a valid cpu_set_t of the size passed.
-    let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    dualstack_sys::set_thread_affinity(tid, cpus.iter().map(|c| c as usize))
 }
 
 /// Online, removable memory blocks of a NUMA node: `memory_dir/memoryN` paths, and the block size.

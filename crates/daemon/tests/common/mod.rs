@@ -231,21 +231,6 @@ pub fn wait_for<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-/// A static C program compiled for the test.
-pub fn static_c(dir: &Path, name: &str, src: &str) -> PathBuf {
-    let c = dir.join(format!("{name}.c"));
-    std::fs::write(&c, src).unwrap();
-    let out = dir.join(name);
-    let st = Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(&out)
-        .arg(&c)
-        .status()
-        .unwrap();
-    assert!(st.success(), "gcc -static failed");
-    out
-}
-
 /// The host-wide lock for tests that touch cpusets and huge pages.
 pub use dualstack_testutil::HostLock;
 pub fn host_lock() -> HostLock {

@@ -19,6 +19,7 @@ pub mod demo;
 pub mod fwq;
 pub mod interrupt;
 pub mod load;
+pub mod mpi_app;
 pub mod plan;
 pub mod program;
 pub mod progress;
@@ -90,6 +91,8 @@ pub enum IsolationError {
     Exists(PathBuf),
     #[error("mini-app {app} not found at {path}; build the apps with scripts/build-apps (or set DUALSTACK_APPS_DIR)")]
     NoApp { app: String, path: PathBuf },
+    #[error("the MPI app {app} needs MPICH ({why}); install it with scripts/install-deps")]
+    NoMpich { app: String, why: String },
     #[error("the competing load `vm` needs qemu-system-x86_64, which is not installed; install it (scripts/install-deps) or use --load stress")]
     NoQemu,
     #[error("building the commodity guest image for the VM load")]
@@ -206,6 +209,15 @@ pub fn run(opts: &Options, obs: &mut dyn Observer) -> Result<Outcome, IsolationE
         std::fs::write(&plan_path, text).map_err(io("write", &plan_path))?;
     }
     for app in &plan.apps {
+        if mpi_app::is_mpi_app(app) {
+            if let Some(why) = mpi_app::missing_mpich() {
+                return Err(IsolationError::NoMpich {
+                    app: app.clone(),
+                    why,
+                });
+            }
+            continue;
+        }
         let path = opts.apps_dir.join(app);
         if !path.is_file() {
             return Err(IsolationError::NoApp {
@@ -553,6 +565,7 @@ pub fn report_markdown(plan: &Plan, a: &Analysis) -> String {
         plan.memory_bytes >> 20,
     );
     s += &programs_markdown(plan);
+    s += &mpi_app::markdown(plan);
     s += "\n## Targets\n\n```\n";
     s += &report::targets_text(a);
     s += "```\n\n## Runtime (Figure 5)\n";

@@ -190,7 +190,7 @@ impl std::fmt::Display for RunKey {
 /// Problems with a plan.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("unknown app {0:?}; the apps are {apps}", apps = ALL_APPS.join(", "))]
+    #[error("unknown app {0:?}; the apps are {apps}, and the MPI app {mpi}", apps = ALL_APPS.join(", "), mpi = super::mpi_app::MPI_APPS.join(", "))]
     UnknownApp(String),
     #[error(transparent)]
     Program(#[from] super::program::ProgramError),
@@ -218,7 +218,11 @@ impl Plan {
                 return Err(PlanError::Duplicate(p.name.clone()));
             }
         }
-        if let Some(a) = self.apps.iter().find(|a| !ALL_APPS.contains(&a.as_str())) {
+        if let Some(a) = self
+            .apps
+            .iter()
+            .find(|a| !ALL_APPS.contains(&a.as_str()) && !super::mpi_app::is_mpi_app(a))
+        {
             return Err(PlanError::UnknownApp(a.clone()));
         }
         if self.configs.is_empty() {

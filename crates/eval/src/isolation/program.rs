@@ -191,7 +191,9 @@ impl UserProgram {
         {
             return Err(ProgramError::BadName(self.name.clone()));
         }
-        if super::plan::ALL_APPS.contains(&self.name.as_str()) {
+        if super::plan::ALL_APPS.contains(&self.name.as_str())
+            || super::mpi_app::is_mpi_app(&self.name)
+        {
             return Err(ProgramError::Taken(self.name.clone(), "a built-in app"));
         }
         if self.ranks == Some(0) {

@@ -118,28 +118,9 @@ fn fwq_dump(ctx: &RunContext, config: Config) -> (PathBuf, String) {
     (host, arg)
 }
 
-/// Runs `key` once. `jobs` reads the commodity load's progress (before and after, for its
-/// throughput during the run). Never fails: a failure is a record with `ok: false`.
-pub fn run_one(
-    ctx: &RunContext,
-    plan: &Plan,
-    key: &RunKey,
-    jobs: &dyn Fn() -> Option<u64>,
-) -> RunRecord {
-    let started_unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
-    if let Some(p) = plan.program(&key.app) {
-        return super::user::run_one(ctx, plan, p, key, started_unix, jobs);
-    }
-    let program = ctx.app_path(&key.app);
-    let mut args = plan.app_argv();
-    let dump = (key.app == "fwq").then(|| fwq_dump(ctx, key.config));
-    if let Some((host, arg)) = &dump {
-        let _ = std::fs::remove_file(host);
-        args.extend(["--dump".to_string(), arg.clone()]);
-    }
-    let mut rec = RunRecord {
+/// The record of run `key` before it runs: not ok, nothing measured yet.
+pub(super) fn new_record(ctx: &RunContext, key: &RunKey, started_unix: f64) -> RunRecord {
+    RunRecord {
         app: key.app.clone(),
         config: key.config,
         level: key.level,
@@ -158,7 +139,37 @@ pub fn run_one(
         result: None,
         figure: None,
         output: None,
-    };
+    }
+}
+
+/// Runs `key` once. `jobs` reads the commodity load's progress (before and after, for its
+/// throughput during the run). Never fails: a failure is a record with `ok: false`.
+pub fn run_one(
+    ctx: &RunContext,
+    plan: &Plan,
+    key: &RunKey,
+    jobs: &dyn Fn() -> Option<u64>,
+) -> RunRecord {
+    let started_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    if let Some(p) = plan.program(&key.app) {
+        return super::user::run_one(ctx, plan, p, key, started_unix, jobs);
+    }
+    if super::mpi_app::is_mpi_app(&key.app) {
+        return match super::mpi_app::program(ctx, plan, &key.app) {
+            Ok(p) => super::user::run_one(ctx, plan, &p, key, started_unix, jobs),
+            Err(e) => super::mpi_app::failed(key, ctx.load, started_unix, e),
+        };
+    }
+    let program = ctx.app_path(&key.app);
+    let mut args = plan.app_argv();
+    let dump = (key.app == "fwq").then(|| fwq_dump(ctx, key.config));
+    if let Some((host, arg)) = &dump {
+        let _ = std::fs::remove_file(host);
+        args.extend(["--dump".to_string(), arg.clone()]);
+    }
+    let mut rec = new_record(ctx, key, started_unix);
     let jobs_before = jobs();
     let outcome = execute(ctx, plan, &program, &args, key.config, &mut rec);
     let jobs_after = jobs();

@@ -16,7 +16,7 @@ use super::interrupt;
 use super::plan::{Config, Plan, RunKey};
 use super::program::UserProgram;
 use super::record::RunRecord;
-use super::runner::RunContext;
+use super::runner::{new_record, RunContext};
 
 /// Error prefix of a run whose answer was right but whose figure regex did not match: the
 /// harness refuses the program at its first run instead of repeating it.
@@ -224,26 +224,7 @@ pub fn run_one(
     started_unix: f64,
     jobs: &dyn Fn() -> Option<u64>,
 ) -> RunRecord {
-    let mut rec = RunRecord {
-        app: key.app.clone(),
-        config: key.config,
-        level: key.level,
-        rep: key.rep,
-        load: ctx.load,
-        ok: false,
-        error: None,
-        time_s: None,
-        wall_s: 0.0,
-        verified: false,
-        started_unix,
-        cpus: vec![],
-        load_jobs_per_s: None,
-        vm: None,
-        fwq: None,
-        result: None,
-        figure: None,
-        output: None,
-    };
+    let mut rec = new_record(ctx, key, started_unix);
     let dir = ctx.scratch.join(format!(
         "run-{}-{}-{}-{}",
         p.name, key.config, key.level, key.rep

@@ -2,7 +2,8 @@
    and bandwidth between ranks 0 and 1 (1 B .. 4 MiB) and MPI_Allreduce latency on all ranks.
    Rank 0 prints one line per measurement:
      pingpong BYTES ITERS ONE_WAY_US MB_PER_S
-     allreduce DOUBLES ITERS US
+     allreduce DOUBLES ITERS US_RANK0 US_RANK1 ...
+   (the allreduce latency as every rank measured it, in rank order).
    Every message is checked on arrival (first and last byte). */
 #include <mpi.h>
 #include <stdio.h>
@@ -60,10 +61,17 @@ int main(int argc, char **argv) {
         MPI_Barrier(MPI_COMM_WORLD);
         double t0 = MPI_Wtime();
         for (long i = 0; i < iters; i++) MPI_Allreduce(in, out, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-        double dt = MPI_Wtime() - t0;
+        double us = (MPI_Wtime() - t0) / iters * 1e6;
         double expect = (double)size * (size - 1) / 2 + (double)size * (n - 1);
         errors += out[n - 1] != expect;
-        if (rank == 0) printf("allreduce %d %ld %.4f\n", n, iters, dt / iters * 1e6);
+        double *all_us = calloc((size_t)size, sizeof(double));
+        MPI_Gather(&us, 1, MPI_DOUBLE, all_us, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+        if (rank == 0) {
+            printf("allreduce %d %ld", n, iters);
+            for (int r = 0; r < size; r++) printf(" %.4f", all_us[r]);
+            printf("\n");
+        }
+        free(all_us);
         free(in);
         free(out);
     }

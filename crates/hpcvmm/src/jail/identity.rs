@@ -165,14 +165,55 @@ fn passwd_lookup(
     what: &str,
     call: impl Fn(*mut libc::passwd, *mut libc::c_char, usize, *mut *mut libc::passwd) -> libc::c_int,
 ) -> Result<Option<PasswdEntry>, IdentityError> {
+    nss_lookup(what, 1 << 20, call, |pw: &libc::passwd| {
+        // SAFETY: on success pw_name points to a NUL-terminated string inside the buffer,
+        // which lives until this closure returns.
+        let name = unsafe { CStr::from_ptr(pw.pw_name) }
+            .to_string_lossy()
+            .into_owned();
+        PasswdEntry {
+            name,
+            uid: pw.pw_uid,
+            gid: pw.pw_gid,
+        }
+    })
+}
+
+/// The C entry types the `get*_r` calls fill.
+trait NssEntry {
+    /// An empty entry for the call to fill.
+    fn empty() -> Self;
+}
+
+impl NssEntry for libc::passwd {
+    fn empty() -> Self {
+        // SAFETY: passwd is plain data; all zeroes is a valid (empty) value.
+        unsafe { std::mem::zeroed() }
+    }
+}
+
+impl NssEntry for libc::group {
+    fn empty() -> Self {
+        // SAFETY: group is plain data; all zeroes is a valid (empty) value.
+        unsafe { std::mem::zeroed() }
+    }
+}
+
+/// One `get{pw,gr}{nam,uid,gid}_r` lookup: `call(entry, buf, len, result)` with a buffer grown
+/// on ERANGE up to `max_len`, then `read` of the entry found (while its buffer lives).
+fn nss_lookup<E: NssEntry, R>(
+    what: &str,
+    max_len: usize,
+    call: impl Fn(*mut E, *mut libc::c_char, usize, *mut *mut E) -> libc::c_int,
+    read: impl FnOnce(&E) -> R,
+) -> Result<Option<R>, IdentityError> {
     let mut len = LOOKUP_BUF;
     loop {
         let mut buf = vec![0 as libc::c_char; len];
-        // SAFETY: passwd is plain data; all zeroes is a valid (empty) value.
-        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut out: *mut libc::passwd = std::ptr::null_mut();
-        let rc = call(&mut pw, buf.as_mut_ptr(), len, &mut out);
-        if rc == libc::ERANGE && len < (1 << 20) {
+        let mut entry = E::empty();
+        let mut out: *mut E = std::ptr::null_mut();
+        let rc = call(&mut entry, buf.as_mut_ptr(), len, &mut out);
+        if rc == libc::ERANGE && len < max_len {
             len *= 4;
             continue;
         }
@@ -183,15 +224,7 @@ fn passwd_lookup(
                 e => Err(lookup_err(what.into(), e)),
             };
         }
-        // SAFETY: on success pw_name points to a NUL-terminated string inside `buf`.
-        let name = unsafe { CStr::from_ptr(pw.pw_name) }
-            .to_string_lossy()
-            .into_owned();
-        return Ok(Some(PasswdEntry {
-            name,
-            uid: pw.pw_uid,
-            gid: pw.pw_gid,
-        }));
+        return Ok(Some(read(&entry)));
     }
 }
 
@@ -217,25 +250,7 @@ fn group_lookup(
     what: &str,
     call: impl Fn(*mut libc::group, *mut libc::c_char, usize, *mut *mut libc::group) -> libc::c_int,
 ) -> Result<Option<u32>, IdentityError> {
-    let mut len = LOOKUP_BUF;
-    loop {
-        let mut buf = vec![0 as libc::c_char; len];
-        // SAFETY: group is plain data; all zeroes is a valid (empty) value.
-        let mut gr: libc::group = unsafe { std::mem::zeroed() };
-        let mut out: *mut libc::group = std::ptr::null_mut();
-        let rc = call(&mut gr, buf.as_mut_ptr(), len, &mut out);
-        if rc == libc::ERANGE && len < (1 << 22) {
-            len *= 4;
-            continue;
-        }
-        if out.is_null() {
-            return match rc {
-                0 | libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM => Ok(None),
-                e => Err(lookup_err(what.into(), e)),
-            };
-        }
-        return Ok(Some(gr.gr_gid));
-    }
+    nss_lookup(what, 1 << 22, call, |gr: &libc::group| gr.gr_gid)
 }
 
 /// The groups `user` belongs to, `gid` first (getgrouplist).

@@ -288,6 +288,14 @@ pub fn statm(g: &GuestView) -> String {
     format!("{p} {p} 0 0 0 {p} 0\n")
 }
 
+/// Whether `rest` below the guest's /proc/<pid>/ names the network namespace's files
+/// (`net`, `net/route`, `net/if_inet6`, ...): they describe the namespace every process of the
+/// user shares, not the VMM, so the host's are shown (UCX and Open MPI read `/proc/net/route`
+/// and `/proc/net/if_inet6`, a symlink to `self/net`).
+pub fn is_netns(rest: &str) -> bool {
+    rest == "net" || rest.starts_with("net/")
+}
+
 /// The answer for `rest` below the guest's /proc/<pid>/ (or task/<tid>/).
 pub fn render(g: &GuestView, tid: Option<i32>, rest: &str) -> GuestFile {
     if tid == Some(-1) {
@@ -311,7 +319,7 @@ pub fn render(g: &GuestView, tid: Option<i32>, rest: &str) -> GuestFile {
         "exe" => GuestFile::Exe,
         "loginuid" => bytes(format!("{}", g.uid)),
         // Directories (the pid dir, fd/, task/) are not listable in the guest's view.
-        "" | "fd" | "fdinfo" | "task" | "net" => GuestFile::Errno(libc::EACCES),
+        "" | "fd" | "fdinfo" | "task" => GuestFile::Errno(libc::EACCES),
         r => match r.strip_prefix("fd/").map(str::parse::<i32>) {
             Some(Ok(n)) if g.fds.contains(&n) => GuestFile::Fd(n),
             Some(_) => GuestFile::Errno(libc::ENOENT),

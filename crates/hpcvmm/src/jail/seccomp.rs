@@ -230,9 +230,11 @@ pub const ALLOWED: &[(&str, i64)] = &[
 ];
 
 /// The non-KVM ioctls the syscall layer passes on for guest sockets (syscall/sockets.rs):
-/// pointer-free interface queries and int-valued queue/blocking requests.
-pub const SOCKET_IOCTLS: [(&str, u64); 13] = [
+/// pointer-free interface queries, the interface list (SIOCGIFCONF, into a VMM buffer) and
+/// int-valued queue/blocking requests.
+pub const SOCKET_IOCTLS: [(&str, u64); 14] = [
     ("SIOCGIFNAME", libc::SIOCGIFNAME),
+    ("SIOCGIFCONF", libc::SIOCGIFCONF),
     ("SIOCGIFINDEX", libc::SIOCGIFINDEX),
     ("SIOCGIFFLAGS", libc::SIOCGIFFLAGS),
     ("SIOCGIFADDR", libc::SIOCGIFADDR),

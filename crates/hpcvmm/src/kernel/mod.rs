@@ -14,6 +14,7 @@
 //! ([`crate::syscall`]) depend on it.
 
 pub mod clocks;
+pub mod fdshare;
 pub mod files;
 pub mod fsroot;
 pub mod futex;

@@ -252,6 +252,11 @@ fn open_at(ctx: &mut Ctx<'_>, dirfd: i32, path: u64, flags: i32, mode: u32) -> S
     }
     let full = full_path(ctx, dirfd, &path)?;
     let cloexec = flags & libc::O_CLOEXEC != 0;
+    if let Some(fd) = procfs::open_peer_fd(ctx, &full, flags) {
+        let file = OpenFile::new(FileKind::Host(fd?), Some(full));
+        let n = ctx.tg.files.lock().unwrap().add(file, cloexec)?;
+        return Ok(n as u64);
+    }
     let (kind, path) = match procfs::answer(ctx, &full) {
         procfs::Answer::Host => {
             let fd = ctx

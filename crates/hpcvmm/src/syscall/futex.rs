@@ -60,28 +60,20 @@ pub fn futex(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
     let (signals, me) = (&ctx.tg.signals, ctx.task.sig.clone());
     let interrupted = move || signals.deliverable(&me);
     match cmd {
-        FUTEX_WAIT => {
+        FUTEX_WAIT | FUTEX_WAIT_BITSET => {
             let ts = read_timeout(ctx, timeout_or_val2)?;
-            let dl = deadline_from(ts, false, libc::CLOCK_MONOTONIC);
-            futexes.wait(
-                ctx.mem,
-                ctx.run,
-                &interrupted,
-                &mut ctx.task.counters,
-                addr,
-                val,
-                dl,
-                u32::MAX,
-            )
-        }
-        FUTEX_WAIT_BITSET => {
-            let ts = read_timeout(ctx, timeout_or_val2)?;
-            let clock = if realtime {
-                libc::CLOCK_REALTIME
+            // FUTEX_WAIT: a relative timeout on CLOCK_MONOTONIC, woken by any waker;
+            // FUTEX_WAIT_BITSET: an absolute one on the clock asked for, woken by `val3`'s.
+            let (dl, bitset) = if cmd == FUTEX_WAIT {
+                (deadline_from(ts, false, libc::CLOCK_MONOTONIC), u32::MAX)
             } else {
-                libc::CLOCK_MONOTONIC
+                let clock = if realtime {
+                    libc::CLOCK_REALTIME
+                } else {
+                    libc::CLOCK_MONOTONIC
+                };
+                (deadline_from(ts, true, clock), val3)
             };
-            let dl = deadline_from(ts, true, clock);
             futexes.wait(
                 ctx.mem,
                 ctx.run,
@@ -90,7 +82,7 @@ pub fn futex(ctx: &mut Ctx<'_>, a: &Args) -> SysResult {
                 addr,
                 val,
                 dl,
-                val3,
+                bitset,
             )
         }
         FUTEX_WAKE | FUTEX_WAKE_BITSET => {

@@ -7,6 +7,7 @@
 //! Handlers are grouped by area: [`files`], [`events`] (eventfd, epoll, select), [`memory`], [`time`], [`threads`] and [`futex`],
 //! [`signals`], [`system`] (identity, limits, uname), [`sockets`] (none yet), [`procfs`].
 
+pub mod cma;
 pub mod events;
 pub mod files;
 pub mod futex;
@@ -214,13 +215,7 @@ impl<'a> Ctx<'a> {
 
 /// Calls that act on another process by pid (the table answers them ENOSYS); counted as
 /// refusals of kind `host_process`.
-const HOST_PROCESS_CALLS: [i64; 5] = [
-    libc::SYS_ptrace,
-    libc::SYS_process_vm_readv,
-    libc::SYS_process_vm_writev,
-    libc::SYS_kcmp,
-    libc::SYS_pidfd_getfd,
-];
+const HOST_PROCESS_CALLS: [i64; 3] = [libc::SYS_ptrace, libc::SYS_kcmp, libc::SYS_pidfd_getfd];
 
 /// Serve system call `nr` with `args`.
 pub fn dispatch(ctx: &mut Ctx<'_>, nr: u64, args: &Args) -> SysOutcome {

@@ -285,6 +285,8 @@ pub fn answer(ctx: &Ctx<'_>, full: &str) -> Answer {
     };
     match class {
         ProcPath::Host => Answer::Host,
+        // The network namespace's files (/proc/net is a symlink to self/net).
+        ProcPath::Guest { tid, rest } if tid != Some(-1) && view::is_netns(&rest) => Answer::Host,
         ProcPath::Global(g) => {
             Answer::File(view::global(g, &guest_view(ctx), &ctx.tg.proc.host_cpus))
         }
@@ -307,6 +309,37 @@ pub fn answer(ctx: &Ctx<'_>, full: &str) -> Answer {
                 Answer::Refused(Errno(e))
             }
         },
+    }
+}
+
+/// `/proc/<pid>/fd/<n>` of another process, as (pid, n): not the guest, not this VMM.
+pub fn peer_fd_path(ctx: &Ctx<'_>, full: &str) -> Option<(i32, i32)> {
+    let p = normalize(full);
+    let rest = p.strip_prefix("/proc/")?;
+    let (pid, n) = rest.split_once("/fd/")?;
+    let (pid, n) = (pid.parse::<i32>().ok()?, n.parse::<i32>().ok()?);
+    let guest = pid == ctx.tg.pid() || guest_tids(ctx).contains(&pid) || is_vmm_task(pid);
+    (pid > 0 && n >= 0 && !guest).then_some((pid, n))
+}
+
+/// Open `/proc/<pid>/fd/<n>` of another dualstack VM of the guest's user through that VMM's
+/// descriptor broker ([`crate::kernel::fdshare`]): its guest's descriptor `n`, re-opened.
+/// `None`: the path is not one, or no VMM answers at that pid (the host path is opened).
+pub fn open_peer_fd(ctx: &Ctx<'_>, full: &str, flags: i32) -> Option<Result<OwnedFd, Errno>> {
+    let (pid, n) = peer_fd_path(ctx, full)?;
+    match crate::kernel::fdshare::fetch(pid, n, flags, ctx.tg.creds.uid) {
+        Ok(None) => None,
+        Ok(Some(fd)) => Some(match check_host_fd(ctx, &fd) {
+            Ok(None) => Ok(fd),
+            Ok(Some(_)) => Err(Errno(libc::EACCES)),
+            Err(e) => Err(e),
+        }),
+        Err(e) => {
+            if e.0 == libc::EACCES {
+                ctx.run.refuse(refusal::FD);
+            }
+            Some(Err(e))
+        }
     }
 }
 

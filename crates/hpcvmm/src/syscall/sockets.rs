@@ -14,7 +14,8 @@
 //! - Families: AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK (NETLINK_ROUTE only, the route dumps
 //!   getifaddrs, UCX and hwloc make); anything else is EAFNOSUPPORT.
 //! - `ioctl` on a socket: the read-only interface queries (`SIOCGIF*` on a `struct ifreq`
-//!   without pointers), `FIONREAD`, `SIOCOUTQ` and `FIONBIO`; others are ENOTTY or, for
+//!   without pointers), the interface list `SIOCGIFCONF` (copied through a VMM buffer),
+//!   `FIONREAD`, `SIOCOUTQ` and `FIONBIO`; others are ENOTTY or, for
 //!   `SIOCETHTOOL` (its ifreq carries a pointer), EOPNOTSUPP as for a device without ethtool.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -651,7 +652,54 @@ pub fn ioctl(ctx: &mut Ctx<'_>, f: &FileRef, a: &Args) -> SysResult {
             // SAFETY: the request reads one int.
             check(unsafe { libc::ioctl(f.raw(), req, &v) }.into())
         }
+        libc::SIOCGIFCONF => ifconf(ctx, f, arg),
         0x8946 => err(libc::EOPNOTSUPP), // SIOCETHTOOL: its ifreq carries a pointer
         _ => err(libc::ENOTTY),
     }
+}
+
+/// Most bytes of `struct ifreq`s one SIOCGIFCONF copies (1638 interfaces).
+const IFCONF_MAX: usize = 64 << 10;
+
+/// `struct ifconf` as the host takes it: a length and a buffer pointer.
+#[repr(C)]
+struct HostIfconf {
+    len: i32,
+    buf: *mut u8,
+}
+
+/// SIOCGIFCONF (Open MPI's and hwloc's interface list): `struct ifconf { int ifc_len; char
+/// *ifc_buf; }` in guest memory. A NULL buffer asks for the size needed; else as many whole
+/// `ifreq`s as fit in `ifc_len` bytes are written there and `ifc_len` says how many bytes (a
+/// negative length fits none, as on Linux). A bad `ifconf` or buffer is EFAULT.
+fn ifconf(ctx: &Ctx<'_>, f: &FileRef, arg: u64) -> SysResult {
+    let raw = ctx.read_user_vec(arg, 16)?;
+    let len = i32::from_ne_bytes(raw[0..4].try_into().unwrap());
+    let buf = u64::from_ne_bytes(raw[8..16].try_into().unwrap());
+    let mut host = vec![
+        0u8;
+        if buf == 0 {
+            0
+        } else {
+            len.clamp(0, IFCONF_MAX as i32) as usize
+        }
+    ];
+    let mut hc = HostIfconf {
+        len: host.len() as i32,
+        buf: if buf == 0 {
+            std::ptr::null_mut()
+        } else {
+            host.as_mut_ptr()
+        },
+    };
+    // SAFETY: the host fills at most `hc.len` bytes of `host` (or only the length, for NULL).
+    if unsafe { libc::ioctl(f.raw(), libc::SIOCGIFCONF, &mut hc) } < 0 {
+        return last_err();
+    }
+    if buf != 0 {
+        let n = (hc.len.max(0) as usize).min(host.len());
+        ctx.write_user(buf, &host[..n])?;
+    }
+    ctx.write_user(arg, &hc.len.to_ne_bytes())?;
+    Ok(0)
 }

@@ -3,7 +3,7 @@
 //! `asm/unistd_64.h` by a unit test. To add a call: write the handler in its area module and
 //! replace the `unsupported(...)` line of its number here.
 
-use super::{events, files, futex, memory, shm, signals, sockets, system, threads, time};
+use super::{cma, events, files, futex, memory, shm, signals, sockets, system, threads, time};
 use super::{Args, Ctx, Errno, SysOutcome, SysResult};
 
 /// How completely a system call is implemented.
@@ -406,8 +406,8 @@ static TABLE: [Option<Entry>; 451] = [
     unsupported(307, "sendmmsg", libc::ENOSYS),
     unsupported(308, "setns", libc::ENOSYS),
     value(309, "getcpu", Supported, threads::getcpu),
-    unsupported(310, "process_vm_readv", libc::ENOSYS),
-    unsupported(311, "process_vm_writev", libc::ENOSYS),
+    value(310, "process_vm_readv", Partial("between dualstack VMs of the guest's user (served by their VMMs) and on the guest itself; other processes EPERM; stops at the first bad remote iovec"), cma::process_vm_readv),
+    value(311, "process_vm_writev", Partial("between dualstack VMs of the guest's user (served by their VMMs) and on the guest itself; other processes EPERM; stops at the first bad remote iovec"), cma::process_vm_writev),
     unsupported(312, "kcmp", libc::ENOSYS),
     unsupported(313, "finit_module", libc::ENOSYS),
     unsupported(314, "sched_setattr", libc::ENOSYS),

@@ -2,22 +2,17 @@
 //! by source hash), running them natively and in the VM, and a huge-page reservation guard.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::collections::hash_map::DefaultHasher;
 use std::fs::File;
-use std::hash::{Hash, Hasher};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use dualstack_hpcvmm::jail::{identity, Caller, Jail, SuperviseOptions};
+use dualstack_hpcvmm::jail::{identity, Caller, Jail, JailReport, SuperviseOptions, Supervised};
 use dualstack_hpcvmm::{Backing, ExitReport, RunConfig, RunStats};
-
-/// One compile at a time per test binary: the machine has two cores shared by everyone.
-static BUILD_LOCK: Mutex<()> = Mutex::new(());
+use dualstack_testutil::guest::Link;
 
 fn guests_src() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/guests")
@@ -29,105 +24,15 @@ fn cache_dir() -> PathBuf {
     d
 }
 
-/// Extra compiler flags a guest asks for on a `// build: FLAGS` first line (`! build:` in
-/// Fortran).
-fn build_flags(src: &str) -> Vec<String> {
-    src.lines()
-        .next()
-        .and_then(|l| {
-            let l = l.trim();
-            l.strip_prefix("// build:")
-                .or_else(|| l.strip_prefix("! build:"))
-        })
-        .map(|f| f.split_whitespace().map(str::to_string).collect())
-        .unwrap_or_default()
-}
-
-/// The compile command for a source file, by extension.
-fn compiler(src: &Path, out: &Path, link_static: bool, extra: &[String]) -> Command {
-    let ext = src.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let mut c = match ext {
-        "c" => {
-            let mut c = Command::new("gcc");
-            c.args(["-O2", "-Wall", "-pthread"]);
-            c
-        }
-        "cpp" => {
-            let mut c = Command::new("g++");
-            c.args(["-O2", "-Wall", "-pthread", "-std=c++17"]);
-            c
-        }
-        "rs" => {
-            let mut c = Command::new("rustc");
-            c.args(["--edition", "2021", "-O"]);
-            if link_static {
-                c.args(["-C", "target-feature=+crt-static"]);
-            }
-            c.arg(src).arg("-o").arg(out).args(extra);
-            return c;
-        }
-        "f90" => {
-            let mut c = Command::new("gfortran");
-            c.args(["-O2", "-Wall"]);
-            if link_static {
-                // Static libgfortran calls pthread functions through weak references that a
-                // static link leaves null (close_unit then jumps to 0): pull them in.
-                for sym in [
-                    "pthread_mutex_destroy",
-                    "pthread_key_create",
-                    "pthread_key_delete",
-                    "pthread_getspecific",
-                    "pthread_setspecific",
-                    "pthread_once",
-                ] {
-                    c.arg(format!("-Wl,-u,{sym}"));
-                }
-            }
-            c
-        }
-        other => panic!("guest {} has unknown extension {other:?}", src.display()),
-    };
-    if link_static {
-        c.arg("-static");
-    }
-    c.args(extra).arg("-o").arg(out).arg(src);
-    c
-}
-
-fn build(name: &str, link_static: bool) -> PathBuf {
+/// The guest `tests/guests/<name>.{c,cpp,rs,f90}`, built if its source changed.
+fn build(name: &str, link: Link) -> PathBuf {
     let dir = guests_src();
     let src = ["c", "cpp", "rs", "f90"]
         .iter()
         .map(|e| dir.join(format!("{name}.{e}")))
         .find(|p| p.exists())
         .unwrap_or_else(|| panic!("no source for guest {name} in {}", dir.display()));
-    let text = std::fs::read_to_string(&src).expect("read guest source");
-    let extra = build_flags(&text);
-    let mut h = DefaultHasher::new();
-    text.hash(&mut h);
-    extra.hash(&mut h);
-    link_static.hash(&mut h);
-    let kind = if link_static { "static" } else { "dynamic" };
-    let out = cache_dir().join(format!("{name}-{kind}-{:016x}", h.finish()));
-    let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if out.exists() {
-        return out;
-    }
-    // Tests run in parallel and may build the same guest: each build has its own temporary.
-    static BUILD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = BUILD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = out.with_extension(format!("tmp{}-{n}", std::process::id()));
-    let o = compiler(&src, &tmp, link_static, &extra)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run the compiler for {name}: {e}"));
-    assert!(
-        o.status.success(),
-        "building guest {name} failed:\n{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    std::fs::rename(&tmp, &out).expect("publish the built guest");
-    out
+    dualstack_testutil::guest::build(&src, &cache_dir(), link, &[])
 }
 
 /// Whether a test may go on: `available` says whether the resource `what` (root, KVM, huge
@@ -143,12 +48,18 @@ pub fn require(what: &str, available: bool) -> bool {
 
 /// The statically linked guest `tests/guests/<name>.{c,cpp,rs}`, built if its source changed.
 pub fn guest(name: &str) -> PathBuf {
-    build(name, true)
+    build(name, Link::Static)
+}
+
+/// A static guest built from a source outside `tests/guests` (e.g. a benchmark program of
+/// crates/eval), with extra compiler flags.
+pub fn guest_from(src: &Path, flags: &[&str]) -> PathBuf {
+    dualstack_testutil::guest::build(src, &cache_dir(), Link::Static, flags)
 }
 
 /// The same guest linked dynamically (for the refusal tests).
 pub fn dynamic_guest(name: &str) -> PathBuf {
-    build(name, false)
+    build(name, Link::Dynamic)
 }
 
 /// What a program printed and how it ended.
@@ -303,6 +214,26 @@ pub fn run_jailed(cfg: &RunConfig) -> Result<RunStats, String> {
     }
 }
 
+/// Run `cfg` jailed as `nobody` (resolved as root would) with `root` as the guest root, as
+/// `dualstack run --user nobody` does; panics when the jailed VMM ends without a result or
+/// with an error. Returns the run, what the jail enforced, and how the supervisor saw it end.
+pub fn run_as_nobody(cfg: &RunConfig, root: &Path) -> (RunStats, JailReport, Supervised) {
+    let caller = Caller {
+        uid: 0,
+        gid: 0,
+        sudo: None,
+    };
+    let nobody = identity::resolve(Some(&"nobody".parse().unwrap()), &caller).unwrap();
+    let jail = Jail::new(nobody, root);
+    let r =
+        dualstack_hpcvmm::jail::run::run_jailed(cfg, &jail, &SuperviseOptions::default()).unwrap();
+    let (stats, report) = r
+        .result
+        .unwrap_or_else(|| panic!("no result: {:?}", r.supervised))
+        .unwrap();
+    (stats, report, r.supervised)
+}
+
 /// Run in the HPC VM (jailed); panics if the VMM refuses the program.
 pub fn in_vm(bin: &Path, spec: &Spec) -> (Outcome, RunStats) {
     let io = tempfile::tempdir().unwrap();
@@ -320,9 +251,21 @@ pub fn in_vm(bin: &Path, spec: &Spec) -> (Outcome, RunStats) {
 
 /// Run natively and in the VM; stdout and exit status must match. Returns the VM's view.
 pub fn same_as_native(name: &str, spec: &Spec) -> (Outcome, RunStats) {
-    let bin = guest(name);
-    let n = native(&bin, spec);
-    let (v, stats) = in_vm(&bin, spec);
+    same_as_native_bin(&guest(name), spec)
+}
+
+/// [`same_as_native`] for a guest built elsewhere (e.g. by [`guest_from`]).
+pub fn same_as_native_bin(bin: &Path, spec: &Spec) -> (Outcome, RunStats) {
+    let name = argv0(bin);
+    let n = native(bin, spec);
+    let (v, stats) = in_vm(bin, spec);
+    assert_same(&name, &n, &v, &stats);
+    (v, stats)
+}
+
+/// A VM run `v` (with `stats`) printed and ended as the native run `n` did.
+#[track_caller]
+pub fn assert_same(name: &str, n: &Outcome, v: &Outcome, stats: &RunStats) {
     assert_eq!(
         n.stdout, v.stdout,
         "{name}: stdout differs between native and VM\nVM stderr: {}\nVM exit: {:?}",
@@ -333,7 +276,6 @@ pub fn same_as_native(name: &str, spec: &Spec) -> (Outcome, RunStats) {
         "{name}: exit status differs (native {}, VM {}); VM stderr: {}; VM exit: {:?}",
         n.status, v.status, v.stderr, stats.exit
     );
-    (v, stats)
 }
 
 /// Assert the run exited normally with `status`.

@@ -1,4 +1,5 @@
-//! The few raw host system calls no crate wraps for us, each in one small function.
+//! The few raw host system calls no crate wraps for us, each in one small function, shared by
+//! the HPC VMM (guest memory, vCPU threads) and the zone code (zone memory, host task steering).
 
 use std::io;
 
@@ -52,24 +53,33 @@ pub fn mbind_node(ptr: *mut u8, len: usize, node: u32) -> io::Result<()> {
     }
 }
 
-/// Restrict the calling thread to a set of host CPUs.
-pub fn set_current_thread_affinity(cpus: &[usize]) -> io::Result<()> {
+/// Restrict thread `tid` (0: the calling thread) to a set of host CPUs. Allocates nothing, so
+/// it may run in a forked child before exec. A CPU number beyond `CPU_SETSIZE` is `EINVAL`.
+pub fn set_thread_affinity(
+    tid: libc::pid_t,
+    cpus: impl IntoIterator<Item = usize>,
+) -> io::Result<()> {
     // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for &c in cpus {
+    for c in cpus {
         if c >= libc::CPU_SETSIZE as usize {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
         // SAFETY: `c` was checked to be below CPU_SETSIZE.
         unsafe { libc::CPU_SET(c, &mut set) };
     }
-    // SAFETY: `set` is a valid cpu_set_t of the size we pass; pid 0 is the calling thread.
-    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size we pass.
+    let r = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     if r == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Restrict the calling thread to a set of host CPUs (allocates nothing).
+pub fn set_current_thread_affinity(cpus: &[usize]) -> io::Result<()> {
+    set_thread_affinity(0, cpus.iter().copied())
 }
 
 /// The host CPUs the calling thread may run on.
@@ -103,5 +113,27 @@ pub fn tgkill_self(tid: i32, sig: i32) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn affinity_round_trips_and_rejects_cpus_beyond_the_set() {
+        let cpus = current_affinity().unwrap();
+        assert!(!cpus.is_empty());
+        set_current_thread_affinity(&cpus).unwrap();
+        assert_eq!(current_affinity().unwrap(), cpus);
+        let e = set_current_thread_affinity(&[libc::CPU_SETSIZE as usize]).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    }
+
+    #[test]
+    fn mbind_rejects_a_node_beyond_the_mask() {
+        let mut buf = vec![0u8; 4096];
+        let e = mbind_node(buf.as_mut_ptr(), buf.len(), 1024).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
     }
 }
