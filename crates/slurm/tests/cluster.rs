@@ -893,16 +893,14 @@ fn open_mpi_mpirun_inside_the_allocation() {
     };
     let prog = build_mpi_suite(s.work.path(), Mpi::OpenMpi).unwrap();
     // mpirun starts rank 0 itself (the batch step on n1) and an orted on n2 through srun,
-    // which starts rank 1 there; jobs run as root here. Natively only for now: in the VMs
-    // each rank sees no network interface yet (Open MPI's TCP BTL then has no path between
-    // the two "hosts" n1 and n2, and its shared-memory BTL is for one host only), which the
-    // Open MPI work in crates/hpcvmm is making good.
+    // which starts rank 1 there; jobs run as root here. Open MPI sees two hosts (n1, n2):
+    // its ranks talk over its TCP BTL, which the VMs serve with the host's interfaces.
     mpi_job_across_the_nodes(
         &s,
         &prog,
         "mpirun.openmpi -np 2 --map-by node",
         "export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
-        false,
+        true,
     );
     s.finish("host after the Open MPI job");
 }
