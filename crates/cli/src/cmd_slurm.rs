@@ -159,7 +159,7 @@ fn hook(prolog: bool, a: &HookArgs) -> anyhow::Result<i32> {
                 log(n);
             }
             log(&format!(
-                "ok in {:.1} ms{}",
+                "ok in {:.1} ms{}{}",
                 v["elapsed_ms"].as_f64().unwrap_or_default(),
                 match (&v["zone"], &v["released"]) {
                     (serde_json::Value::Object(z), _) => format!(
@@ -169,7 +169,8 @@ fn hook(prolog: bool, a: &HookArgs) -> anyhow::Result<i32> {
                     ),
                     (_, serde_json::Value::Bool(true)) => ", zone released".to_string(),
                     _ => ", no zone".to_string(),
-                }
+                },
+                steps_text(&v["steps"])
             ));
             if a.json {
                 println!("{v}");
@@ -185,6 +186,21 @@ fn hook(prolog: bool, a: &HookArgs) -> anyhow::Result<i32> {
             }
             Ok(1)
         }
+    }
+}
+
+/// ` | steps: label=ms; ...` for the hook log (empty without steps).
+fn steps_text(steps: &serde_json::Value) -> String {
+    let parts: Vec<String> = steps
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| Some(format!("{}={:.2}", s[0].as_str()?, s[1].as_f64()?)))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" | steps: {}", parts.join("; "))
     }
 }
 

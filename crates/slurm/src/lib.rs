@@ -331,6 +331,25 @@ pub struct PrologReport {
     pub zone: Option<Zone>,
     pub notes: Vec<String>,
     pub elapsed_ms: f64,
+    /// Time per step (ms), in order: configuration, recovery, Slurm's job description, the
+    /// topology, each step of the zone's create, the hand-off to the job's user.
+    pub steps: Vec<(String, f64)>,
+}
+
+/// Time per step of a hook.
+#[derive(Default)]
+struct StepClock(Vec<(String, f64)>, Option<Instant>);
+
+impl StepClock {
+    /// Close the step running since the last mark as `label`.
+    fn mark(&mut self, label: &str) {
+        let now = Instant::now();
+        if let Some(t) = self.1 {
+            self.0
+                .push((label.to_string(), (now - t).as_secs_f64() * 1e3));
+        }
+        self.1 = Some(now);
+    }
 }
 
 /// The CPUs of the node the job holds: Slurm's CPU ids on this node are indexes into the
@@ -398,41 +417,48 @@ pub fn prolog(
     jobs: &dyn JobSource,
 ) -> Result<PrologReport, SlurmError> {
     let t0 = Instant::now();
+    let mut clock = StepClock::default();
+    clock.mark("");
     let settings = site.node(&env.node)?;
     let paths = paths_of(&settings)?;
+    clock.mark("configuration");
     let mut notes = recover(&settings, &paths)?;
+    clock.mark("journal recovery check");
     let name = zone_name(env.job_id);
     let impossible = |why: String| SlurmError::Impossible {
         job: env.job_id,
         node: env.node.clone(),
         why,
     };
-    let done = |zone, notes, t0: Instant| PrologReport {
+    let done = |zone, notes, t0: Instant, steps| PrologReport {
         job_id: env.job_id,
         node: env.node.clone(),
         zone,
         notes,
         elapsed_ms: t0.elapsed().as_secs_f64() * 1e3,
+        steps,
     };
 
     // The request: the SPANK option when the plugin passed one, else the job's comment.
     let info = jobs.job_info(env.job_id)?;
+    clock.mark("job description (scontrol)");
     let ask = match &env.spank_request {
         Some(text) => Some(request::parse_option(text)?),
         None => request::parse_ask(info.comment.as_deref().unwrap_or_default())?,
     };
     let Some(ask) = ask else {
-        return Ok(done(None, notes, t0));
+        return Ok(done(None, notes, t0, clock.0));
     };
     // A prolog run again for the same job (requeue, slurmd restart) keeps the zone it made.
     if let Ok(z) = dualstack_zones::get(&paths, &name) {
         notes.push(format!("zone {name} already exists: kept"));
         delegate(&z, env.uid, env.gid)?;
-        return Ok(done(Some(z), notes, t0));
+        return Ok(done(Some(z), notes, t0, clock.0));
     }
 
     let node = dualstack_zones::load_node(&paths)
         .map_err(|e| impossible(format!("cannot read the node's topology: {e}")))?;
+    clock.mark("topology");
     let node_cpus = match &settings.cpus {
         Some(c) => c.clone(),
         None => dualstack_zones::cgroup::root_cpus(&paths)
@@ -470,6 +496,7 @@ pub fn prolog(
             )));
         }
     }
+    clock.mark("checks (CPUs, memory cap)");
     let req = ZoneRequest {
         cpus: CpuRequest::List(cpus),
         memory_bytes: memory,
@@ -507,6 +534,14 @@ pub fn prolog(
         zone: name.clone(),
         source: Box::new(source),
     })?;
+    clock.mark("zone create (total of the create: steps below)");
+    clock.0.extend(
+        report
+            .timings
+            .0
+            .iter()
+            .map(|(l, ms)| (format!("create: {l}"), *ms)),
+    );
     delegate(&report.zone, env.uid, env.gid)?;
     write_record(
         &settings,
@@ -520,7 +555,8 @@ pub fn prolog(
             zone_info: Some(report.zone.clone()),
         },
     )?;
-    Ok(done(Some(report.zone), notes, t0))
+    clock.mark("hand-off and job record");
+    Ok(done(Some(report.zone), notes, t0, clock.0))
 }
 
 /// What an epilog did.
