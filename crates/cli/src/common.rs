@@ -14,7 +14,7 @@ pub struct GlobalOpts {
     )]
     pub state_dir: PathBuf,
     /// Send the command to the dualstackd listening on this Unix socket instead of acting
-    /// locally (run, zone list, zone show), with the same output.
+    /// locally (run, zone list, show, create and release), with the same output.
     #[arg(long, global = true, env = "DUALSTACK_API", value_name = "SOCKET")]
     pub api: Option<PathBuf>,
     /// Log verbosity (error, warn, info, debug, trace); RUST_LOG overrides it.
