@@ -186,9 +186,17 @@ pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         return crate::cmd_api::run(&args, socket);
     }
     let mut spec = job_spec(&args);
+    // An open /dev/kvm a privileged helper handed this process (the Slurm SPANK plugin, for
+    // a step running as its user): the VMM's, never the guest's.
+    spec.kvm_fd = handed_kvm_fd();
+    spec.env
+        .retain(|e| !e.starts_with(&format!("{}=", dualstack_slurm::KVM_FD_VAR)));
     // What a native exec would pass on (an MPI launcher's PMI_FD and the like): the guest
     // gets them at the same numbers. Everything this process opened itself is O_CLOEXEC.
-    spec.inherit_fds = dualstack_hpcvmm::kernel::files::inheritable_host_fds();
+    spec.inherit_fds = dualstack_hpcvmm::kernel::files::inheritable_host_fds()
+        .into_iter()
+        .filter(|&fd| Some(fd) != spec.kvm_fd)
+        .collect();
     // Started by an MPI launcher (mpiexec, mpirun, srun): one rank's share of the node.
     spec.local_rank = dualstack_jobs::launcher::LocalRank::from_env();
     let mut host = Host::from_env(&global.state_dir);
@@ -196,7 +204,13 @@ pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     if args.zone.is_none() {
         if let Some(sz) = crate::cmd_slurm::step_zone()? {
             crate::cmd_slurm::check_step_zone(&sz)?;
-            spec.zone = ZoneSel::Named(sz.zone.name.clone());
+            if sz.as_user {
+                // Running as the job's user: the zone as the prolog handed it.
+                crate::cmd_slurm::check_kvm_for_user_step(&sz, spec.kvm_fd)?;
+                spec.zone = ZoneSel::Delegated(Box::new(sz.zone.clone()));
+            } else {
+                spec.zone = ZoneSel::Named(sz.zone.name.clone());
+            }
             host = Host::new(sz.paths.clone());
         }
     }
@@ -222,6 +236,18 @@ pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         }
     }
     Ok(result.exit_status)
+}
+
+/// The descriptor `DUALSTACK_KVM_FD` names, when it is one of this process's open
+/// descriptors (the VMM checks it is /dev/kvm before using it).
+fn handed_kvm_fd() -> Option<i32> {
+    let fd: i32 = std::env::var(dualstack_slurm::KVM_FD_VAR)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    (fd > 2 && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0).then_some(fd)
 }
 
 /// End this process with signal `sig` (no core dump of the VMM itself); returns only if the

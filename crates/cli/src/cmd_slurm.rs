@@ -159,7 +159,7 @@ fn hook(prolog: bool, a: &HookArgs) -> anyhow::Result<i32> {
                 log(n);
             }
             log(&format!(
-                "ok in {:.1} ms{}",
+                "ok in {:.1} ms{}{}",
                 v["elapsed_ms"].as_f64().unwrap_or_default(),
                 match (&v["zone"], &v["released"]) {
                     (serde_json::Value::Object(z), _) => format!(
@@ -169,7 +169,8 @@ fn hook(prolog: bool, a: &HookArgs) -> anyhow::Result<i32> {
                     ),
                     (_, serde_json::Value::Bool(true)) => ", zone released".to_string(),
                     _ => ", no zone".to_string(),
-                }
+                },
+                steps_text(&v["steps"])
             ));
             if a.json {
                 println!("{v}");
@@ -185,6 +186,21 @@ fn hook(prolog: bool, a: &HookArgs) -> anyhow::Result<i32> {
             }
             Ok(1)
         }
+    }
+}
+
+/// ` | steps: label=ms; ...` for the hook log (empty without steps).
+fn steps_text(steps: &serde_json::Value) -> String {
+    let parts: Vec<String> = steps
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| Some(format!("{}={:.2}", s[0].as_str()?, s[1].as_f64()?)))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" | steps: {}", parts.join("; "))
     }
 }
 
@@ -261,4 +277,25 @@ pub fn check_step_zone(sz: &StepZone) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A step running as its user needs KVM: a /dev/kvm the SPANK plugin handed it, or one it may
+/// open itself (a host that lets users open /dev/kvm).
+pub fn check_kvm_for_user_step(sz: &StepZone, kvm_fd: Option<i32>) -> anyhow::Result<()> {
+    if kvm_fd.is_some() {
+        return Ok(());
+    }
+    let dev = std::ffi::CString::new("/dev/kvm").expect("no NUL");
+    // SAFETY: access reads a NUL-terminated path.
+    if unsafe { libc::access(dev.as_ptr(), libc::R_OK | libc::W_OK) } == 0 {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "job {} on node {}: this step runs as uid {} and may not open /dev/kvm; the dualstack SPANK plugin (plugstack.conf: required .../libdualstack_spank.so config=<dualstack-slurm.toml>) hands the tasks of a zone job an open /dev/kvm (as {}); is it installed on this node?",
+        sz.job_id,
+        sz.node,
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() },
+        dualstack_slurm::KVM_FD_VAR
+    )
 }

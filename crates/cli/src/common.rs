@@ -14,7 +14,7 @@ pub struct GlobalOpts {
     )]
     pub state_dir: PathBuf,
     /// Send the command to the dualstackd listening on this Unix socket instead of acting
-    /// locally (run, zone list, zone show), with the same output.
+    /// locally (run, zone list, show, create and release), with the same output.
     #[arg(long, global = true, env = "DUALSTACK_API", value_name = "SOCKET")]
     pub api: Option<PathBuf>,
     /// Log verbosity (error, warn, info, debug, trace); RUST_LOG overrides it.
@@ -72,6 +72,12 @@ pub fn apps_dir() -> Option<PathBuf> {
 /// Roll back or finish half-done zone operations left by a killed dualstack, if a state
 /// database exists. Problems are reported, never fatal: the command itself may still work.
 pub fn recover_at_start(global: &GlobalOpts) {
+    // Recovery changes root's host state (cpusets, huge page pools, the journal): a user's
+    // command (a Slurm job step running as its user) leaves it to root's next command.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
     if !global
         .state_dir
         .join(dualstack_zones::state::DB_FILE)

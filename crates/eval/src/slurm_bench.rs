@@ -112,6 +112,8 @@ pub struct Report {
     /// Prolog and Epilog of the jobs that did not ask (nothing to do).
     pub prolog_no_zone: Summary,
     pub epilog_no_zone: Summary,
+    /// The zone prologs' time per step (in the order they run).
+    pub prolog_steps: Vec<(String, Summary)>,
 }
 
 /// Target of issue 14: the zone adds at most this per node.
@@ -144,6 +146,45 @@ pub fn hook_ms(log: &str, what: &str, job: u64) -> Vec<f64> {
             rest.split_whitespace().next()?.parse().ok()
         })
         .collect()
+}
+
+/// The per-step times of job `job`'s prolog lines (` | steps: label=ms; ...`).
+pub fn hook_steps(log: &str, job: u64) -> Vec<(String, f64)> {
+    let head = format!("prolog job {job}: ok in ");
+    log.lines()
+        .filter(|l| l.contains(&head))
+        .filter_map(|l| l.split_once(" | steps: ").map(|(_, s)| s))
+        .flat_map(|s| s.split("; "))
+        .filter_map(|kv| {
+            let (k, v) = kv.rsplit_once('=')?;
+            Some((step_label(k), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// A step's label with the job and node taken out (`mkdir <instance>/zone-slurm-12` and
+/// `write zone-slurm-12/cpuset.cpus` are one step of every job).
+fn step_label(label: &str) -> String {
+    label
+        .split(' ')
+        .map(|w| {
+            let w = match w.split_once('/') {
+                Some((inst, rest)) if inst.starts_with("dualstack-") => {
+                    format!("<instance>/{rest}")
+                }
+                _ => w.to_string(),
+            };
+            match w.find("zone-slurm-") {
+                Some(i) => {
+                    let head = &w[..i + "zone-slurm-".len()];
+                    let tail = w[head.len()..].trim_start_matches(|c: char| c.is_ascii_digit());
+                    format!("{head}<job>{tail}")
+                }
+                None => w,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 struct Cluster {
@@ -291,10 +332,19 @@ pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchE
         }
     }
     let mut hooks: BTreeMap<(&str, bool), Vec<f64>> = BTreeMap::new();
+    let mut steps: Vec<(String, Vec<f64>)> = Vec::new();
     for name in site.node.keys() {
         let Ok(s) = site.node(name) else { continue };
         let log = std::fs::read_to_string(dualstack_slurm::hook_log_path(&s)).unwrap_or_default();
         for &(id, zone) in &jobs {
+            if zone {
+                for (label, ms) in hook_steps(&log, id) {
+                    match steps.iter_mut().find(|(l, _)| *l == label) {
+                        Some((_, v)) => v.push(ms),
+                        None => steps.push((label, vec![ms])),
+                    }
+                }
+            }
             for what in ["prolog", "epilog"] {
                 hooks
                     .entry((what, zone))
@@ -317,6 +367,10 @@ pub fn run(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchE
         epilog: h("epilog", true),
         prolog_no_zone: h("prolog", false),
         epilog_no_zone: h("epilog", false),
+        prolog_steps: steps
+            .iter()
+            .map(|(l, v)| (l.clone(), Summary::of(v)))
+            .collect(),
     })
 }
 
@@ -351,12 +405,37 @@ pub fn render(r: &Report) -> String {
         r.zone_adds_ms,
         if per_node <= TARGET_MS_PER_NODE { "met" } else { "MISSED" }
     );
+    if !r.prolog_steps.is_empty() {
+        out += "  prolog with a zone, per step:\n";
+        for (label, s) in &r.prolog_steps {
+            out += &row(&format!("  {label}"), s);
+        }
+    }
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prolog_steps_parse() {
+        let log = "1.0 prolog job 7: ok in 17.3 ms, zone slurm-7 on CPUs 0 | steps: configuration=0.10; create: a + b=3.50\n\
+                   1.1 prolog job 8: ok in 1.0 ms, no zone | steps: configuration=0.20\n";
+        assert_eq!(
+            hook_steps(log, 7),
+            vec![("configuration".into(), 0.1), ("create: a + b".into(), 3.5)]
+        );
+        assert_eq!(hook_ms(log, "prolog", 7), vec![17.3]);
+        assert_eq!(
+            step_label("create: mkdir dualstack-slurm-ab-n1/zone-slurm-12"),
+            "create: mkdir <instance>/zone-slurm-<job>"
+        );
+        assert_eq!(
+            step_label("create: write zone-slurm-3/cpuset.cpus"),
+            "create: write zone-slurm-<job>/cpuset.cpus"
+        );
+    }
 
     #[test]
     fn stamps_and_hook_lines_parse() {

@@ -356,8 +356,15 @@ impl GuestMemory {
                 // takes a host page fault and never meets a SIGBUS.
                 crate::sys::madvise(region.as_ptr(), size as usize, libc::MADV_POPULATE_WRITE)
                     .map_err(|source| MemoryError::Populate { size, source })?;
-                crate::sys::mlock(region.as_ptr(), size as usize)
-                    .map_err(|source| MemoryError::Populate { size, source })?;
+                // Huge pages are never swapped out, so the lock only makes it explicit; a
+                // user whose RLIMIT_MEMLOCK is below the guest's size (a job step running as
+                // its user: 8 MiB by default) runs without it rather than not at all.
+                match crate::sys::mlock(region.as_ptr(), size as usize) {
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOMEM | libc::EPERM)) => {
+                        tracing::debug!("mlock of {size} bytes of huge pages refused ({e}): RLIMIT_MEMLOCK; hugetlb pages stay resident anyway")
+                    }
+                    r => r.map_err(|source| MemoryError::Populate { size, source })?,
+                }
                 region
             }
         };

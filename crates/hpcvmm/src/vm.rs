@@ -16,6 +16,8 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{kvm_regs, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
+use std::os::fd::FromRawFd;
+
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use serde::{Deserialize, Serialize};
 
@@ -106,6 +108,12 @@ pub struct RunConfig {
     /// before the jail and keeps only the descriptor.
     #[serde(default)]
     pub live_stats: Option<PathBuf>,
+    /// An open `/dev/kvm` a privileged helper handed this process (the Slurm SPANK plugin
+    /// gives one to the tasks of a zone job that run as their user, where /dev/kvm is 0600
+    /// root): the run creates its VM through it instead of opening /dev/kvm. It is never one
+    /// of the guest's descriptors.
+    #[serde(default)]
+    pub kvm_fd: Option<i32>,
 }
 
 impl RunConfig {
@@ -136,6 +144,7 @@ impl RunConfig {
             identity: None,
             net: Default::default(),
             live_stats: None,
+            kvm_fd: None,
         }
     }
 }
@@ -295,7 +304,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats, VmmError> {
 pub fn run_with(cfg: &RunConfig, hooks: RunHooks) -> Result<RunStats, VmmError> {
     let t_start = Instant::now();
     let v = validate(cfg)?;
-    let kvm = create_vm()?;
+    let kvm = create_vm(cfg.kvm_fd)?;
     // vCPU 0 exists early: the vDSO's time base needs its TSC.
     let vcpu0 = kvm.vm.create_vcpu(0).map_err(kvm_err("create vCPU 0"))?;
     let timebase = if cfg.vdso { tsc_timebase(&vcpu0) } else { None };
@@ -644,6 +653,34 @@ fn read_interpreter(
     Ok(ip)
 }
 
+/// `/dev/kvm`'s device number (misc major 10, minor 232).
+const KVM_RDEV: (u32, u32) = (10, 232);
+
+/// A `Kvm` on a duplicate of descriptor `fd`, which must be an open `/dev/kvm` (a character
+/// device 10:232): anything else is refused rather than handed to KVM ioctls.
+fn handed_kvm(fd: i32) -> Result<Kvm, VmmError> {
+    let what = "use the handed-over /dev/kvm descriptor";
+    // SAFETY: an all-zero stat is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into the stat buffer we own.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(kvm_err(what)(kvm_ioctls::Error::last()));
+    }
+    let is_kvm = st.st_mode & libc::S_IFMT == libc::S_IFCHR
+        && (libc::major(st.st_rdev), libc::minor(st.st_rdev)) == KVM_RDEV;
+    if !is_kvm {
+        return Err(kvm_err(what)(kvm_ioctls::Error::new(libc::ENODEV)));
+    }
+    // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor; the Kvm owns it (the original stays
+    // open for a later run of this process).
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if dup < 0 {
+        return Err(kvm_err(what)(kvm_ioctls::Error::last()));
+    }
+    // SAFETY: `dup` is an open /dev/kvm descriptor nobody else owns.
+    Ok(unsafe { Kvm::from_raw_fd(dup) })
+}
+
 /// KVM handles of a run.
 struct KvmVm {
     kvm: Kvm,
@@ -653,9 +690,13 @@ struct KvmVm {
     features: CpuFeatures,
 }
 
-/// Phase 2: open KVM, create the VM, read the CPU features the guest gets.
-fn create_vm() -> Result<KvmVm, VmmError> {
-    let kvm = Kvm::new().map_err(kvm_err("open /dev/kvm"))?;
+/// Phase 2: open KVM (or use the `/dev/kvm` handed over in `kvm_fd`), create the VM, read the
+/// CPU features the guest gets.
+fn create_vm(kvm_fd: Option<i32>) -> Result<KvmVm, VmmError> {
+    let kvm = match kvm_fd {
+        None => Kvm::new().map_err(kvm_err("open /dev/kvm"))?,
+        Some(fd) => handed_kvm(fd)?,
+    };
     let vm = kvm.create_vm().map_err(kvm_err("create a VM"))?;
     let cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)

@@ -231,6 +231,8 @@ pub enum JobError {
         state: ZoneState,
         cpus: CpuList,
     },
+    #[error("zone {zone} has warm memory (populated hugetlbfs files in the state dir), which a job running as its user cannot claim yet: make the zone without warm memory")]
+    DelegatedWarmMemory { zone: String },
     #[error("entering zone {zone}'s cgroup")]
     Enter {
         zone: String,
@@ -267,6 +269,8 @@ pub struct PreparedJob {
     reserve: Option<HostPaths>,
     /// `--zone auto`: the transient zone to carve at run time, and the spec to place in it.
     auto: Option<(HostPaths, ZoneRequest, Box<JobSpec>)>,
+    /// [`ZoneSel::Delegated`]: the zone handed to the caller.
+    delegated: Option<Zone>,
 }
 
 /// What a job did.
@@ -327,6 +331,7 @@ pub fn prepare_as(spec: &JobSpec, host: &Host, caller: &Caller) -> Result<Prepar
     cfg.stdout = spec.stdout.clone();
     cfg.stderr = spec.stderr.clone();
     cfg.inherit_fds = spec.inherit_fds.clone();
+    cfg.kvm_fd = spec.kvm_fd;
     cfg.host_pid = spec.local_rank.is_some();
     cfg.net = spec.net;
     cfg.live_stats = spec.live_stats.clone();
@@ -350,6 +355,7 @@ pub fn prepare_as(spec: &JobSpec, host: &Host, caller: &Caller) -> Result<Prepar
     }
     let mut reserve = None;
     let mut auto = None;
+    let mut delegated = None;
     let zone = match &spec.zone {
         ZoneSel::None => {
             place_on_host(spec, &mut cfg)?;
@@ -377,6 +383,16 @@ pub fn prepare_as(spec: &JobSpec, host: &Host, caller: &Caller) -> Result<Prepar
             auto = Some((paths.clone(), auto_request(spec)?, Box::new(spec.clone())));
             None
         }
+        ZoneSel::Delegated(zone) => {
+            if zone.memory.is_some() {
+                return Err(JobError::DelegatedWarmMemory {
+                    zone: zone.name.clone(),
+                });
+            }
+            place_in_zone(spec, zone, &mut cfg)?;
+            delegated = Some((**zone).clone());
+            None
+        }
     };
     let jail = identity.map(|id| {
         let mut j = Jail::new(id.clone(), &cfg.root);
@@ -394,6 +410,7 @@ pub fn prepare_as(spec: &JobSpec, host: &Host, caller: &Caller) -> Result<Prepar
         jail,
         reserve,
         auto,
+        delegated,
     })
 }
 
@@ -606,9 +623,12 @@ impl PreparedJob {
         self.jail.as_ref()
     }
 
-    /// The zone it will run in (as read by [`prepare`]).
+    /// The zone it will run in (as read by [`prepare`], or handed over).
     pub fn zone(&self) -> Option<&Zone> {
-        self.zone.as_ref().map(|(z, _)| z)
+        self.zone
+            .as_ref()
+            .map(|(z, _)| z)
+            .or(self.delegated.as_ref())
     }
 
     /// Run it (see the crate docs): take what the run needs for its lifetime only (the huge
@@ -721,6 +741,18 @@ impl PreparedJob {
     /// Run in this process (no lease to give back).
     fn run_here(&self) -> Result<JobResult, JobError> {
         let (wall_s, stats) = match &self.zone {
+            None if self.delegated.is_some() => {
+                let zone = self.delegated.as_ref().expect("checked");
+                // The delegated cgroup: joining it is the caller's right; it stays there
+                // (its previous cgroup is not the caller's to write to).
+                dualstack_zones::cgroup::attach(&zone.cgroup_dir, std::process::id()).map_err(
+                    |e| JobError::Enter {
+                        zone: zone.name.clone(),
+                        source: Box::new(ZoneError::from(e)),
+                    },
+                )?;
+                timed(&self.config, self.jail.as_ref())?
+            }
             None => timed(&self.config, self.jail.as_ref())?,
             Some((zone, paths)) => {
                 let now = dualstack_zones::get(paths, &zone.name)?;
@@ -793,7 +825,7 @@ impl PreparedJob {
         }
         Ok(JobResult {
             exit_status: stats.exit_status,
-            zone: self.zone.as_ref().map(|(z, _)| z.name.clone()),
+            zone: self.zone().map(|z| z.name.clone()),
             wall_s,
             stats,
         })
@@ -846,7 +878,8 @@ fn timed(cfg: &RunConfig, jail: Option<&Jail>) -> Result<(f64, RunStats), JobErr
         forward_signals: true,
         // What a launcher passed (an MPI rank's PMI_FD...): the jailed VMM serves them to the
         // guest at the same numbers.
-        keep_fds: cfg.inherit_fds.clone(),
+        // A handed-over /dev/kvm too (the VMM's, not the guest's).
+        keep_fds: cfg.inherit_fds.iter().copied().chain(cfg.kvm_fd).collect(),
         // A rank of an MPI job (the guest answers the host pid only then): its launcher's
         // pipes close when this process ends, as a native rank's (see relay_stdio).
         relay_stdio: cfg.host_pid,

@@ -97,6 +97,11 @@ pub struct JobSpec {
     /// from JSON (the CLI reads the launcher's environment).
     #[serde(skip)]
     pub local_rank: Option<crate::launcher::LocalRank>,
+    /// An open `/dev/kvm` of the calling process that a privileged helper handed it (the
+    /// Slurm SPANK plugin, for a job step that runs as its user): the VMM uses it instead of
+    /// opening /dev/kvm. Never the guest's; never read from JSON.
+    #[serde(skip)]
+    pub kvm_fd: Option<i32>,
     /// Serve the guest from a jailed VMM (the default): a privileged supervisor does the
     /// set-up, the process that serves the guest becomes the job's user with no capability,
     /// `no_new_privs`, Landlock and a seccomp allow-list. `false` (`--no-jail`) is a
@@ -152,6 +157,7 @@ impl JobSpec {
             user: None,
             inherit_fds: Vec::new(),
             local_rank: None,
+            kvm_fd: None,
             jail: true,
             net: Default::default(),
             live_stats: None,
@@ -172,6 +178,12 @@ pub enum ZoneSel {
     Named(String),
     /// A zone made for the job and released after it. Reserved: refused today.
     Auto,
+    /// A zone handed to the caller by its owner (the Slurm Prolog, for a job step that runs
+    /// as the job's user): its description comes from the hand-off, not from the zone
+    /// database (which only root may open), its cgroup was delegated to the caller, and the
+    /// caller joins it for the run and stays there (it may not write to its previous cgroup).
+    /// Serialized as its name; never read from JSON.
+    Delegated(Box<dualstack_zones::Zone>),
 }
 
 impl ZoneSel {
@@ -194,6 +206,7 @@ impl Serialize for ZoneSel {
             ZoneSel::None => s.serialize_none(),
             ZoneSel::Named(n) => s.serialize_str(n),
             ZoneSel::Auto => s.serialize_str("auto"),
+            ZoneSel::Delegated(z) => s.serialize_str(&z.name),
         }
     }
 }

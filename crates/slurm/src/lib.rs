@@ -77,6 +77,31 @@ pub enum SlurmError {
     },
     #[error("job {job} has no dualstack zone on node {node}: submit it with --comment=dualstack[:memory=...] (or --dualstack with the SPANK plugin), or set DUALSTACK_SLURM_NO_ZONE=1 to run without a zone")]
     NoZone { job: u64, node: String },
+    #[error("handing zone {zone} to uid {uid}: chown {path}: {source}")]
+    Delegate {
+        zone: String,
+        uid: u32,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "job {job} on node {node}: zone {zone} belongs to uid {owner}, this step runs as uid {uid}"
+    )]
+    NotYours {
+        job: u64,
+        node: String,
+        zone: String,
+        owner: String,
+        uid: u32,
+    },
+    #[error("job {job} on node {node}: the prolog's record of zone {zone} ({path}) does not describe it (made by an older dualstack?): a step running as its user cannot use the zone; resubmit the job")]
+    NoZoneInfo {
+        job: u64,
+        node: String,
+        zone: String,
+        path: PathBuf,
+    },
     #[error("writing the job record {path}: {source}")]
     Record {
         path: PathBuf,
@@ -84,6 +109,11 @@ pub enum SlurmError {
         source: std::io::Error,
     },
 }
+
+/// Where the SPANK plugin tells a task of a zone job that runs as its user which of its
+/// descriptors is an open `/dev/kvm` (opened by the plugin as root in slurmstepd, in
+/// `slurm_spank_task_init_privileged`): `dualstack run` creates its VM through it.
+pub const KVM_FD_VAR: &str = "DUALSTACK_KVM_FD";
 
 /// The zone of job `job_id` on every node: `slurm-<jobid>`.
 pub fn zone_name(job_id: u64) -> String {
@@ -97,6 +127,7 @@ pub struct JobEnv {
     pub node: String,
     pub user: Option<String>,
     pub uid: Option<u32>,
+    pub gid: Option<u32>,
     /// The SPANK plugin's request (`SPANK_DUALSTACK`), when the plugin is installed.
     pub spank_request: Option<String>,
 }
@@ -120,6 +151,7 @@ impl JobEnv {
             node: get("SLURMD_NODENAME").ok_or(SlurmError::MissingVar("SLURMD_NODENAME"))?,
             user: get("SLURM_JOB_USER"),
             uid: get("SLURM_JOB_UID").and_then(|u| u.parse().ok()),
+            gid: get("SLURM_JOB_GID").and_then(|g| g.parse().ok()),
             spank_request: get("SPANK_DUALSTACK"),
         })
     }
@@ -167,6 +199,10 @@ pub struct JobRecord {
     pub user: Option<String>,
     pub uid: Option<u32>,
     pub created_unix: u64,
+    /// The zone as the prolog made it: what a job step running as the job's user reads
+    /// instead of the zone database, which only root may open.
+    #[serde(default)]
+    pub zone_info: Option<Zone>,
 }
 
 fn record_path(state_dir: &Path, job_id: u64) -> PathBuf {
@@ -185,14 +221,58 @@ fn write_record(settings: &NodeSettings, rec: &JobRecord) -> Result<(), SlurmErr
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(path.parent().expect("record has a parent")).map_err(io)?;
+    let dir = path.parent().expect("record has a parent");
+    std::fs::create_dir_all(dir).map_err(io)?;
+    // Root's files, readable by the job steps (which run as the job's users) whatever the
+    // umask: the records tell a step its zone; nobody but root may write them.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
     let tmp = path.with_extension("tmp");
     std::fs::write(
         &tmp,
         serde_json::to_string_pretty(rec).expect("records serialize"),
     )
     .map_err(io)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)
+}
+
+/// The files of a zone's cgroup that move a process into it: the ones handed to the job's
+/// user. Nothing else (its CPUs, memory nodes, partition) becomes theirs.
+fn join_files(zone: &Zone) -> Vec<PathBuf> {
+    let dir = &zone.cgroup_dir;
+    match zone.cgroup {
+        // v1: writing a pid needs write access to the file (and, for another process, the
+        // writer's euid to match its uid: a user can move only its own processes).
+        dualstack_zones::CgroupMount::V1 { .. } => {
+            vec![dir.join("cgroup.procs"), dir.join("tasks")]
+        }
+        // v2 also checks the common ancestor of the source and destination cgroups (see
+        // check_step_zone); delegation proper is the directory and these files.
+        dualstack_zones::CgroupMount::V2 { .. } => vec![
+            dir.clone(),
+            dir.join("cgroup.procs"),
+            dir.join("cgroup.threads"),
+        ],
+    }
+}
+
+/// Hand zone `zone` to the job's user: its [`join_files`] become `uid:gid`'s, so that user's
+/// job steps can join the zone and no other user's can (other zones' files stay root's).
+/// Root's jobs need nothing.
+fn delegate(zone: &Zone, uid: Option<u32>, gid: Option<u32>) -> Result<(), SlurmError> {
+    let Some(uid) = uid.filter(|&u| u != 0) else {
+        return Ok(());
+    };
+    for f in join_files(zone) {
+        std::os::unix::fs::chown(&f, Some(uid), gid).map_err(|source| SlurmError::Delegate {
+            zone: zone.name.clone(),
+            uid,
+            path: f.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// The node's hook log: one line per Prolog/Epilog outcome (slurmd logs a hook's output only
@@ -251,6 +331,25 @@ pub struct PrologReport {
     pub zone: Option<Zone>,
     pub notes: Vec<String>,
     pub elapsed_ms: f64,
+    /// Time per step (ms), in order: configuration, recovery, Slurm's job description, the
+    /// topology, each step of the zone's create, the hand-off to the job's user.
+    pub steps: Vec<(String, f64)>,
+}
+
+/// Time per step of a hook.
+#[derive(Default)]
+struct StepClock(Vec<(String, f64)>, Option<Instant>);
+
+impl StepClock {
+    /// Close the step running since the last mark as `label`.
+    fn mark(&mut self, label: &str) {
+        let now = Instant::now();
+        if let Some(t) = self.1 {
+            self.0
+                .push((label.to_string(), (now - t).as_secs_f64() * 1e3));
+        }
+        self.1 = Some(now);
+    }
 }
 
 /// The CPUs of the node the job holds: Slurm's CPU ids on this node are indexes into the
@@ -318,40 +417,48 @@ pub fn prolog(
     jobs: &dyn JobSource,
 ) -> Result<PrologReport, SlurmError> {
     let t0 = Instant::now();
+    let mut clock = StepClock::default();
+    clock.mark("");
     let settings = site.node(&env.node)?;
     let paths = paths_of(&settings)?;
+    clock.mark("configuration");
     let mut notes = recover(&settings, &paths)?;
+    clock.mark("journal recovery check");
     let name = zone_name(env.job_id);
     let impossible = |why: String| SlurmError::Impossible {
         job: env.job_id,
         node: env.node.clone(),
         why,
     };
-    let done = |zone, notes, t0: Instant| PrologReport {
+    let done = |zone, notes, t0: Instant, steps| PrologReport {
         job_id: env.job_id,
         node: env.node.clone(),
         zone,
         notes,
         elapsed_ms: t0.elapsed().as_secs_f64() * 1e3,
+        steps,
     };
 
     // The request: the SPANK option when the plugin passed one, else the job's comment.
     let info = jobs.job_info(env.job_id)?;
+    clock.mark("job description (scontrol)");
     let ask = match &env.spank_request {
         Some(text) => Some(request::parse_option(text)?),
         None => request::parse_ask(info.comment.as_deref().unwrap_or_default())?,
     };
     let Some(ask) = ask else {
-        return Ok(done(None, notes, t0));
+        return Ok(done(None, notes, t0, clock.0));
     };
     // A prolog run again for the same job (requeue, slurmd restart) keeps the zone it made.
     if let Ok(z) = dualstack_zones::get(&paths, &name) {
         notes.push(format!("zone {name} already exists: kept"));
-        return Ok(done(Some(z), notes, t0));
+        delegate(&z, env.uid, env.gid)?;
+        return Ok(done(Some(z), notes, t0, clock.0));
     }
 
     let node = dualstack_zones::load_node(&paths)
         .map_err(|e| impossible(format!("cannot read the node's topology: {e}")))?;
+    clock.mark("topology");
     let node_cpus = match &settings.cpus {
         Some(c) => c.clone(),
         None => dualstack_zones::cgroup::root_cpus(&paths)
@@ -389,6 +496,7 @@ pub fn prolog(
             )));
         }
     }
+    clock.mark("checks (CPUs, memory cap)");
     let req = ZoneRequest {
         cpus: CpuRequest::List(cpus),
         memory_bytes: memory,
@@ -401,14 +509,40 @@ pub fn prolog(
         narrow_workqueue: settings.narrow_workqueue,
         offline_memory: false,
     };
-    let report =
-        dualstack_zones::create_with(&paths, &node, &name, &req, &opts, settings.housekeeping)
-            .map_err(|source| SlurmError::Create {
-                job: env.job_id,
-                node: env.node.clone(),
-                zone: name.clone(),
-                source: Box::new(source),
-            })?;
+    // A job of another user than root gets its zone memory as reserved huge pages in the
+    // node's pool, which its steps map themselves: warm zone memory is claimed through the
+    // zone database, which only root may open.
+    let mut create_paths = paths.clone();
+    if env.uid.is_some_and(|u| u != 0) && create_paths.zone_memory_dir.is_some() {
+        create_paths.zone_memory_dir = None;
+        notes.push(format!(
+            "zone {name} for uid {}: memory as reserved huge pages (warm zone memory is for root's jobs)",
+            env.uid.unwrap_or_default()
+        ));
+    }
+    let report = dualstack_zones::create_with(
+        &create_paths,
+        &node,
+        &name,
+        &req,
+        &opts,
+        settings.housekeeping,
+    )
+    .map_err(|source| SlurmError::Create {
+        job: env.job_id,
+        node: env.node.clone(),
+        zone: name.clone(),
+        source: Box::new(source),
+    })?;
+    clock.mark("zone create (total of the create: steps below)");
+    clock.0.extend(
+        report
+            .timings
+            .0
+            .iter()
+            .map(|(l, ms)| (format!("create: {l}"), *ms)),
+    );
+    delegate(&report.zone, env.uid, env.gid)?;
     write_record(
         &settings,
         &JobRecord {
@@ -418,9 +552,11 @@ pub fn prolog(
             user: env.user.clone().or(info.user),
             uid: env.uid,
             created_unix: report.zone.created_unix,
+            zone_info: Some(report.zone.clone()),
         },
     )?;
-    Ok(done(Some(report.zone), notes, t0))
+    clock.mark("hand-off and job record");
+    Ok(done(Some(report.zone), notes, t0, clock.0))
 }
 
 /// What an epilog did.
@@ -544,6 +680,9 @@ pub struct StepZone {
     pub instance: Option<String>,
     pub paths: HostPaths,
     pub zone: Zone,
+    /// The step runs as the job's user, not root: it uses the zone as the prolog handed it
+    /// (its record's description, its delegated cgroup) and never opens the zone database.
+    pub as_user: bool,
 }
 
 /// What a job step tells `dualstack run` in its environment.
@@ -575,6 +714,11 @@ pub fn step_zone(env: &StepEnv, site: &SiteConfig) -> Result<Option<StepZone>, S
     let settings = site.node(&node)?;
     let paths = paths_of(&settings)?;
     let name = zone_name(job_id);
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        return step_zone_as_user(env, &settings, paths, job_id, node, euid);
+    }
     let found = if settings
         .state_dir
         .join(dualstack_zones::state::DB_FILE)
@@ -601,10 +745,58 @@ pub fn step_zone(env: &StepEnv, site: &SiteConfig) -> Result<Option<StepZone>, S
             paths,
             zone,
             node,
+            as_user: false,
         })),
         None if env.allow_no_zone => Ok(None),
         None => Err(SlurmError::NoZone { job: job_id, node }),
     }
+}
+
+/// [`step_zone`] for a step running as uid `euid` (not root): the prolog's record is the
+/// hand-off (root's file, readable by all); the zone must be this user's.
+fn step_zone_as_user(
+    env: &StepEnv,
+    settings: &NodeSettings,
+    paths: HostPaths,
+    job_id: u64,
+    node: String,
+    euid: u32,
+) -> Result<Option<StepZone>, SlurmError> {
+    let name = zone_name(job_id);
+    let Some(rec) = job_record(settings, job_id) else {
+        if env.allow_no_zone {
+            return Ok(None);
+        }
+        return Err(SlurmError::NoZone { job: job_id, node });
+    };
+    if rec.uid != Some(euid) {
+        return Err(SlurmError::NotYours {
+            job: job_id,
+            node,
+            zone: name,
+            owner: rec
+                .uid
+                .map_or("root (no job uid recorded)".into(), |u| u.to_string()),
+            uid: euid,
+        });
+    }
+    let Some(zone) = rec.zone_info else {
+        return Err(SlurmError::NoZoneInfo {
+            job: job_id,
+            node,
+            zone: name,
+            path: record_path(&settings.state_dir, job_id),
+        });
+    };
+    Ok(Some(StepZone {
+        job_id,
+        node,
+        state_dir: settings.state_dir.clone(),
+        instance: settings.instance.clone(),
+        paths,
+        zone,
+        as_user: true,
+    }))
 }
 
 #[cfg(test)]
@@ -653,6 +845,51 @@ mod tests {
         assert_eq!(whole_cores(&node, &one_pu, None).1, 0);
         let (c, _) = whole_cores(&node, &all, Some(1));
         assert_eq!(c, node.cores[3].pus);
+    }
+
+    #[test]
+    fn a_user_step_gets_only_its_own_jobs_zone() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("[node.n1]\nstate_dir = \"{}\"\n", dir.path().display());
+        let site = SiteConfig::parse(&text, Path::new("t")).unwrap();
+        let settings = site.node("n1").unwrap();
+        let paths = settings.host_paths().unwrap();
+        let env = StepEnv {
+            job_id: Some(7),
+            node: Some("n1".into()),
+            allow_no_zone: false,
+        };
+        let ask = |uid| step_zone_as_user(&env, &settings, paths.clone(), 7, "n1".into(), uid);
+        // No record: no zone for this job here.
+        assert!(matches!(ask(1000), Err(SlurmError::NoZone { .. })));
+        // A record of an older prolog (no zone description), for uid 1000.
+        let rec = JobRecord {
+            job_id: 7,
+            node: "n1".into(),
+            zone: zone_name(7),
+            user: Some("alice".into()),
+            uid: Some(1000),
+            created_unix: 1,
+            zone_info: None,
+        };
+        write_record(&settings, &rec).unwrap();
+        let e = ask(1001).unwrap_err().to_string();
+        assert!(
+            e.contains("belongs to uid 1000, this step runs as uid 1001"),
+            "{e}"
+        );
+        assert!(matches!(ask(1000), Err(SlurmError::NoZoneInfo { .. })));
+        // The record is root's and readable by every user.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(record_path(&settings.state_dir, 7))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644);
+        // Old records (without zone_info) still parse.
+        let old =
+            r#"{"job_id":7,"node":"n1","zone":"slurm-7","user":null,"uid":0,"created_unix":1}"#;
+        assert!(serde_json::from_str::<JobRecord>(old).is_ok());
     }
 
     #[test]

@@ -57,7 +57,7 @@ fn build_hello(dir: &Path) -> PathBuf {
 #include <unistd.h>
 int main(int argc, char **argv) {
   const char *n = getenv("SLURMD_NODENAME");
-  printf("hello from %s\n", n ? n : "?");
+  printf("hello from %s as uid %d\n", n ? n : "?", (int)getuid());
   fflush(stdout);
   if (argc > 1) sleep(atoi(argv[1]));
   return argc > 2 ? atoi(argv[2]) : 0;
@@ -160,10 +160,15 @@ impl Cluster {
 
     /// sbatch --parsable; returns the job id.
     fn sbatch(&self, args: &[&str], script: &str) -> u64 {
+        self.sbatch_in(self.work.path(), args, script)
+    }
+
+    /// sbatch with the job's directory (and output file `job-<id>.out`) in `dir`.
+    fn sbatch_in(&self, dir: &Path, args: &[&str], script: &str) -> u64 {
         let mut all: Vec<String> = vec![
             "--parsable".into(),
-            format!("--output={}/job-%j.out", self.work.path().display()),
-            format!("--chdir={}", self.work.path().display()),
+            format!("--output={}/job-%j.out", dir.display()),
+            format!("--chdir={}", dir.display()),
         ];
         all.extend(args.iter().map(|s| s.to_string()));
         all.push(format!("--wrap={script}"));
@@ -888,16 +893,124 @@ fn open_mpi_mpirun_inside_the_allocation() {
     };
     let prog = build_mpi_suite(s.work.path(), Mpi::OpenMpi).unwrap();
     // mpirun starts rank 0 itself (the batch step on n1) and an orted on n2 through srun,
-    // which starts rank 1 there; jobs run as root here. Natively only for now: in the VMs
-    // each rank sees no network interface yet (Open MPI's TCP BTL then has no path between
-    // the two "hosts" n1 and n2, and its shared-memory BTL is for one host only), which the
-    // Open MPI work in crates/hpcvmm is making good.
+    // which starts rank 1 there; jobs run as root here. Open MPI sees two hosts (n1, n2):
+    // its ranks talk over its TCP BTL, which the VMs serve with the host's interfaces.
     mpi_job_across_the_nodes(
         &s,
         &prog,
         "mpirun.openmpi -np 2 --map-by node",
         "export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
-        false,
+        true,
     );
     s.finish("host after the Open MPI job");
+}
+
+/// uid and gid of `nobody` here.
+const NOBODY: (u32, u32) = (65534, 65534);
+
+#[test]
+fn a_job_of_nobody_runs_its_guest_in_its_zone_as_nobody_and_cannot_touch_another() {
+    if !spank_plugin().exists() {
+        return dualstack_testutil::missing(&format!(
+            "the SPANK plugin {} (it hands a user's tasks /dev/kvm): cargo build --release -p dualstack-spank",
+            spank_plugin().display()
+        ));
+    }
+    let Some(s) = Session::start(2) else {
+        return;
+    };
+    let c = &*s;
+    let hello = c.hello.display().to_string();
+    let bin = c.bin.display().to_string();
+    // root's job on n1, running while nobody's job tries its zone.
+    let other = c.sbatch(
+        &["-N1", "-w", "n1", "--comment=dualstack:memory=32M"],
+        &format!("srun {bin} run --memory 32M -- {hello} 120"),
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "root's zone and guest on n1",
+        || c.zones()["n1"].len() == 1 && c.job_output(other).contains("hello from n1"),
+    );
+    let n1 = c.site().node("n1").unwrap();
+    let other_zone = dualstack_slurm::job_record(&n1, other)
+        .and_then(|r| r.zone_info)
+        .expect("root's job record describes its zone");
+    let other_dir = other_zone.cgroup_dir.display().to_string();
+    // nobody's job on n2: a directory it may write its output to.
+    let dir = c.work.path().join("nobody");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let script = format!(
+        "id -u\n\
+         srun {bin} run --memory 32M --summary -- {hello}; echo own=$?\n\
+         srun sh -c 'echo $$ > {other_dir}/cgroup.procs' && echo joined-other || echo refused-join-other\n\
+         srun sh -c 'echo 0 > {other_dir}/cpuset.cpus' && echo changed-other || echo refused-change-other\n\
+         srun sh -c 'd=$(dirname {other_dir})/slurm-$SLURM_JOB_ID; echo 0-1 > $d/cpuset.cpus' && echo changed-own-cpus || echo refused-own-cpus\n\
+         SLURM_JOB_ID={other} SLURMD_NODENAME=n1 {bin} run --memory 32M -- {hello}; echo other-run=$?\n"
+    );
+    let (uid, gid) = NOBODY;
+    let job = c.sbatch_in(
+        &dir,
+        &[
+            &format!("--uid={uid}"),
+            &format!("--gid={gid}"),
+            "-N1",
+            "-w",
+            "n2",
+            "--comment=dualstack:memory=32M",
+        ],
+        &script,
+    );
+    // (n1 stays allocated to root's job: wait for this job and its node only.)
+    let mut state = String::new();
+    wait_for(Duration::from_secs(90), "nobody's job to end", || {
+        state = c.job_state(job);
+        !matches!(
+            state.as_str(),
+            "PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING"
+        ) && c.nodes()["n2"] == "idle"
+    });
+    let out = std::fs::read_to_string(dir.join(format!("job-{job}.out"))).unwrap_or_default();
+    assert_eq!(state, "COMPLETED", "{out}");
+    assert!(out.starts_with(&format!("{uid}\n")), "{out}");
+    // Its guest ran in its zone (n2's CPU 1, the zone's huge pages) as nobody, jailed.
+    assert!(
+        out.contains(&format!("hello from n2 as uid {uid}\n")),
+        "{out}"
+    );
+    let summary = out
+        .lines()
+        .find(|l| l.starts_with("dualstack: ") && l.contains("exited 0"))
+        .unwrap_or_else(|| panic!("no summary: {out}"));
+    assert!(
+        summary.contains("on cpus [1]")
+            && summary.contains("hugetlb 2M")
+            && summary.contains(&format!("jail: nobody (uid {uid} gid {gid}")),
+        "{summary}"
+    );
+    assert!(out.contains("own=0\n"), "{out}");
+    // Another job's zone is not its to join or change, nor its own zone's CPUs.
+    for word in [
+        "refused-join-other",
+        "refused-change-other",
+        "refused-own-cpus",
+    ] {
+        assert!(out.contains(word), "{word}: {out}");
+    }
+    // Pretending to be the other job's step is refused by name.
+    assert!(
+        out.contains(&format!(
+            "zone slurm-{other} belongs to uid 0, this step runs as uid {uid}"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("other-run=1\n"), "{out}");
+    // Root's job was untouched: its guest still runs in its zone.
+    assert_eq!(c.job_state(other), "RUNNING");
+    assert_eq!(cpus_file(&other_zone.cgroup_dir), other_zone.cpus.to_list());
+    c.ok("scancel", &[&other.to_string()]);
+    assert_eq!(c.wait_done(other), "CANCELLED");
+    assert!(c.zones().values().all(Vec::is_empty), "{:?}", c.zones());
+    s.finish("host after nobody's job");
 }
