@@ -3,19 +3,19 @@
 //! libmpich.a. Each rank runs in its own HPC VM on its own core; what the job prints and how
 //! it ends must equal the same program run natively under the same launcher.
 //!
-//! The environment of both runs has `UCX_POSIX_USE_PROC_LINK=n`: UCX's posix shared-memory
-//! transport otherwise opens its peer's segment through `/proc/<pid>/fd/<fd>`, which names
-//! the other VMM's descriptor table (see notes on MPI in the README). Every mode but `hello`
-//! also runs with `UCX_TLS=self,sm` (shared memory only, as for ranks on one node): with UCX's
-//! TCP transport in the mix the `nonblocking` job hangs now and then under load natively too
-//! (seen 1 in 16 with four jobs on two cores). `hello` keeps the default transports, so UCX's
-//! TCP sockets, netlink dumps and interface ioctls are exercised in the VM. One job at a time:
-//! two cores are shared by every test.
+//! Both runs use the shared-memory configuration `bench mpi` measures
+//! (`UCX_TLS=self,sm UCX_POSIX_USE_PROC_LINK=n`, named segments, no TCP progress polling);
+//! the stacks' default environment (TCP, the proc link served by the VMMs' descriptor broker,
+//! CMA) is what `mpi_stacks.rs` tests, with dynamic MPICH and Open MPI. One job at a time: two
+//! cores are shared by every test.
 
-use std::os::unix::process::ExitStatusExt;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+
+use common::{run_job, Job};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dualstack");
 const MPIEXEC: &str = "mpiexec.hydra";
@@ -66,25 +66,7 @@ fn program() -> Option<&'static Path> {
         .as_deref()
 }
 
-struct Job {
-    stdout: String,
-    stderr: String,
-    /// Exit status of mpiexec (128+signal if it was killed).
-    status: i32,
-}
-
-impl Job {
-    /// stdout and stderr (Hydra and MPI_Abort report on either).
-    fn all(&self) -> String {
-        format!("{}{}", self.stdout, self.stderr)
-    }
-}
-
-/// One MPI job at a time (each takes both cores).
-static ONE_JOB: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 fn mpiexec(in_vm: bool, mode: &str) -> Job {
-    let _one = ONE_JOB.lock().unwrap_or_else(|e| e.into_inner());
     let prog = program().expect("checked by the caller");
     let dir = prog.parent().unwrap();
     let mut c = Command::new("timeout");
@@ -102,21 +84,8 @@ fn mpiexec(in_vm: bool, mode: &str) -> Job {
     }
     c.arg(prog).arg(mode).current_dir(dir);
     c.env("UCX_POSIX_USE_PROC_LINK", "n");
-    // UCX's shared-memory transports for every mode: with its TCP transport, MPI_Init fails
-    // under the jail (a guest /proc open it needs is refused; issue 12 keeps this open).
     c.env("UCX_TLS", "self,sm");
-    let segments = dualstack_eval::mpi_bench::UcxSegments::snapshot();
-    let o = c.output().expect("run mpiexec");
-    // A rank that aborts or faults leaves UCX's segments behind (natively too).
-    segments.remove_new();
-    Job {
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        status: o
-            .status
-            .code()
-            .unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0)),
-    }
+    run_job(c)
 }
 
 /// The lines of Hydra's report that do not name pids or hosts.

@@ -301,7 +301,7 @@ fn mpiexec(o: &Options, argv: &[String], vm: bool, stats: &Path) -> Result<Strin
     for (k, v) in UCX_ENV {
         c.env(k, v);
     }
-    let segments = UcxSegments::snapshot();
+    let segments = MpiShmSegments::snapshot();
     let out = c.output();
     segments.remove_new();
     let out = out.map_err(|e| MpiBenchError::Io(MPIEXEC.into(), e))?;
@@ -542,22 +542,26 @@ pub fn render(r: &Report) -> String {
     s
 }
 
-/// UCX's posix shared-memory segments (`/dev/shm/ucx_shm_posix_*`) a job leaves behind when a
-/// rank dies or aborts (natively too): [`UcxSegments::snapshot`] before the job,
-/// [`UcxSegments::remove_new`] after it removes the ones that appeared meanwhile and belong to
-/// this user.
-pub struct UcxSegments(std::collections::BTreeSet<std::path::PathBuf>);
+/// Prefixes of the /dev/shm files MPI stacks make: UCX's posix segments (MPICH ch4:ucx and
+/// Open MPI's pml ucx) and Open MPI's vader BTL segments.
+const MPI_SHM_PREFIXES: [&str; 2] = ["ucx_shm_posix_", "vader_segment."];
 
-impl UcxSegments {
+/// The MPI shared-memory files (`/dev/shm/ucx_shm_posix_*`, `vader_segment.*`) a job leaves
+/// behind when a rank dies or aborts (natively too): [`MpiShmSegments::snapshot`] before the
+/// job, [`MpiShmSegments::remove_new`] after it removes the ones that appeared meanwhile and
+/// belong to this user.
+pub struct MpiShmSegments(std::collections::BTreeSet<std::path::PathBuf>);
+
+impl MpiShmSegments {
     fn list() -> std::collections::BTreeSet<std::path::PathBuf> {
         std::fs::read_dir("/dev/shm")
             .into_iter()
             .flatten()
             .flatten()
             .filter(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with("ucx_shm_posix_")
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                MPI_SHM_PREFIXES.iter().any(|p| n.starts_with(p))
             })
             .map(|e| e.path())
             .collect()

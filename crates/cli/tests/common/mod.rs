@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
@@ -25,50 +24,11 @@ impl Job {
     }
 }
 
-/// Prefixes of the /dev/shm files MPI stacks make: UCX's posix segments (MPICH ch4:ucx and
-/// Open MPI's pml ucx) and Open MPI's vader BTL segments.
-const SHM_PREFIXES: [&str; 2] = ["ucx_shm_posix_", "vader_segment."];
-
-/// The MPI shared-memory files in /dev/shm before a job: [`ShmFiles::remove_new`] removes the
-/// ones of this user that appeared since (a rank that aborts or faults leaves them, natively
-/// too).
-pub struct ShmFiles(std::collections::BTreeSet<std::path::PathBuf>);
-
-impl ShmFiles {
-    fn list() -> std::collections::BTreeSet<std::path::PathBuf> {
-        std::fs::read_dir("/dev/shm")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| {
-                let n = e.file_name();
-                let n = n.to_string_lossy();
-                SHM_PREFIXES.iter().any(|p| n.starts_with(p))
-            })
-            .map(|e| e.path())
-            .collect()
-    }
-
-    pub fn snapshot() -> Self {
-        ShmFiles(Self::list())
-    }
-
-    pub fn remove_new(&self) {
-        // SAFETY: geteuid has no preconditions.
-        let me = unsafe { libc::geteuid() };
-        for p in Self::list().difference(&self.0) {
-            if std::fs::metadata(p).is_ok_and(|m| m.uid() == me) {
-                let _ = std::fs::remove_file(p);
-            }
-        }
-    }
-}
-
 /// Run `c` (a launcher command) as one job: its output and exit status, with the MPI
 /// shared-memory files it left removed.
 pub fn run_job(mut c: Command) -> Job {
     let _one = ONE_JOB.lock().unwrap_or_else(|e| e.into_inner());
-    let shm = ShmFiles::snapshot();
+    let shm = dualstack_eval::mpi_bench::MpiShmSegments::snapshot();
     let o = c.output().expect("run the MPI launcher");
     shm.remove_new();
     Job {
