@@ -158,7 +158,13 @@ impl VcpuStats {
     }
 
     pub fn exit(&mut self, reason: &'static str) {
-        *self.exits.entry(reason.to_string()).or_default() += 1;
+        // Every VM exit passes here: allocate the key only the first time a reason is seen.
+        match self.exits.get_mut(reason) {
+            Some(n) => *n += 1,
+            None => {
+                self.exits.insert(reason.to_string(), 1);
+            }
+        }
         if let Some(l) = &self.live {
             l.exit();
         }
